@@ -1,0 +1,2 @@
+//! `meshctl`, the command line of the mesh. Commands are thin: the logic they
+//! present lives in the library crates.

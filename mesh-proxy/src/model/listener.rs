@@ -1,0 +1,201 @@
+//! Listeners, filter chains and the two network filters the proxy runs:
+//! the HTTP connection manager and the TCP proxy.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{AccessLogConfig, FaultConfig, RouteTable};
+
+/// `HttpConnectionManager.stream_idle_timeout` default.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// `HttpProtocolOptions.idle_timeout` default for downstream connections.
+pub const DEFAULT_DOWNSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// `TcpProxy.idle_timeout` default.
+pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrafficDirection {
+    Unspecified,
+    Inbound,
+    Outbound,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    pub direction: TrafficDirection,
+    /// `use_original_dst`: hand the connection to the listener that owns the
+    /// original destination (SO_ORIGINAL_DST) when one exists.
+    pub use_original_dst: bool,
+    /// `bind_to_port: false` listeners only receive connections handed over
+    /// by a `use_original_dst` listener.
+    pub bind_to_port: bool,
+    /// Listener filters that inspect the first bytes (TLS SNI/ALPN, HTTP).
+    pub inspect_tls: bool,
+    pub inspect_http: bool,
+    pub filter_chains: Vec<FilterChain>,
+    pub default_filter_chain: Option<FilterChain>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FilterChain {
+    pub name: String,
+    pub matcher: FilterChainMatch,
+    /// Downstream TLS (`transport_socket` tls); wired by the mTLS work.
+    pub tls: Option<DownstreamTls>,
+    pub filter: NetworkFilter,
+}
+
+/// `FilterChainMatch`; empty fields match anything. Envoy picks the most
+/// specific chain in the order: destination port, destination IP, server
+/// names, transport protocol, application protocols, source IP/port.
+#[derive(Debug, Clone, Default)]
+pub struct FilterChainMatch {
+    pub destination_port: Option<u16>,
+    pub prefix_ranges: Vec<ipnet_like::Cidr>,
+    pub server_names: Vec<String>,
+    /// `raw_buffer` or `tls`.
+    pub transport_protocol: Option<String>,
+    pub application_protocols: Vec<String>,
+    pub source_prefix_ranges: Vec<ipnet_like::Cidr>,
+}
+
+/// A CIDR range without pulling in a crate for it.
+pub mod ipnet_like {
+    use std::net::IpAddr;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Cidr {
+        pub address: IpAddr,
+        pub prefix_len: u8,
+    }
+
+    impl Cidr {
+        pub fn contains(&self, ip: IpAddr) -> bool {
+            match (self.address, ip) {
+                (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                    let len = u32::from(self.prefix_len.min(32));
+                    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+                    u32::from(net) & mask == u32::from(ip) & mask
+                }
+                (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                    let len = u32::from(self.prefix_len.min(128));
+                    let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+                    u128::from(net) & mask == u128::from(ip) & mask
+                }
+                _ => false,
+            }
+        }
+    }
+}
+
+/// Downstream TLS settings of a filter chain (filled in by the mTLS work).
+#[derive(Debug, Clone)]
+pub struct DownstreamTls {
+    /// SDS secret names or inline material, resolved by the TLS layer.
+    pub certificate: TlsCertificateSource,
+    pub validation: Option<TlsValidation>,
+    pub require_client_certificate: bool,
+    pub alpn_protocols: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum TlsCertificateSource {
+    Sds(String),
+    InlinePem {
+        cert_chain: String,
+        private_key: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsValidation {
+    pub trusted_ca: TlsCaSource,
+    /// Accepted subject alternative names (SPIFFE URIs); empty accepts any.
+    pub match_subject_alt_names: Vec<super::StringMatcher>,
+}
+
+#[derive(Debug, Clone)]
+pub enum TlsCaSource {
+    Sds(String),
+    InlinePem(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum NetworkFilter {
+    Http(Arc<HttpConnectionManagerConfig>),
+    Tcp(Arc<TcpProxyConfig>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpCodec {
+    /// Detect HTTP/1.1 or HTTP/2 (prior knowledge, or ALPN under TLS).
+    Auto,
+    Http1,
+    Http2,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConnectionManagerConfig {
+    pub stat_prefix: String,
+    pub codec: HttpCodec,
+    pub routes: RouteSource,
+    /// HTTP filters in order; the router is last and implicit.
+    pub http_filters: Vec<HttpFilter>,
+    pub access_log: Vec<AccessLogConfig>,
+    /// `common_http_protocol_options.idle_timeout`.
+    pub idle_timeout: Option<Duration>,
+    /// `common_http_protocol_options.max_connection_duration`.
+    pub max_connection_duration: Option<Duration>,
+    /// `common_http_protocol_options.max_requests_per_connection`.
+    pub max_requests_per_connection: Option<u32>,
+    /// `stream_idle_timeout`; `None` disables it.
+    pub stream_idle_timeout: Option<Duration>,
+    /// `request_timeout`; `None` disables it (Envoy's default).
+    pub request_timeout: Option<Duration>,
+    /// `use_remote_address`: append the peer address to `x-forwarded-for`.
+    pub use_remote_address: bool,
+    pub xff_num_trusted_hops: u32,
+    /// `generate_request_id` (default true): add `x-request-id` when absent.
+    pub generate_request_id: bool,
+    /// Upgrade types allowed (`upgrade_configs`), e.g. `websocket`.
+    pub upgrades: Vec<String>,
+    /// `server_name` for the `server` header of local replies.
+    pub server_name: String,
+    /// Accept absolute-form request targets (`GET http://host/path`), so the
+    /// listener also works as an `http_proxy`. Always on for outbound listeners.
+    pub accept_absolute_form: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum RouteSource {
+    /// RDS: looked up by name in the snapshot at request time.
+    Rds(String),
+    Inline(Arc<RouteTable>),
+}
+
+#[derive(Debug, Clone)]
+pub enum HttpFilter {
+    /// `envoy.filters.http.fault` with its listener-level config; routes may
+    /// override it through `typed_per_filter_config`.
+    Fault(Arc<FaultConfig>),
+    /// `envoy.filters.http.cors`: applies each route's CORS policy.
+    Cors,
+}
+
+#[derive(Debug, Clone)]
+pub struct TcpProxyConfig {
+    pub stat_prefix: String,
+    pub cluster: TcpDestination,
+    pub idle_timeout: Option<Duration>,
+    pub max_connect_attempts: u32,
+    pub access_log: Vec<AccessLogConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub enum TcpDestination {
+    Cluster(String),
+    Weighted(Vec<(String, u32)>),
+}
