@@ -1,3 +1,30 @@
 //! Helpers shared by the mesh's tests: real upstream servers on 127.0.0.1:0
 //! that record what they receive and fail, stall or reset on command, a
 //! launcher for the real Envoy, and waits that retry an assertion.
+//!
+//! - [`HttpUpstream`]: HTTP/1.1 and h2 (prior knowledge) server; records requests, counts
+//!   connections, behaviour switchable at runtime ([`Behavior`]); accepts
+//!   `Upgrade: websocket` and then echoes raw bytes.
+//! - [`TcpEchoUpstream`]: echoes every byte, counts connections.
+//! - [`HttpClient`] (pooled, HTTP/1 or h2) and [`send`]/[`send_h2`] (one fresh connection,
+//!   request sent exactly as given) returning a collected [`Response`].
+//! - [`wait_until`]: retry a check until it passes or a timeout expires.
+//! - [`envoy_binary`], [`EnvoyProcess`]: run the real Envoy from a bootstrap string.
+//! - [`free_port`]: a port that was free a moment ago, for config files that cannot say
+//!   "port 0".
+//!
+//! Everything here shuts down on drop, so a failing test never leaks a server or a process.
+
+mod client;
+mod envoy;
+mod ports;
+mod tcp_echo;
+mod upstream;
+mod wait;
+
+pub use client::{HttpClient, Response, send, send_h2};
+pub use envoy::{EnvoyProcess, envoy_binary};
+pub use ports::free_port;
+pub use tcp_echo::TcpEchoUpstream;
+pub use upstream::{Behavior, HttpUpstream, RecordedRequest};
+pub use wait::{Outcome, wait_until};
