@@ -5,3 +5,4 @@
 //! constants (ports, labels, SPIFFE format) shared by every crate.
 //!
 //! This crate does no I/O beyond reading the bytes it is given.
+pub mod proto;
