@@ -33,6 +33,18 @@ pub struct Snapshot {
     /// Endpoints by EDS service name (`eds_cluster_config.service_name`, or
     /// the cluster name when empty). Static clusters carry theirs inline.
     pub endpoints: BTreeMap<String, Arc<EndpointSet>>,
+    /// TLS secrets by name (static `secrets` or SDS), referenced by
+    /// [`TlsCertificateSource::Sds`] and [`TlsCaSource::Sds`].
+    pub secrets: BTreeMap<String, Arc<TlsSecret>>,
+}
+
+/// An SDS `Secret` the TLS layer can use.
+#[derive(Debug, Clone)]
+pub enum TlsSecret {
+    /// `tls_certificate`: always [`TlsCertificateSource::InlinePem`].
+    Certificate(TlsCertificateSource),
+    /// `validation_context`: always [`TlsCaSource::InlinePem`].
+    ValidationContext(TlsValidation),
 }
 
 impl Snapshot {
