@@ -1,2 +1,4 @@
 //! `meshctl`, the command line of the mesh. Commands are thin: the logic they
 //! present lives in the library crates.
+
+pub mod analyze;

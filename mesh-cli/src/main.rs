@@ -1,3 +1,60 @@
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("meshctl: not built yet")
+//! `meshctl`: thin commands over the library crates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "meshctl", version, about = "Command line of the mesh")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Analyse Istio configuration files as `istioctl analyze` does; exits 79
+    /// when an error-level message is found.
+    Analyze(AnalyzeArgs),
+}
+
+#[derive(clap::Args)]
+struct AnalyzeArgs {
+    /// Files or directories (searched recursively for .yaml, .yml, .json); `-` reads stdin.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
+    output: Format,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+    Yaml,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Analyze(args) => match mesh_cli::analyze::run(&args.paths, args.output.into()) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("meshctl analyze: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+impl From<Format> for mesh_cli::analyze::OutputFormat {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Text => Self::Text,
+            Format::Json => Self::Json,
+            Format::Yaml => Self::Yaml,
+        }
+    }
 }
