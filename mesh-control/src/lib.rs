@@ -1,3 +1,22 @@
 //! The control plane: watches Istio configuration, builds the service
 //! registry, translates both into Envoy xDS v3 resources and serves them to
 //! every proxy over ADS, tracking which proxy holds which version.
+//!
+//! ```text
+//! ConfigSource (directory | Kubernetes) --> mesh_api::Config --> Registry
+//!                                                      \            |
+//!                                                       translate(per proxy) --> XdsResources
+//!                                                                                    |
+//!                            proxies <-- ADS server (versions, nonces, ACK/NACK) <---+
+//! ```
+
+pub mod ads;
+pub mod debug;
+pub mod metrics;
+pub mod node;
+pub mod registry;
+pub mod server;
+pub mod source;
+pub mod translate;
+
+pub use server::{Bound, ServerConfig, ServerError, build, build_with_sources};

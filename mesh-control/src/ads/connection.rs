@@ -1,0 +1,421 @@
+//! One ADS stream: identify the proxy, answer its subscriptions, push changes,
+//! and record ACKs and NACKs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime};
+
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+
+use super::status::{Nack, ProxyStatus, TypeStatus};
+use super::{AdsContext, XdsType};
+use crate::metrics::TypeLabel;
+use crate::node::ProxyNode;
+use crate::source::Snapshot;
+use crate::translate::{XdsResources, translate};
+
+type Responses = mpsc::Sender<Result<DiscoveryResponse, Status>>;
+
+/// Which resources of a type the proxy asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Subscription {
+    All,
+    Names(BTreeSet<String>),
+}
+
+impl Subscription {
+    fn of(t: XdsType, names: &[String]) -> Subscription {
+        if t.is_wildcard() && (names.is_empty() || names.iter().any(|n| n == "*")) {
+            Subscription::All
+        } else {
+            Subscription::Names(names.iter().filter(|n| *n != "*").cloned().collect())
+        }
+    }
+
+    fn names(&self) -> Vec<String> {
+        match self {
+            Subscription::All => Vec::new(),
+            Subscription::Names(n) => n.iter().cloned().collect(),
+        }
+    }
+
+    fn pick<'a, T>(&self, map: &'a BTreeMap<String, T>) -> Vec<(&'a String, &'a T)> {
+        match self {
+            Subscription::All => map.iter().collect(),
+            Subscription::Names(names) => {
+                names.iter().filter_map(|n| map.get_key_value(n)).collect()
+            }
+        }
+    }
+}
+
+/// What was last sent of one type.
+struct Sent {
+    nonce: String,
+    resources: Arc<XdsResources>,
+    subscription: Subscription,
+}
+
+/// One subscribed type.
+struct Watched {
+    subscription: Subscription,
+    sent: Option<Sent>,
+    status: TypeStatus,
+}
+
+struct Connection {
+    ctx: Arc<AdsContext>,
+    id: String,
+    /// Connection number, the prefix of every nonce on this stream.
+    seq: u64,
+    proxy: ProxyNode,
+    tx: Responses,
+    nonce_seq: u64,
+    snapshot: Arc<Snapshot>,
+    resources: Arc<XdsResources>,
+    watched: BTreeMap<XdsType, Watched>,
+}
+
+/// Runs a stream to its end.
+pub(super) async fn run(
+    ctx: Arc<AdsContext>,
+    peer: String,
+    mut requests: Streaming<DiscoveryRequest>,
+    tx: Responses,
+) {
+    let first = match requests.message().await {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!(%peer, "ADS stream failed before its first request: {e}");
+            return;
+        }
+    };
+    let proxy = match first.node.as_ref().map(ProxyNode::from_node) {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            tracing::warn!(%peer, "ADS stream refused: bad node: {e}");
+            let _ = tx
+                .send(Err(Status::invalid_argument(format!("bad node: {e}"))))
+                .await;
+            return;
+        }
+        None => {
+            tracing::warn!(%peer, "ADS stream refused: first request has no node");
+            let _ = tx
+                .send(Err(Status::invalid_argument(
+                    "the first DiscoveryRequest of a stream must carry the node",
+                )))
+                .await;
+            return;
+        }
+    };
+    let seq = ctx.next_connection.fetch_add(1, Ordering::Relaxed) + 1;
+    let id = format!("{}-{seq}", proxy.id);
+    let mut snapshots = ctx.snapshots.clone();
+    let snapshot = snapshots.borrow_and_update().clone();
+    let resources = Arc::new(translate(&snapshot.state, &proxy));
+    ctx.sync.insert(ProxyStatus {
+        proxy: proxy.id.clone(),
+        connection_id: id.clone(),
+        kind: proxy.kind.as_str(),
+        namespace: proxy.namespace.clone(),
+        pod: proxy.pod_name.clone(),
+        ip: proxy.ip.clone(),
+        cluster_id: proxy.cluster_id.clone(),
+        peer: peer.clone(),
+        connected_since: Some(SystemTime::now()),
+        types: XdsType::PUSH_ORDER
+            .into_iter()
+            .map(|t| (t.label(), TypeStatus::new(t)))
+            .collect(),
+    });
+    ctx.metrics.connected.inc();
+    tracing::info!(connection = %id, %peer, "proxy connected");
+
+    let mut conn = Connection {
+        ctx: ctx.clone(),
+        id: id.clone(),
+        seq,
+        proxy,
+        tx,
+        nonce_seq: 0,
+        snapshot,
+        resources,
+        watched: BTreeMap::new(),
+    };
+    let mut shutdown = ctx.shutdown.clone();
+    let end = async {
+        if !conn.on_request(first).await {
+            return "client gone";
+        }
+        loop {
+            tokio::select! {
+                r = requests.message() => match r {
+                    Ok(Some(req)) => if !conn.on_request(req).await { return "client gone" },
+                    Ok(None) => return "stream closed by the proxy",
+                    Err(e) => {
+                        tracing::debug!(connection = %conn.id, "ADS stream error: {e}");
+                        return "stream error";
+                    }
+                },
+                changed = snapshots.changed() => {
+                    if changed.is_err() { return "configuration store stopped" }
+                    let snapshot = snapshots.borrow_and_update().clone();
+                    if !conn.on_snapshot(snapshot).await { return "client gone" }
+                },
+                _ = crate::server::until_shutdown(&mut shutdown) => return "control plane shutting down",
+            }
+        }
+    }
+    .await;
+    ctx.sync.remove(&id);
+    ctx.metrics.connected.dec();
+    tracing::info!(connection = %id, "proxy disconnected: {end}");
+}
+
+impl Connection {
+    /// Handles one request; false when the response channel is closed.
+    async fn on_request(&mut self, req: DiscoveryRequest) -> bool {
+        let Some(t) = XdsType::from_type_url(&req.type_url) else {
+            tracing::debug!(connection = %self.id, type_url = %req.type_url, "request for an unserved type ignored");
+            return true;
+        };
+        let subscription = Subscription::of(t, &req.resource_names);
+        let watched = self.watched.entry(t).or_insert_with(|| Watched {
+            subscription: subscription.clone(),
+            sent: None,
+            status: TypeStatus::new(t),
+        });
+        if !req.response_nonce.is_empty() {
+            let latest = watched.sent.as_ref().map(|s| s.nonce.as_str());
+            if latest != Some(req.response_nonce.as_str()) {
+                // An answer to an older response: a newer one is on its way.
+                tracing::debug!(connection = %self.id, type = t.label(), nonce = %req.response_nonce, "stale nonce ignored");
+                self.publish(t);
+                return true;
+            }
+            watched.status.requested = subscription.names();
+            if let Some(err) = &req.error_detail {
+                tracing::warn!(
+                    connection = %self.id, type = t.label(), nonce = %req.response_nonce,
+                    "proxy rejected the configuration (NACK): {}", err.message
+                );
+                self.ctx
+                    .metrics
+                    .rejects
+                    .get_or_create(&TypeLabel::new(t.label()))
+                    .inc();
+                watched.status.last_nack = Some(Nack {
+                    nonce: req.response_nonce.clone(),
+                    version: req.version_info.clone(),
+                    error: err.message.clone(),
+                    code: err.code,
+                    at: Some(SystemTime::now()),
+                });
+                watched.status.refresh();
+                self.publish(t);
+                // The proxy keeps its previous version; resending the same
+                // content would be rejected again.
+                return true;
+            }
+            watched.status.acked_nonce = req.response_nonce.clone();
+            watched.status.acked_version = req.version_info.clone();
+            watched.status.acked_at = Some(SystemTime::now());
+            watched.status.last_nack = None;
+            watched.status.refresh();
+            if watched.subscription == subscription {
+                self.publish(t);
+                return true;
+            }
+            // Same nonce, new names: Envoy widening or narrowing EDS/RDS
+            // after a CDS/LDS update; answer with the new set.
+        }
+        watched.status.requested = subscription.names();
+        watched.subscription = subscription;
+        let ok = self.send(t, true).await.is_ok();
+        self.publish(t);
+        ok
+    }
+
+    /// A new configuration generation: push the types whose content changed.
+    async fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> bool {
+        let started = Instant::now();
+        let resources = Arc::new(translate(&snapshot.state, &self.proxy));
+        self.snapshot = snapshot;
+        self.resources = resources;
+        let mut pushed = Vec::new();
+        for t in XdsType::PUSH_ORDER {
+            // Envoy keeps an updated cluster warming until it gets its
+            // endpoints, and an updated listener until it gets its routes:
+            // follow CDS with EDS and LDS with RDS even when those are unchanged.
+            let forced = match t {
+                XdsType::Endpoint => pushed.contains(&XdsType::Cluster),
+                XdsType::Route => pushed.contains(&XdsType::Listener),
+                _ => false,
+            };
+            if self.watched.contains_key(&t) {
+                match self.send(t, forced).await {
+                    Ok(true) => pushed.push(t),
+                    Ok(false) => {}
+                    Err(Gone) => return false,
+                }
+            }
+        }
+        if !pushed.is_empty() {
+            self.ctx
+                .metrics
+                .push_time
+                .observe(started.elapsed().as_secs_f64());
+            self.ctx
+                .metrics
+                .convergence_time
+                .observe(self.snapshot.changed_at.elapsed().as_secs_f64());
+            tracing::debug!(connection = %self.id, generation = self.snapshot.generation, types = ?pushed, "pushed");
+        }
+        for t in XdsType::PUSH_ORDER {
+            if self.watched.contains_key(&t) {
+                self.publish(t);
+            }
+        }
+        true
+    }
+}
+
+/// The proxy's stream is gone.
+struct Gone;
+
+impl Connection {
+    /// Sends the subscribed resources of `t` if they differ from what was last
+    /// sent, or always when `force`. Ok(true) when a response went out.
+    async fn send(&mut self, t: XdsType, force: bool) -> Result<bool, Gone> {
+        let Some(watched) = self.watched.get_mut(&t) else {
+            return Ok(false);
+        };
+        if !force
+            && let Some(sent) = &watched.sent
+            && same_content(
+                t,
+                &sent.resources,
+                &sent.subscription,
+                &self.resources,
+                &watched.subscription,
+            )
+        {
+            return Ok(false);
+        }
+        let (any, version) = encode(t, &self.resources, &watched.subscription);
+        self.nonce_seq += 1;
+        let nonce = format!("{}-{}", self.seq, self.nonce_seq);
+        let count = any.len();
+        let response = DiscoveryResponse {
+            version_info: version.clone(),
+            resources: any,
+            type_url: t.type_url().to_string(),
+            nonce: nonce.clone(),
+            ..DiscoveryResponse::default()
+        };
+        watched.sent = Some(Sent {
+            nonce: nonce.clone(),
+            resources: self.resources.clone(),
+            subscription: watched.subscription.clone(),
+        });
+        watched.status.sent_nonce = nonce;
+        watched.status.sent_version = version;
+        watched.status.sent_at = Some(SystemTime::now());
+        watched.status.sent_resources = count;
+        watched.status.refresh();
+        self.ctx
+            .metrics
+            .pushes
+            .get_or_create(&TypeLabel::new(t.label()))
+            .inc();
+        tracing::debug!(connection = %self.id, type = t.label(), resources = count, "response sent");
+        self.tx.send(Ok(response)).await.map_err(|_| Gone)?;
+        Ok(true)
+    }
+
+    /// Copies a type's status into the registry read by `/debug/syncz`.
+    fn publish(&self, t: XdsType) {
+        if let Some(w) = self.watched.get(&t) {
+            let status = w.status.clone();
+            self.ctx.sync.update(&self.id, |p| {
+                p.types.insert(t.label(), status);
+            });
+        }
+    }
+}
+
+fn same_content(
+    t: XdsType,
+    a: &XdsResources,
+    a_sub: &Subscription,
+    b: &XdsResources,
+    b_sub: &Subscription,
+) -> bool {
+    match t {
+        XdsType::Cluster => a_sub.pick(&a.clusters) == b_sub.pick(&b.clusters),
+        XdsType::Endpoint => a_sub.pick(&a.endpoints) == b_sub.pick(&b.endpoints),
+        XdsType::Listener => a_sub.pick(&a.listeners) == b_sub.pick(&b.listeners),
+        XdsType::Route => a_sub.pick(&a.routes) == b_sub.pick(&b.routes),
+    }
+}
+
+/// The resources as `Any`s, and a version: a hash of their names and bytes.
+fn encode(t: XdsType, res: &XdsResources, sub: &Subscription) -> (Vec<Any>, String) {
+    fn pack<T: Message>(
+        t: XdsType,
+        items: Vec<(&String, &T)>,
+        hasher: &mut xxhash_rust::xxh64::Xxh64,
+    ) -> Vec<Any> {
+        items
+            .into_iter()
+            .map(|(name, m)| {
+                let value = m.encode_to_vec();
+                hasher.update(name.as_bytes());
+                hasher.update(&[0]);
+                hasher.update(&value);
+                Any {
+                    type_url: t.type_url().to_string(),
+                    value,
+                }
+            })
+            .collect()
+    }
+    let mut hasher = xxhash_rust::xxh64::Xxh64::new(0);
+    let any = match t {
+        XdsType::Cluster => pack(t, sub.pick(&res.clusters), &mut hasher),
+        XdsType::Endpoint => pack(t, sub.pick(&res.endpoints), &mut hasher),
+        XdsType::Listener => pack(t, sub.pick(&res.listeners), &mut hasher),
+        XdsType::Route => pack(t, sub.pick(&res.routes), &mut hasher),
+    };
+    (any, format!("{:016x}", hasher.digest()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriptions() {
+        assert_eq!(Subscription::of(XdsType::Cluster, &[]), Subscription::All);
+        assert_eq!(
+            Subscription::of(XdsType::Listener, &["*".to_string()]),
+            Subscription::All
+        );
+        assert_eq!(
+            Subscription::of(XdsType::Endpoint, &[]),
+            Subscription::Names(BTreeSet::new())
+        );
+        let mut m = BTreeMap::new();
+        m.insert("a".to_string(), 1);
+        m.insert("b".to_string(), 2);
+        let s = Subscription::of(XdsType::Route, &["b".to_string(), "zz".to_string()]);
+        assert_eq!(s.pick(&m), vec![(&"b".to_string(), &2)]);
+    }
+}

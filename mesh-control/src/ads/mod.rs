@@ -1,0 +1,153 @@
+//! The Aggregated Discovery Service, state of the world.
+//!
+//! One task per stream ([`connection`]): the first request's `Node` says who
+//! the proxy is; every configuration [`Snapshot`](crate::source::Snapshot) is
+//! translated for it, and the types it subscribed to are sent when their
+//! content changed, in the order CDS, EDS, LDS, RDS, so a proxy never holds a
+//! route to a cluster it does not know yet. Versions and nonces are per type;
+//! ACKs and NACKs land in the [`SyncRegistry`] read by `/debug/syncz`.
+
+mod connection;
+pub mod status;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use futures::Stream;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+pub use status::{Nack, ProxyStatus, SyncRegistry, TypeStatus};
+
+use crate::metrics::Metrics;
+use crate::source::Snapshot;
+
+/// The xDS types the server serves, in push order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum XdsType {
+    Cluster,
+    Endpoint,
+    Listener,
+    Route,
+}
+
+impl XdsType {
+    /// Clusters before their endpoints, listeners before their routes.
+    pub const PUSH_ORDER: [XdsType; 4] = [
+        XdsType::Cluster,
+        XdsType::Endpoint,
+        XdsType::Listener,
+        XdsType::Route,
+    ];
+
+    pub fn type_url(self) -> &'static str {
+        match self {
+            XdsType::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            XdsType::Endpoint => {
+                "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+            }
+            XdsType::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            XdsType::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        }
+    }
+
+    pub fn from_type_url(url: &str) -> Option<XdsType> {
+        XdsType::PUSH_ORDER
+            .into_iter()
+            .find(|t| t.type_url() == url)
+    }
+
+    /// `cds`, `eds`, `lds`, `rds`: metric labels and `/debug/syncz` keys.
+    pub fn label(self) -> &'static str {
+        match self {
+            XdsType::Cluster => "cds",
+            XdsType::Endpoint => "eds",
+            XdsType::Listener => "lds",
+            XdsType::Route => "rds",
+        }
+    }
+
+    /// The prefix of Istio's flat syncz fields (`cluster_sent`, ...).
+    pub fn istio_name(self) -> &'static str {
+        match self {
+            XdsType::Cluster => "cluster",
+            XdsType::Endpoint => "endpoint",
+            XdsType::Listener => "listener",
+            XdsType::Route => "route",
+        }
+    }
+
+    /// CDS and LDS subscriptions cover every resource; EDS and RDS name theirs.
+    pub fn is_wildcard(self) -> bool {
+        matches!(self, XdsType::Cluster | XdsType::Listener)
+    }
+}
+
+/// What every stream shares.
+pub(crate) struct AdsContext {
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    pub sync: Arc<SyncRegistry>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: watch::Receiver<bool>,
+    pub next_connection: AtomicU64,
+}
+
+/// The tonic service.
+pub struct AdsServer {
+    ctx: Arc<AdsContext>,
+}
+
+impl AdsServer {
+    pub(crate) fn new(ctx: AdsContext) -> AdsServer {
+        AdsServer { ctx: Arc::new(ctx) }
+    }
+
+    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<AdsServer> {
+        AggregatedDiscoveryServiceServer::new(self)
+            // Large meshes produce large CDS responses.
+            .max_encoding_message_size(64 << 20)
+            .max_decoding_message_size(16 << 20)
+    }
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsServer {
+    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let requests = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(connection::run(self.ctx.clone(), peer, requests, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
+
+    async fn delta_aggregated_resources(
+        &self,
+        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        // Envoy falls back to state of the world when told so in its bootstrap
+        // (`api_type: GRPC`); delta is not served yet.
+        Err(Status::unimplemented(
+            "delta xDS is not served: use state of the world (api_type: GRPC)",
+        ))
+    }
+}

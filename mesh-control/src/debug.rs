@@ -1,0 +1,219 @@
+//! The debug and metrics listener (15014 by default, as istiod's).
+//!
+//! Endpoints, all `GET`, JSON unless said otherwise:
+//! - `/debug/syncz`: one object per connected proxy (ADS stream): identity,
+//!   connected since, and per type (`cds`, `eds`, `lds`, `rds`) the sent and
+//!   ACKed version and nonce, the last NACK and the status `SYNCED`, `STALE`,
+//!   `STALE (Never Acknowledged)` or `NOT SENT`; plus Istio's flat fields
+//!   (`cluster_sent`, `cluster_acked`, ...).
+//! - `/debug/registryz`: the service registry in force.
+//! - `/debug/configz`: the resources in force with their file, and every
+//!   file's state (rejected files with their errors).
+//! - `/metrics`: Prometheus text.
+//! - `/ready`: 200 once the configuration is loaded and xDS is served.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::ads::SyncRegistry;
+use crate::metrics::Metrics;
+use crate::source::Snapshot;
+
+/// What the debug endpoints read.
+pub struct DebugState {
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    pub sync: Arc<SyncRegistry>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Serves the debug endpoints on `listener` until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<DebugState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("debug listener accept: {e}");
+                    continue;
+                }
+            },
+            _ = crate::server::until_shutdown(&mut shutdown) => return,
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, &req)) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!("debug connection: {e}");
+            }
+        });
+    }
+}
+
+fn handle(state: &DebugState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".to_string());
+    }
+    match req.uri().path() {
+        "/debug/syncz" => json_response(state.sync.to_json()),
+        "/debug/registryz" => {
+            let snapshot = state.snapshots.borrow().clone();
+            json_response(
+                serde_json::to_value(&*snapshot.state.registry)
+                    .unwrap_or_else(|e| json!({ "error": e.to_string() })),
+            )
+        }
+        "/debug/configz" => json_response(configz(&state.snapshots.borrow())),
+        "/metrics" | "/stats/prometheus" => {
+            let mut r = text(StatusCode::OK, state.metrics.encode());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            r
+        }
+        "/ready" => text(StatusCode::OK, "ready\n".to_string()),
+        "/" | "/debug" => text(
+            StatusCode::OK,
+            "/debug/syncz\n/debug/registryz\n/debug/configz\n/metrics\n/ready\n".to_string(),
+        ),
+        other => text(StatusCode::NOT_FOUND, format!("no endpoint {other}\n")),
+    }
+}
+
+/// The `/debug/configz` document.
+pub fn configz(snapshot: &Snapshot) -> Value {
+    let mut resources = Vec::new();
+    let mut sources = Vec::new();
+    let mut errors = Vec::new();
+    for s in &snapshot.sources {
+        for r in &s.resources {
+            resources.push(json!({
+                "kind": r.meta.kind,
+                "api_version": r.meta.api_version,
+                "namespace": r.meta.namespace,
+                "name": r.meta.name,
+                "file": &*r.meta.source.file,
+                "document": r.meta.source.document,
+                "line": r.meta.source.line,
+                "object": r.object.to_json(),
+            }));
+        }
+        let files: Vec<Value> = s
+            .origins
+            .iter()
+            .map(|o| {
+                let mut v = serde_json::to_value(o).unwrap_or(Value::Null);
+                v["state"] = o.state().into();
+                v
+            })
+            .collect();
+        for o in s.origins.iter().filter(|o| !o.errors.is_empty()) {
+            errors.push(json!({
+                "source": s.source,
+                "file": o.name,
+                "state": o.state(),
+                "errors": o.errors,
+            }));
+        }
+        sources.push(json!({
+            "source": s.source,
+            "files": files,
+            "skipped": s.skipped.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+        }));
+    }
+    json!({
+        "generation": snapshot.generation,
+        "created_at": rfc3339(snapshot.created_at),
+        "resources": resources,
+        "sources": sources,
+        "errors": errors,
+    })
+}
+
+fn json_response(v: Value) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec_pretty(&v).unwrap_or_default();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// `2026-11-26T16:05:00.123Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, day) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_708_800_250);
+        assert_eq!(rfc3339(t), "2026-11-26T16:00:00.250Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,463 @@
+//! The service registry: services and their endpoints, from ServiceEntry and WorkloadEntry (and,
+//! when the configuration holds them, Kubernetes Services selecting WorkloadEntries).
+//!
+//! As in Istio, every host of a ServiceEntry is a service of its own; endpoints are the entry's
+//! inline `endpoints` plus the WorkloadEntries of the same namespace its `workloadSelector`
+//! selects. A dot-less host (`helloworld`) is qualified with the entry's namespace
+//! (`helloworld.NS.svc.cluster.local`), so short names, `name.namespace` and the FQDN all name
+//! the same service; other hosts are kept as written.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use mesh_api::constants::DEFAULT_DOMAIN_SUFFIX;
+use mesh_api::networking::service_entry::{Location, Resolution as IstioResolution};
+use mesh_api::networking::workload_entry::WorkloadEntrySpec;
+use serde::Serialize;
+
+/// Application protocol of a service port, from its `protocol` or its name prefix (Istio's
+/// `http-foo`, `grpc`, ... convention).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Protocol {
+    Http,
+    Http2,
+    Grpc,
+    GrpcWeb,
+    Https,
+    Tls,
+    Tcp,
+    Mongo,
+    Redis,
+    Mysql,
+    Udp,
+    /// Not declared: Istio sniffs it; this mesh treats it as HTTP.
+    Unknown,
+}
+
+impl Protocol {
+    /// Parses a declared protocol (`HTTP`, `http2`, `GRPC`, ...); unknown names give `Unknown`.
+    pub fn parse(name: &str) -> Protocol {
+        match name.to_ascii_lowercase().as_str() {
+            "http" => Protocol::Http,
+            "http2" | "h2c" => Protocol::Http2,
+            "grpc" => Protocol::Grpc,
+            "grpc-web" => Protocol::GrpcWeb,
+            "https" => Protocol::Https,
+            "tls" => Protocol::Tls,
+            "tcp" => Protocol::Tcp,
+            "mongo" => Protocol::Mongo,
+            "redis" => Protocol::Redis,
+            "mysql" => Protocol::Mysql,
+            "udp" => Protocol::Udp,
+            _ => Protocol::Unknown,
+        }
+    }
+
+    /// From an explicit protocol if given, else from the port name's prefix before `-`.
+    pub fn infer(declared: Option<&str>, port_name: &str) -> Protocol {
+        if let Some(p) = declared.map(Protocol::parse)
+            && p != Protocol::Unknown
+        {
+            return p;
+        }
+        let prefix = port_name.split('-').next().unwrap_or("");
+        Protocol::parse(prefix)
+    }
+
+    /// Whether the mesh routes this port at layer 7.
+    pub fn is_http(self) -> bool {
+        matches!(
+            self,
+            Protocol::Http
+                | Protocol::Http2
+                | Protocol::Grpc
+                | Protocol::GrpcWeb
+                | Protocol::Unknown
+        )
+    }
+
+    /// Whether upstream connections should speak HTTP/2.
+    pub fn is_http2(self) -> bool {
+        matches!(self, Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb)
+    }
+}
+
+/// How the addresses of a service's endpoints are found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Resolution {
+    /// Endpoint addresses are IPs (EDS).
+    Static,
+    /// Endpoint addresses (or the host itself) are DNS names resolved by the proxy.
+    Dns,
+    /// No endpoints: traffic goes to the address the caller asked for.
+    None,
+}
+
+/// A port of a service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServicePort {
+    pub name: String,
+    pub number: u32,
+    pub protocol: Protocol,
+    /// The port on the workload when it differs and no endpoint names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<u32>,
+}
+
+/// One instance of a service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    /// IP (or, for DNS resolution, a host name).
+    pub address: String,
+    /// Service port name to the workload's port.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, u32>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+    /// Load-balancing weight, 1 when unset.
+    pub weight: u32,
+    /// `region/zone/subzone`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// `namespace/name` of the WorkloadEntry this endpoint comes from, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload_entry: Option<String>,
+}
+
+impl Endpoint {
+    /// The workload port serving `port`: the endpoint's own mapping for the port's name, else
+    /// the service's target port, else the service port itself.
+    pub fn port_for(&self, port: &ServicePort) -> u32 {
+        self.ports
+            .get(&port.name)
+            .copied()
+            .or(port.target_port)
+            .unwrap_or(port.number)
+    }
+
+    /// Whether every `selector` label is on this endpoint with the same value.
+    pub fn matches(&self, selector: &BTreeMap<String, String>) -> bool {
+        labels_match(selector, &self.labels)
+    }
+}
+
+/// The resource a service was built from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServiceOrigin {
+    /// `ServiceEntry` or `Service`.
+    pub kind: String,
+    pub name: String,
+}
+
+/// A service: one host with its ports and endpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Service {
+    /// The fully qualified host (`reviews.default.svc.cluster.local`, `api.example.com`).
+    pub hostname: String,
+    pub namespace: String,
+    pub origin: ServiceOrigin,
+    pub ports: Vec<ServicePort>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+    pub resolution: Resolution,
+    pub mesh_external: bool,
+    /// Namespaces the service is visible from (`*` all, `.` own, `~` none); empty means all.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub export_to: Vec<String>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl Service {
+    pub fn port(&self, number: u32) -> Option<&ServicePort> {
+        self.ports.iter().find(|p| p.number == number)
+    }
+
+    /// Whether a proxy in `namespace` may see this service (`exportTo`).
+    pub fn visible_from(&self, namespace: &str) -> bool {
+        export_visible(&self.export_to, &self.namespace, namespace)
+    }
+
+    /// The short names a caller in `from_namespace` can use for this service, besides the
+    /// hostname: `name`, `name.ns`, `name.ns.svc` for Kubernetes-style hosts.
+    pub fn aliases(&self, from_namespace: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some((name, ns)) =
+            mesh_api::host::service_of_fqdn(&self.hostname, DEFAULT_DOMAIN_SUFFIX)
+        {
+            if ns == from_namespace {
+                out.push(name.to_string());
+            }
+            out.push(format!("{name}.{ns}"));
+            out.push(format!("{name}.{ns}.svc"));
+        }
+        out
+    }
+}
+
+/// Whether an `exportTo` list lets a resource of `owner_ns` be seen from `from_ns`.
+pub fn export_visible(export_to: &[String], owner_ns: &str, from_ns: &str) -> bool {
+    if export_to.is_empty() {
+        return true;
+    }
+    export_to
+        .iter()
+        .any(|e| e == "*" || (e == "." && owner_ns == from_ns) || e == from_ns)
+}
+
+/// Whether every selector label is present in `labels` with the same value.
+pub fn labels_match(
+    selector: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Every service of the mesh, in a stable order (hostname, namespace).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Registry {
+    pub services: Vec<Service>,
+    #[serde(skip)]
+    by_host: HashMap<String, Vec<usize>>,
+}
+
+impl Registry {
+    /// Builds the registry from the ServiceEntries, WorkloadEntries and Kubernetes Services of
+    /// `config`.
+    pub fn build(config: &mesh_api::Config) -> Registry {
+        let workload_entries: Vec<(String, String, &WorkloadEntrySpec)> = config
+            .workload_entries()
+            .map(|(m, we)| (m.namespace.clone(), m.name.clone(), &we.spec))
+            .collect();
+        let selected = |namespace: &str, selector: &BTreeMap<String, String>| -> Vec<Endpoint> {
+            workload_entries
+                .iter()
+                .filter(|(ns, _, we)| ns == namespace && labels_match(selector, &we.labels))
+                .filter_map(|(ns, name, we)| endpoint_of(we, Some(format!("{ns}/{name}"))))
+                .collect()
+        };
+
+        let mut services = Vec::new();
+        for (meta, se) in config.service_entries() {
+            let spec = &se.spec;
+            let resolution = match spec.resolution {
+                Some(IstioResolution::Static) => Resolution::Static,
+                Some(
+                    IstioResolution::Dns
+                    | IstioResolution::DnsRoundRobin
+                    | IstioResolution::DynamicDns,
+                ) => Resolution::Dns,
+                Some(IstioResolution::None) | None => Resolution::None,
+            };
+            let ports: Vec<ServicePort> = spec
+                .ports
+                .iter()
+                .map(|p| ServicePort {
+                    name: p.name.clone(),
+                    number: p.number,
+                    protocol: Protocol::infer(p.protocol.as_deref(), &p.name),
+                    target_port: p.target_port,
+                })
+                .collect();
+            let mut endpoints: Vec<Endpoint> = spec
+                .endpoints
+                .iter()
+                .filter_map(|we| endpoint_of(we, None))
+                .collect();
+            if let Some(sel) = &spec.workload_selector {
+                endpoints.extend(selected(&meta.namespace, &sel.labels));
+            }
+            for host in &spec.hosts {
+                let hostname = qualify(host, &meta.namespace);
+                let mut endpoints = endpoints.clone();
+                // DNS resolution without endpoints resolves the host itself.
+                if resolution == Resolution::Dns
+                    && endpoints.is_empty()
+                    && !hostname.starts_with('*')
+                {
+                    endpoints.push(Endpoint {
+                        address: hostname.clone(),
+                        ports: BTreeMap::new(),
+                        labels: BTreeMap::new(),
+                        service_account: String::new(),
+                        weight: 1,
+                        locality: None,
+                        network: None,
+                        workload_entry: None,
+                    });
+                }
+                services.push(Service {
+                    hostname,
+                    namespace: meta.namespace.clone(),
+                    origin: ServiceOrigin {
+                        kind: "ServiceEntry".into(),
+                        name: meta.name.clone(),
+                    },
+                    ports: ports.clone(),
+                    addresses: spec.addresses.clone(),
+                    resolution,
+                    mesh_external: spec.location == Some(Location::MeshExternal),
+                    export_to: spec.export_to.clone(),
+                    endpoints,
+                });
+            }
+        }
+
+        for (meta, svc) in config.services() {
+            let Some(spec) = &svc.spec else { continue };
+            let ports = spec
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| {
+                    let number = u32::try_from(p.port).ok()?;
+                    let name = p.name.clone().unwrap_or_default();
+                    let declared = p.app_protocol.as_deref().or(match p.protocol.as_deref() {
+                        Some("UDP") => Some("udp"),
+                        _ => None,
+                    });
+                    let target_port = match &p.target_port {
+                        Some(IntOrString::Int(n)) => u32::try_from(*n).ok(),
+                        _ => None,
+                    };
+                    Some(ServicePort {
+                        protocol: Protocol::infer(declared, &name),
+                        name,
+                        number,
+                        target_port,
+                    })
+                })
+                .collect();
+            let endpoints = match &spec.selector {
+                Some(sel) if !sel.is_empty() => selected(&meta.namespace, sel),
+                _ => Vec::new(),
+            };
+            let export_to = meta
+                .annotations
+                .get("networking.istio.io/exportTo")
+                .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+                .unwrap_or_default();
+            services.push(Service {
+                hostname: format!(
+                    "{}.{}.svc.{DEFAULT_DOMAIN_SUFFIX}",
+                    meta.name, meta.namespace
+                ),
+                namespace: meta.namespace.clone(),
+                origin: ServiceOrigin {
+                    kind: "Service".into(),
+                    name: meta.name.clone(),
+                },
+                ports,
+                addresses: spec
+                    .cluster_ip
+                    .iter()
+                    .filter(|ip| ip.as_str() != "None")
+                    .cloned()
+                    .collect(),
+                resolution: Resolution::Static,
+                mesh_external: false,
+                export_to,
+                endpoints,
+            });
+        }
+        Registry::from_services(services)
+    }
+
+    /// A registry holding exactly `services` (sorted by hostname, then namespace).
+    pub fn from_services(mut services: Vec<Service>) -> Registry {
+        services.sort_by(|a, b| {
+            (&a.hostname, &a.namespace, &a.origin.kind).cmp(&(
+                &b.hostname,
+                &b.namespace,
+                &b.origin.kind,
+            ))
+        });
+        let mut by_host: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, s) in services.iter().enumerate() {
+            by_host.entry(s.hostname.clone()).or_default().push(i);
+        }
+        Registry { services, by_host }
+    }
+
+    /// Every service with exactly this hostname.
+    pub fn by_hostname(&self, hostname: &str) -> impl Iterator<Item = &Service> {
+        self.by_host
+            .get(hostname)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.services[i])
+    }
+
+    /// The service a `host` written in a resource of `namespace` names: the host as written,
+    /// else its qualified form (`name` and `name.ns` gain `.svc.cluster.local`). Among services
+    /// with the same hostname, the one in `namespace` wins, then the first visible from it.
+    pub fn resolve(&self, host: &str, namespace: &str) -> Option<&Service> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let pick = |h: &str| -> Option<&Service> {
+            let mut candidates = self.by_hostname(h).filter(|s| s.visible_from(namespace));
+            let first = candidates.next()?;
+            if first.namespace == namespace {
+                return Some(first);
+            }
+            Some(
+                candidates
+                    .find(|s| s.namespace == namespace)
+                    .unwrap_or(first),
+            )
+        };
+        pick(&host).or_else(|| {
+            // Kubernetes DNS forms: `name`, `name.ns`, `name.ns.svc`.
+            let expanded = if !host.contains('.') {
+                format!("{host}.{namespace}.svc.{DEFAULT_DOMAIN_SUFFIX}")
+            } else if host.ends_with(".svc") {
+                format!("{host}.{DEFAULT_DOMAIN_SUFFIX}")
+            } else if host.matches('.').count() == 1 {
+                format!("{host}.svc.{DEFAULT_DOMAIN_SUFFIX}")
+            } else {
+                return None;
+            };
+            pick(&expanded)
+        })
+    }
+
+    /// The fully qualified form of `host` as written in `namespace`: the registry's hostname
+    /// when it names a service, else Istio's qualification of short names.
+    pub fn qualify(&self, host: &str, namespace: &str) -> String {
+        match self.resolve(host, namespace) {
+            Some(s) => s.hostname.clone(),
+            None => qualify(host, namespace),
+        }
+    }
+}
+
+/// Dot-less hosts gain `NS.svc.cluster.local`; `name.ns` stays ambiguous with external names
+/// and is kept as written (lookups try both).
+fn qualify(host: &str, namespace: &str) -> String {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if host.contains('.') || host == "*" || host.parse::<std::net::IpAddr>().is_ok() {
+        host
+    } else {
+        format!("{host}.{namespace}.svc.{DEFAULT_DOMAIN_SUFFIX}")
+    }
+}
+
+fn endpoint_of(we: &WorkloadEntrySpec, workload_entry: Option<String>) -> Option<Endpoint> {
+    let address = we.address.clone().filter(|a| !a.is_empty())?;
+    Some(Endpoint {
+        address,
+        ports: we.ports.clone(),
+        labels: we.labels.clone(),
+        service_account: we
+            .service_account
+            .clone()
+            .unwrap_or_else(|| "default".to_string()),
+        weight: we.weight.filter(|w| *w > 0).unwrap_or(1),
+        locality: we.locality.clone(),
+        network: we.network.clone(),
+        workload_entry,
+    })
+}

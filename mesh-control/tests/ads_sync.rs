@@ -1,0 +1,459 @@
+//! ADS over a real gRPC stream with a real tonic client: initial sync, ACK,
+//! NACK, pushes on file changes (RDS only, EDS only), reconnect, bad files.
+
+mod ads_support;
+
+use ads_support::*;
+use mesh_test_util::wait_until;
+
+#[tokio::test]
+async fn initial_sync_sends_all_four_types_and_records_acks() {
+    let dir = config_dir();
+    let bound = start(dir.path()).await;
+    let mut client = AdsClient::connect(bound.xds_address(), node(NODE_ID)).await;
+    let s = sync_all(&mut client).await;
+
+    let cluster_names: Vec<String> = clusters(&s.cds).into_iter().map(|c| c.name).collect();
+    for subset in ["v1", "v2"] {
+        let name = format!("outbound|9080|{subset}|reviews.default.svc.cluster.local");
+        assert!(cluster_names.contains(&name), "{name} in {cluster_names:?}");
+    }
+    let ports = endpoint_ports(&s.eds);
+    assert!(
+        ports.contains(&(
+            "outbound|9080|v1|reviews.default.svc.cluster.local".into(),
+            20001
+        )),
+        "{ports:?}"
+    );
+    assert!(
+        ports.contains(&(
+            "outbound|9080|v2|reviews.default.svc.cluster.local".into(),
+            20002
+        )),
+        "{ports:?}"
+    );
+    assert!(!s.lds.resources.is_empty(), "listeners sent");
+    assert!(!s.rds_names.is_empty(), "listeners use RDS");
+    let w = weights(&s.rds);
+    assert!(
+        w.contains(&(
+            "outbound|9080|v1|reviews.default.svc.cluster.local".into(),
+            90
+        )),
+        "{w:?}"
+    );
+    for r in [&s.cds, &s.eds, &s.lds, &s.rds] {
+        assert!(!r.version_info.is_empty() && !r.nonce.is_empty(), "{r:?}");
+    }
+
+    // Every type ACKed: SYNCED with the versions and nonces sent.
+    let entry = wait_until(WAIT, async || {
+        let p = syncz_of(&bound, NODE_ID)
+            .await
+            .ok_or("proxy not in syncz")?;
+        for t in ["cds", "eds", "lds", "rds"] {
+            if p["types"][t]["status"] != "SYNCED" {
+                return Err(format!("{t} not SYNCED: {p}"));
+            }
+        }
+        Ok(p)
+    })
+    .await
+    .unwrap();
+    assert_eq!(entry["kind"], "sidecar");
+    assert_eq!(entry["namespace"], "default");
+    assert_eq!(entry["pod"], "client");
+    assert!(
+        entry["connected_since"]
+            .as_str()
+            .is_some_and(|s| s.ends_with('Z'))
+    );
+    for (t, r) in [
+        ("cds", &s.cds),
+        ("eds", &s.eds),
+        ("lds", &s.lds),
+        ("rds", &s.rds),
+    ] {
+        assert_eq!(entry["types"][t]["sent_version"], r.version_info.as_str());
+        assert_eq!(entry["types"][t]["acked_version"], r.version_info.as_str());
+        assert_eq!(entry["types"][t]["acked_nonce"], r.nonce.as_str());
+        assert_eq!(entry["types"][t]["last_nack"], serde_json::Value::Null);
+    }
+    assert_eq!(
+        entry["cluster_acked"],
+        s.cds.nonce.as_str(),
+        "Istio's flat fields"
+    );
+    assert_eq!(entry["route_sent"], s.rds.nonce.as_str());
+
+    let metrics = mesh_test_util::HttpClient::http1()
+        .get(&format!("http://{}/metrics", bound.debug_address()))
+        .await
+        .unwrap()
+        .text();
+    assert!(metrics.contains("pilot_xds 1"), "{metrics}");
+    assert!(
+        metrics.contains("pilot_xds_pushes_total{type=\"cds\"}"),
+        "{metrics}"
+    );
+    bound.shutdown().await;
+}
+
+#[tokio::test]
+async fn nack_is_recorded_with_its_detail_and_the_type_is_stale() {
+    let dir = config_dir();
+    let bound = start(dir.path()).await;
+    let mut client = AdsClient::connect(bound.xds_address(), node(NODE_ID)).await;
+    client.subscribe(CDS, &[]).await;
+    let first = client.recv_type(CDS).await;
+    client.ack(&first, &[]).await;
+
+    // A new CDS version (new subset) that the proxy rejects.
+    write(
+        dir.path(),
+        "destination-rule.yaml",
+        &destination_rule().replace(
+            "  - name: v2\n    labels: {version: v2}\n",
+            "  - name: v2\n    labels: {version: v2}\n  - name: v3\n    labels: {version: v3}\n",
+        ),
+    );
+    let second = client.recv_type(CDS).await;
+    assert_ne!(second.version_info, first.version_info);
+    client
+        .request(
+            CDS,
+            &[],
+            &first.version_info,
+            &second.nonce,
+            Some("cluster outbound|9080|v3|reviews: unsupported"),
+        )
+        .await;
+
+    let entry = wait_until(WAIT, async || {
+        let p = syncz_of(&bound, NODE_ID)
+            .await
+            .ok_or("proxy not in syncz")?;
+        if p["types"]["cds"]["last_nack"].is_null() {
+            return Err(format!("no NACK yet: {p}"));
+        }
+        Ok(p)
+    })
+    .await
+    .unwrap();
+    let cds = &entry["types"]["cds"];
+    assert_eq!(cds["status"], "STALE", "{cds}");
+    assert_eq!(cds["sent_nonce"], second.nonce.as_str());
+    assert_eq!(
+        cds["acked_nonce"],
+        first.nonce.as_str(),
+        "the NACK leaves the last ACK"
+    );
+    assert_eq!(cds["acked_version"], first.version_info.as_str());
+    assert_eq!(cds["last_nack"]["nonce"], second.nonce.as_str());
+    assert_eq!(cds["last_nack"]["version"], first.version_info.as_str());
+    assert_eq!(
+        cds["last_nack"]["error"],
+        "cluster outbound|9080|v3|reviews: unsupported"
+    );
+    let metrics = mesh_test_util::HttpClient::http1()
+        .get(&format!("http://{}/metrics", bound.debug_address()))
+        .await
+        .unwrap()
+        .text();
+    assert!(
+        metrics.contains("pilot_total_xds_rejects_total{type=\"cds\"} 1"),
+        "{metrics}"
+    );
+
+    // A later ACK clears it.
+    write(dir.path(), "destination-rule.yaml", &destination_rule());
+    let third = client.recv_type(CDS).await;
+    client.ack(&third, &[]).await;
+    wait_until(WAIT, async || {
+        let p = syncz_of(&bound, NODE_ID).await.unwrap_or_default();
+        p["types"]["cds"]["status"] == "SYNCED" && p["types"]["cds"]["last_nack"].is_null()
+    })
+    .await
+    .unwrap();
+    bound.shutdown().await;
+}
+
+#[tokio::test]
+async fn editing_a_virtual_service_weight_pushes_a_new_rds_version_only() {
+    let dir = config_dir();
+    let bound = start(dir.path()).await;
+    let mut client = AdsClient::connect(bound.xds_address(), node(NODE_ID)).await;
+    let s = sync_all(&mut client).await;
+
+    write(dir.path(), "virtual-service.yaml", &virtual_service(80, 20));
+    // Routes alone changed: the next response is RDS (CDS/EDS/LDS would come first).
+    let rds = client.recv_type(RDS).await;
+    assert_ne!(rds.version_info, s.rds.version_info);
+    assert_ne!(rds.nonce, s.rds.nonce);
+    let w = weights(&rds);
+    assert!(
+        w.contains(&(
+            "outbound|9080|v1|reviews.default.svc.cluster.local".into(),
+            80
+        )) && w.contains(&(
+            "outbound|9080|v2|reviews.default.svc.cluster.local".into(),
+            20
+        )),
+        "{w:?}"
+    );
+    client.ack(&rds, &s.rds_names).await;
+    wait_until(WAIT, async || {
+        let p = syncz_of(&bound, NODE_ID).await.unwrap_or_default();
+        p["types"]["rds"]["acked_version"] == rds.version_info.as_str()
+            && p["types"]["rds"]["status"] == "SYNCED"
+    })
+    .await
+    .unwrap();
+    // The push was timed: one push and one convergence sample.
+    let metrics = bound.metrics().encode();
+    assert!(
+        metrics.contains("pilot_proxy_convergence_time_count 1\n")
+            && metrics.contains("pilot_xds_push_time_count 1\n")
+            && metrics.contains("pilot_xds_pushes_total{type=\"rds\"} 2\n"),
+        "{metrics}"
+    );
+    bound.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_workload_entry_change_pushes_eds_only() {
+    let dir = config_dir();
+    let bound = start(dir.path()).await;
+    let mut client = AdsClient::connect(bound.xds_address(), node(NODE_ID)).await;
+    let s = sync_all(&mut client).await;
+
+    write(
+        dir.path(),
+        "workloads-v2.yaml",
+        &workload_entry("v2", 20003),
+    );
+    let eds = client.recv_type(EDS).await;
+    assert_ne!(eds.version_info, s.eds.version_info);
+    let ports = endpoint_ports(&eds);
+    assert!(
+        ports.contains(&(
+            "outbound|9080|v2|reviews.default.svc.cluster.local".into(),
+            20003
+        )),
+        "{ports:?}"
+    );
+    client.ack(&eds, &s.eds_names).await;
+
+    // Proof that nothing else followed the EDS push: the next response is the
+    // RDS push of a later route change, not CDS or LDS.
+    write(dir.path(), "virtual-service.yaml", &virtual_service(50, 50));
+    let next = client.recv().await;
+    assert_eq!(
+        next.type_url, RDS,
+        "only EDS was pushed for the endpoint change"
+    );
+    bound.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reconnected_proxy_gets_everything_again() {
+    let dir = config_dir();
+    let bound = start(dir.path()).await;
+    let mut client = AdsClient::connect(bound.xds_address(), node(NODE_ID)).await;
+    let before = sync_all(&mut client).await;
+    drop(client);
+    wait_until(WAIT, async || {
+        get_json(&bound, "/debug/syncz")
+            .await
+            .as_array()
+            .map(Vec::len)
+            == Some(0)
+    })
+    .await
+    .unwrap();
+
+    let mut client = AdsClient::connect(bound.xds_address(), node(NODE_ID)).await;
+    let after = sync_all(&mut client).await;
+    for (b, a) in [
+        (&before.cds, &after.cds),
+        (&before.eds, &after.eds),
+        (&before.lds, &after.lds),
+        (&before.rds, &after.rds),
+    ] {
+        assert_eq!(a.resources.len(), b.resources.len(), "{}", a.type_url);
+        assert_ne!(a.nonce, b.nonce, "nonces are per stream");
+    }
+    assert_eq!(after.eds_names, before.eds_names);
+    assert_eq!(after.rds_names, before.rds_names);
+    let entry = wait_until(WAIT, async || {
+        let p = syncz_of(&bound, NODE_ID).await.ok_or("not connected")?;
+        if p["types"]["rds"]["status"] != "SYNCED" {
+            return Err(format!("{p}"));
+        }
+        Ok(p)
+    })
+    .await
+    .unwrap();
+    assert!(
+        entry["connection_id"]
+            .as_str()
+            .is_some_and(|c| c.ends_with("-2")),
+        "second connection: {entry}"
+    );
+    bound.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bad_file_keeps_its_last_good_version_and_shows_in_configz() {
+    let dir = config_dir();
+    let bound = start(dir.path()).await;
+    let mut client = AdsClient::connect(bound.xds_address(), node(NODE_ID)).await;
+    let s = sync_all(&mut client).await;
+
+    write(
+        dir.path(),
+        "virtual-service.yaml",
+        &virtual_service(80, 20).replace("weight: 80", "weight: eighty"),
+    );
+    let configz = wait_until(WAIT, async || {
+        let c = get_json(&bound, "/debug/configz").await;
+        if c["errors"].as_array().is_some_and(|e| !e.is_empty()) {
+            Ok(c)
+        } else {
+            Err(format!("no error yet: {}", c["errors"]))
+        }
+    })
+    .await
+    .unwrap();
+    let err = &configz["errors"][0];
+    assert!(
+        err["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("virtual-service.yaml"),
+        "{err}"
+    );
+    assert_eq!(err["state"], "error: last good version in force");
+    let text = err["errors"][0].as_str().unwrap();
+    assert!(text.contains("weight"), "the error names the field: {text}");
+    // The last good VirtualService is still in force.
+    let vs = configz["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "VirtualService")
+        .expect("VirtualService still in force")
+        .clone();
+    assert!(
+        vs["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("virtual-service.yaml")
+    );
+    assert_eq!(vs["object"]["spec"]["http"][0]["route"][0]["weight"], 90);
+
+    // Other files still apply: an endpoint change goes through (EDS), and the
+    // routes were not touched (no RDS before it).
+    write(
+        dir.path(),
+        "workloads-v1.yaml",
+        &workload_entry("v1", 20011),
+    );
+    let next = client.recv().await;
+    assert_eq!(next.type_url, EDS, "routes unchanged by the bad file");
+
+    // Fixing the file applies it and clears the error.
+    write(dir.path(), "virtual-service.yaml", &virtual_service(70, 30));
+    let rds = client.recv_type(RDS).await;
+    assert_ne!(rds.version_info, s.rds.version_info);
+    assert!(weights(&rds).iter().any(|(_, w)| *w == 70));
+    wait_until(WAIT, async || {
+        get_json(&bound, "/debug/configz").await["errors"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    })
+    .await
+    .unwrap();
+    let metrics = mesh_test_util::HttpClient::http1()
+        .get(&format!("http://{}/metrics", bound.debug_address()))
+        .await
+        .unwrap()
+        .text();
+    assert!(metrics.contains("mesh_config_errors 0"), "{metrics}");
+    bound.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stream_without_node_or_with_a_bad_node_is_refused() {
+    let dir = config_dir();
+    let bound = start(dir.path()).await;
+    let mut client = AdsClient::connect(bound.xds_address(), node("not-an-istio-id")).await;
+    client.subscribe(CDS, &[]).await;
+    let status = client.recv_error().await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    assert!(status.message().contains("node"), "{status}");
+    bound.shutdown().await;
+}
+
+#[tokio::test]
+async fn registryz_and_ready_answer() {
+    let dir = config_dir();
+    let bound = start(dir.path()).await;
+    let reg = get_json(&bound, "/debug/registryz").await;
+    assert!(
+        reg.to_string()
+            .contains("reviews.default.svc.cluster.local"),
+        "{reg}"
+    );
+    let ready = mesh_test_util::HttpClient::http1()
+        .get(&format!("http://{}/ready", bound.debug_address()))
+        .await
+        .unwrap();
+    assert_eq!(ready.status, 200);
+    bound.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_streams() {
+    let dir = config_dir();
+    let bound = start(dir.path()).await;
+    let mut client = AdsClient::connect(bound.xds_address(), node(NODE_ID)).await;
+    client.subscribe(CDS, &[]).await;
+    let _ = client.recv_type(CDS).await;
+    tokio::time::timeout(WAIT, bound.shutdown())
+        .await
+        .expect("shutdown drains with a stream open");
+    assert!(client.recv_end().await, "the stream ends cleanly");
+}
+
+#[tokio::test]
+async fn an_ack_of_an_older_nonce_is_ignored() {
+    let dir = config_dir();
+    let bound = start(dir.path()).await;
+    let mut client = AdsClient::connect(bound.xds_address(), node(NODE_ID)).await;
+    let s = sync_all(&mut client).await;
+    write(dir.path(), "virtual-service.yaml", &virtual_service(60, 40));
+    let newer = client.recv_type(RDS).await;
+    // A late ACK of the previous response: the newer one stays unacknowledged.
+    client.ack(&s.rds, &s.rds_names).await;
+    // Sync point: a CDS re-subscription is answered after the late ACK is handled.
+    client.subscribe(CDS, &[]).await;
+    let _ = client.recv_type(CDS).await;
+    let p = syncz_of(&bound, NODE_ID).await.unwrap();
+    assert_eq!(
+        p["types"]["rds"]["status"], "STALE",
+        "{}",
+        p["types"]["rds"]
+    );
+    assert_eq!(p["types"]["rds"]["sent_nonce"], newer.nonce.as_str());
+    assert_eq!(p["types"]["rds"]["acked_nonce"], s.rds.nonce.as_str());
+    client.ack(&newer, &s.rds_names).await;
+    wait_until(WAIT, async || {
+        let p = syncz_of(&bound, NODE_ID).await.unwrap_or_default();
+        p["types"]["rds"]["status"] == "SYNCED"
+    })
+    .await
+    .unwrap();
+    bound.shutdown().await;
+}

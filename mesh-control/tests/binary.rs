@@ -1,0 +1,144 @@
+//! The `mesh-control` binary: flags, errors, bound addresses, signals.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mesh-control");
+
+#[test]
+fn help_documents_every_flag() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--config <DIR>",
+        "--xds-address <ADDR>",
+        "--debug-address <ADDR>",
+        "--help",
+        "--version",
+    ] {
+        assert!(help.contains(flag), "{flag} in\n{help}");
+    }
+    assert!(
+        help.contains("127.0.0.1:15010") && help.contains("127.0.0.1:15014"),
+        "{help}"
+    );
+}
+
+#[test]
+fn a_bad_flag_exits_non_zero_with_a_message() {
+    let out = Command::new(BIN)
+        .args(["--config", ".", "--bogus"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--bogus"), "{err}");
+
+    let out = Command::new(BIN)
+        .args(["--config", ".", "--xds-address", "not-an-address"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--xds-address") && err.contains("not-an-address"),
+        "{err}"
+    );
+
+    let out = Command::new(BIN)
+        .env_remove("MESH_CONFIG_DIR")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
+}
+
+#[test]
+fn an_unreadable_directory_exits_non_zero_naming_it() {
+    let out = Command::new(BIN)
+        .args([
+            "--config",
+            "/nonexistent/mesh-config",
+            "--xds-address",
+            "127.0.0.1:0",
+            "--debug-address",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/mesh-config"), "{err}");
+}
+
+#[test]
+fn serves_logs_its_addresses_and_drains_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--config"])
+        .arg(dir.path())
+        .args([
+            "--xds-address",
+            "127.0.0.1:0",
+            "--debug-address",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut log = String::new();
+    let debug_addr = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no 'serving' line; log so far:\n{log}"));
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("mesh-control serving") {
+            let addr = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("debug="))
+                .unwrap_or_else(|| panic!("debug address in {line}"))
+                .to_string();
+            assert!(line.contains("xds=127.0.0.1:"), "{line}");
+            break addr;
+        }
+    };
+    // The debug listener answers on the logged address.
+    let mut s = std::net::TcpStream::connect(&debug_addr).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"GET /ready HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}
