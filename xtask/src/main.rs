@@ -1,6 +1,8 @@
 //! Developer tasks. `cargo xtask crds` writes the CRDs of the Istio kinds,
 //! generated from `mesh-api`'s types, into `charts/mesh/crds/`.
 
+mod bench;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -21,11 +23,14 @@ enum Task {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Benchmark mesh-proxy against Envoy on the same bootstraps (see docs/bench.md).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Crds { out } => crds(out),
+        Task::Bench(args) => bench::run(args),
     }
 }
 
