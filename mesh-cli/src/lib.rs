@@ -2,3 +2,4 @@
 //! present lives in the library crates.
 
 pub mod analyze;
+pub mod up;

@@ -17,6 +17,17 @@ enum Command {
     /// Analyse Istio configuration files as `istioctl analyze` does; exits 79
     /// when an error-level message is found.
     Analyze(AnalyzeArgs),
+    /// Start a local mesh (control plane, gateway, a sidecar per workload, the workloads);
+    /// default: the built-in helloworld demo.
+    Up(mesh_cli::up::cli::UpArgs),
+    /// Stop the local mesh recorded in the state directory.
+    Down,
+    /// Show what runs where in the local mesh.
+    Status(mesh_cli::up::cli::StatusArgs),
+    /// Copy Istio YAML into the running local mesh (its control plane pushes the change).
+    Apply(mesh_cli::up::cli::ApplyArgs),
+    /// Send requests through the gateway or a sidecar and count answers by version and status.
+    Traffic(mesh_cli::up::cli::TrafficArgs),
 }
 
 #[derive(clap::Args)]
@@ -39,6 +50,11 @@ enum Format {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Up(a) => mesh_cli::up::cli::up(a),
+        Command::Down => mesh_cli::up::cli::down(),
+        Command::Status(a) => mesh_cli::up::cli::status(a),
+        Command::Apply(a) => mesh_cli::up::cli::apply(a),
+        Command::Traffic(a) => mesh_cli::up::cli::traffic(a),
         Command::Analyze(args) => match mesh_cli::analyze::run(&args.paths, args.output.into()) {
             Ok(code) => ExitCode::from(code),
             Err(e) => {

@@ -1,0 +1,157 @@
+//! The clap arguments of `up`, `down`, `status`, `apply` and `traffic`, kept here so
+//! `main.rs` only lists the subcommands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use super::traffic::TrafficOptions;
+use super::{DEFAULT_SYNC_TIMEOUT, ProxyImpl, UpOptions};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ProxyArg {
+    /// The mesh's own proxy.
+    Mesh,
+    /// The real Envoy, on the very same bootstrap.
+    Envoy,
+}
+
+/// Start a local mesh: control plane, gateway, one sidecar per workload, the workloads.
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Directory with `workloads.yaml` and Istio YAML; default: the built-in helloworld demo.
+    pub dir: Option<PathBuf>,
+    /// Return once every proxy is SYNCED, leaving the mesh running (stop it with `meshctl down`).
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Which proxy runs the sidecars and the gateway.
+    #[arg(long, value_enum, default_value_t = ProxyArg::Mesh)]
+    pub proxy: ProxyArg,
+    /// Seconds to wait for every proxy to be SYNCED.
+    #[arg(long, default_value_t = DEFAULT_SYNC_TIMEOUT.as_secs())]
+    pub timeout: u64,
+}
+
+/// Output format of `status`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum StatusFormat {
+    Table,
+    Json,
+}
+
+/// Show what runs where in the local mesh.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = StatusFormat::Table)]
+    pub output: StatusFormat,
+}
+
+/// Copy Istio YAML into the running local mesh (its control plane picks it up).
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// Send requests and count the answers by version and status.
+#[derive(Args, Debug)]
+pub struct TrafficArgs {
+    /// `gateway`, or a workload whose sidecar to send through (as its app would).
+    #[arg(long, default_value = "gateway")]
+    pub via: String,
+    /// Number of requests (default 100 when no --rate/--duration).
+    #[arg(short = 'n', long)]
+    pub count: Option<u64>,
+    /// Requests per second (with --duration).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// How long to send, e.g. `10s`, `500ms`, `2m`.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    #[arg(long, default_value = "/hello")]
+    pub path: String,
+    /// Host to call (through a sidecar the default is the mesh's first service).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Print the final counts as JSON.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = StatusFormat::Table)]
+    pub output: StatusFormat,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .ok_or_else(|| format!("{s:?}: needs a unit (ms, s, m)"))?;
+    let n: f64 = num.parse().map_err(|_| format!("{s:?}: not a number"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s or m")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn report(cmd: &str, r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshctl {cmd}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn up(a: UpArgs) -> ExitCode {
+    let opts = UpOptions {
+        dir: a.dir,
+        detach: a.detach,
+        proxy: match a.proxy {
+            ProxyArg::Mesh => ProxyImpl::Mesh,
+            ProxyArg::Envoy => ProxyImpl::Envoy,
+        },
+        timeout: Duration::from_secs(a.timeout),
+    };
+    report("up", super::up(&opts))
+}
+
+pub fn down() -> ExitCode {
+    report("down", super::down())
+}
+
+pub fn status(a: StatusArgs) -> ExitCode {
+    report(
+        "status",
+        super::status(matches!(a.output, StatusFormat::Json)),
+    )
+}
+
+pub fn apply(a: ApplyArgs) -> ExitCode {
+    report("apply", super::apply(&a.files))
+}
+
+pub fn traffic(a: TrafficArgs) -> ExitCode {
+    let opts = TrafficOptions {
+        via: a.via,
+        count: a.count,
+        rate: a.rate,
+        duration: a.duration,
+        path: a.path,
+        host: a.host,
+        json: matches!(a.output, StatusFormat::Json),
+    };
+    report("traffic", super::traffic::run(&opts).map(|_| ()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations() {
+        assert_eq!(super::parse_duration("500ms").unwrap().as_millis(), 500);
+        assert_eq!(super::parse_duration("2m").unwrap().as_secs(), 120);
+        assert!(super::parse_duration("10").is_err());
+    }
+}

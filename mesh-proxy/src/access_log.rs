@@ -1,0 +1,247 @@
+//! Access logs: one line per request (or TCP connection) in Envoy's
+//! default text format, a configured text template, or JSON.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::HeaderMap;
+
+use crate::http::local_reply::ResponseFlags;
+use crate::model::{AccessLogConfig, AccessLogFormat, AccessLogSink};
+
+/// Envoy's default access log format.
+pub const DEFAULT_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\"\n";
+
+/// Everything a log line may print about one request.
+#[derive(Debug, Clone, Default)]
+pub struct LogEntry {
+    pub start: Option<SystemTime>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub authority: Option<String>,
+    /// `HTTP/1.1`, `HTTP/2`; `None` for TCP.
+    pub protocol: Option<&'static str>,
+    pub request_headers: HeaderMap,
+    pub response_headers: HeaderMap,
+    pub response_code: u16,
+    pub flags: ResponseFlags,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub duration: Duration,
+    pub upstream_host: Option<SocketAddr>,
+    pub upstream_cluster: Option<String>,
+    pub downstream_remote: Option<SocketAddr>,
+    pub downstream_local: Option<SocketAddr>,
+    pub route_name: Option<String>,
+    /// Why a local reply was made (`%RESPONSE_CODE_DETAILS%`).
+    pub details: Option<String>,
+}
+
+impl LogEntry {
+    fn operator(&self, op: &str) -> Option<String> {
+        let header = |map: &HeaderMap, spec: &str| -> Option<String> {
+            let (spec, max_len) = match spec.split_once("):") {
+                Some((s, n)) => (s, n.parse::<usize>().ok()),
+                None => (spec.trim_end_matches(')'), None),
+            };
+            let value = spec
+                .split('?')
+                .find_map(|name| self.header_value(map, name))?;
+            Some(match max_len {
+                Some(n) => value.chars().take(n).collect(),
+                None => value,
+            })
+        };
+        match op {
+            "START_TIME" => self.start.map(format_time),
+            "PROTOCOL" => self.protocol.map(str::to_string),
+            "RESPONSE_CODE" => Some(self.response_code.to_string()),
+            "RESPONSE_FLAGS" => Some(self.flags.to_string()),
+            "BYTES_RECEIVED" => Some(self.bytes_received.to_string()),
+            "BYTES_SENT" => Some(self.bytes_sent.to_string()),
+            "DURATION" => Some(self.duration.as_millis().to_string()),
+            "UPSTREAM_HOST" => self.upstream_host.map(|a| a.to_string()),
+            "UPSTREAM_CLUSTER" => self.upstream_cluster.clone(),
+            "DOWNSTREAM_REMOTE_ADDRESS" => self.downstream_remote.map(|a| a.to_string()),
+            "DOWNSTREAM_LOCAL_ADDRESS" => self.downstream_local.map(|a| a.to_string()),
+            "ROUTE_NAME" => self.route_name.clone(),
+            "RESPONSE_CODE_DETAILS" => self.details.clone(),
+            _ => {
+                if let Some(spec) = op.strip_prefix("REQ(") {
+                    header(&self.request_headers, spec)
+                } else if let Some(spec) = op.strip_prefix("RESP(") {
+                    header(&self.response_headers, spec)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    fn header_value(&self, map: &HeaderMap, name: &str) -> Option<String> {
+        let name = name.to_ascii_lowercase();
+        match name.as_str() {
+            ":method" => self.method.clone(),
+            ":path" => self.path.clone(),
+            ":authority" | "host" => self.authority.clone(),
+            _ => map
+                .get(name.as_str())
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        }
+    }
+
+    /// Renders a `%COMMAND%` template; unknown or empty values print `-`.
+    pub fn render(&self, template: &str) -> String {
+        let mut out = String::with_capacity(template.len() + 64);
+        let mut rest = template;
+        while let Some(start) = rest.find('%') {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 1..];
+            match after.find('%') {
+                Some(end) if end > 0 => {
+                    let op = &after[..end];
+                    out.push_str(
+                        &self
+                            .operator(op)
+                            .filter(|v| !v.is_empty())
+                            .unwrap_or_else(|| "-".into()),
+                    );
+                    rest = &after[end + 1..];
+                }
+                Some(_) => {
+                    out.push('%');
+                    rest = &after[1..];
+                }
+                None => {
+                    out.push('%');
+                    rest = after;
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+
+    pub fn format(&self, format: &AccessLogFormat) -> String {
+        match format {
+            AccessLogFormat::Default => self.render(DEFAULT_FORMAT),
+            AccessLogFormat::Text(t) => self.render(t),
+            AccessLogFormat::Json(fields) => {
+                let mut map = serde_json::Map::new();
+                for (k, template) in fields {
+                    let v = self.render(template);
+                    map.insert(k.clone(), serde_json::Value::String(v));
+                }
+                format!("{}\n", serde_json::Value::Object(map))
+            }
+        }
+    }
+}
+
+/// `2026-01-31T12:00:00.123Z`, Envoy's `%START_TIME%` default.
+pub fn format_time(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Writes lines to their sinks; files are opened once and appended to.
+#[derive(Debug, Default)]
+pub struct AccessLogWriter {
+    files: Mutex<HashMap<PathBuf, std::fs::File>>,
+}
+
+impl AccessLogWriter {
+    pub fn write(&self, configs: &[AccessLogConfig], entry: &LogEntry) {
+        for config in configs {
+            let line = entry.format(&config.format);
+            match &config.sink {
+                AccessLogSink::Stdout => {
+                    let _ = std::io::stdout().lock().write_all(line.as_bytes());
+                }
+                AccessLogSink::Stderr => {
+                    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+                }
+                AccessLogSink::File(path) => {
+                    let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+                    if !files.contains_key(path) {
+                        match std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(path)
+                        {
+                            Ok(f) => {
+                                files.insert(path.clone(), f);
+                            }
+                            Err(e) => {
+                                tracing::warn!(path = %path.display(), error = %e, "cannot open access log");
+                                continue;
+                            }
+                        }
+                    }
+                    if let Some(f) = files.get_mut(path) {
+                        let _ = f.write_all(line.as_bytes());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::local_reply::ResponseFlag;
+
+    #[test]
+    fn default_format_like_envoy() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-request-id", "abc".parse().unwrap());
+        headers.insert("user-agent", "curl/8".parse().unwrap());
+        let mut flags = ResponseFlags::default();
+        flags.insert(ResponseFlag::NoHealthyUpstream);
+        let e = LogEntry {
+            start: Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)),
+            method: Some("GET".into()),
+            path: Some("/istio".into()),
+            authority: Some("helloworld".into()),
+            protocol: Some("HTTP/1.1"),
+            request_headers: headers,
+            response_code: 503,
+            flags,
+            bytes_sent: 19,
+            duration: Duration::from_millis(3),
+            ..LogEntry::default()
+        };
+        assert_eq!(
+            e.format(&AccessLogFormat::Default),
+            "[2023-11-14T22:13:20.123Z] \"GET /istio HTTP/1.1\" 503 UH 0 19 3 - \"-\" \"curl/8\" \"abc\" \"helloworld\" \"-\"\n"
+        );
+        assert_eq!(
+            e.render("%REQ(X-MISSING?USER-AGENT):4% %RESPONSE_CODE%"),
+            "curl 503"
+        );
+    }
+}

@@ -1,0 +1,364 @@
+//! The HTTP connection manager: serves HTTP/1.1 and HTTP/2 (prior
+//! knowledge) on a downstream connection, and runs each request through
+//! routing and forwarding with the configuration in force when it arrived.
+//! Every request ends in one access log line, written when its response
+//! body is done.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Instant, SystemTime};
+
+use http::{HeaderValue, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpStream;
+
+use super::forward;
+use super::headers;
+use super::local_reply::{LocalReply, ResponseFlag};
+use super::matcher::RequestHead;
+use super::router;
+use crate::access_log::LogEntry;
+use crate::body::{ProxyBody, boxed, full};
+use crate::model::{HttpCodec, HttpConnectionManagerConfig, RouteAction, RouteSource, RouteTable};
+use crate::observed_body::ObservedBody;
+use crate::server::{Active, Shared};
+use crate::stats::{Counter, Gauge, Scope};
+use crate::upstream::pool::Protocol;
+
+/// `http.PREFIX.*` stats.
+#[derive(Debug, Clone)]
+pub struct HcmStats {
+    pub downstream_cx_total: Counter,
+    pub downstream_cx_active: Gauge,
+    pub downstream_rq_total: Counter,
+    pub downstream_rq_active: Gauge,
+    pub downstream_rq_2xx: Counter,
+    pub downstream_rq_3xx: Counter,
+    pub downstream_rq_4xx: Counter,
+    pub downstream_rq_5xx: Counter,
+    pub no_route: Counter,
+    pub no_cluster: Counter,
+    pub rq_direct_response: Counter,
+    pub rq_redirect: Counter,
+    pub fault: super::fault::FaultStats,
+}
+
+impl HcmStats {
+    fn new(shared: &Shared, prefix: &str) -> HcmStats {
+        let s = Scope::http(prefix);
+        let st = &shared.stats;
+        HcmStats {
+            downstream_cx_total: st.counter(&s, "downstream_cx_total"),
+            downstream_cx_active: st.gauge(&s, "downstream_cx_active"),
+            downstream_rq_total: st.counter(&s, "downstream_rq_total"),
+            downstream_rq_active: st.gauge(&s, "downstream_rq_active"),
+            downstream_rq_2xx: st.counter(&s, "downstream_rq_2xx"),
+            downstream_rq_3xx: st.counter(&s, "downstream_rq_3xx"),
+            downstream_rq_4xx: st.counter(&s, "downstream_rq_4xx"),
+            downstream_rq_5xx: st.counter(&s, "downstream_rq_5xx"),
+            no_route: st.counter(&s, "no_route"),
+            no_cluster: st.counter(&s, "no_cluster"),
+            rq_direct_response: st.counter(&s, "rq_direct_response"),
+            rq_redirect: st.counter(&s, "rq_redirect"),
+            fault: super::fault::FaultStats::new(st, prefix),
+        }
+    }
+
+    fn record_status(&self, status: u16) {
+        match status / 100 {
+            2 => self.downstream_rq_2xx.inc(),
+            3 => self.downstream_rq_3xx.inc(),
+            4 => self.downstream_rq_4xx.inc(),
+            5 => self.downstream_rq_5xx.inc(),
+            _ => {}
+        }
+    }
+}
+
+/// What every request on one downstream connection shares.
+pub struct ConnContext {
+    pub shared: Arc<Shared>,
+    pub hcm: Arc<HttpConnectionManagerConfig>,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub scheme: &'static str,
+    pub stats: HcmStats,
+    /// Requests seen on this connection, for `max_requests_per_connection`.
+    pub requests: std::sync::atomic::AtomicU32,
+}
+
+pub async fn serve(
+    shared: Arc<Shared>,
+    hcm: Arc<HttpConnectionManagerConfig>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
+    let stats = HcmStats::new(&shared, &hcm.stat_prefix);
+    stats.downstream_cx_total.inc();
+    stats.downstream_cx_active.inc();
+    let mut shutdown = shared.shutdown.subscribe();
+    let ctx = Arc::new(ConnContext {
+        shared,
+        hcm: hcm.clone(),
+        peer,
+        local,
+        scheme: "http",
+        stats: stats.clone(),
+        requests: Default::default(),
+    });
+    let service = service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(handle(ctx, req).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
+    match hcm.codec {
+        HttpCodec::Http1 => builder = builder.http1_only(),
+        HttpCodec::Http2 => builder = builder.http2_only(),
+        HttpCodec::Auto => {}
+    }
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = crate::server::stopped(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        // Malformed requests and resets end here, never in a panic.
+        tracing::debug!(%peer, error = %e, "downstream connection ended with an error");
+    }
+    stats.downstream_cx_active.dec();
+}
+
+/// One request from arrival to response head; the access log line is
+/// written when the response body is done.
+async fn handle(ctx: Arc<ConnContext>, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let active = ctx.shared.active.load_full();
+    ctx.stats.downstream_rq_total.inc();
+    ctx.stats.downstream_rq_active.inc();
+
+    let on_upgrade = req
+        .headers()
+        .contains_key(http::header::UPGRADE)
+        .then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let received = Arc::new(AtomicU64::new(0));
+    let body = boxed(ObservedBody::new(boxed(body), received.clone()));
+
+    let protocol = if parts.version == Version::HTTP_2 {
+        Protocol::Http2
+    } else {
+        Protocol::Http1
+    };
+    // Absolute-form targets (`GET http://host/path`) carry the authority in
+    // the URI; it wins over `Host`, as RFC 9112 §3.2.2 says.
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+
+    if ctx.hcm.generate_request_id {
+        headers::ensure_request_id(&mut parts.headers);
+    }
+    headers::set_forwarding_headers(
+        &mut parts.headers,
+        ctx.peer.ip(),
+        ctx.scheme,
+        ctx.hcm.use_remote_address,
+    );
+
+    let mut log = LogEntry {
+        start: Some(SystemTime::now()),
+        method: Some(parts.method.to_string()),
+        path: Some(path.clone()),
+        authority: Some(authority.clone()),
+        protocol: Some(match parts.version {
+            Version::HTTP_2 => "HTTP/2",
+            Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        }),
+        request_headers: parts.headers.clone(),
+        downstream_remote: Some(ctx.peer),
+        downstream_local: Some(ctx.local),
+        ..LogEntry::default()
+    };
+
+    let mut response = route(
+        &ctx, &active, parts, body, on_upgrade, &authority, &path, protocol, &mut log,
+    )
+    .await;
+    *response.version_mut() = match protocol {
+        Protocol::Http2 => Version::HTTP_2,
+        Protocol::Http1 => Version::HTTP_11,
+    };
+
+    // `max_requests_per_connection`: the last allowed HTTP/1.1 request
+    // closes the connection after its response.
+    let seen = ctx
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + 1;
+    if protocol == Protocol::Http1
+        && ctx
+            .hcm
+            .max_requests_per_connection
+            .is_some_and(|max| seen >= max)
+    {
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    // Envoy's default `server_header_transformation: OVERWRITE`.
+    if let Ok(v) = HeaderValue::from_str(&ctx.hcm.server_name) {
+        response.headers_mut().insert(http::header::SERVER, v);
+    }
+    let status = response.status().as_u16();
+    ctx.stats.record_status(status);
+    log.response_code = status;
+    log.response_headers = response.headers().clone();
+    let (parts, body) = response.into_parts();
+    let sent = Arc::new(AtomicU64::new(0));
+    let writer_ctx = ctx.clone();
+    let body = ObservedBody::new(body, sent).on_done(move |bytes_sent| {
+        writer_ctx.stats.downstream_rq_active.dec();
+        log.bytes_sent = bytes_sent;
+        log.bytes_received = received.load(std::sync::atomic::Ordering::Relaxed);
+        log.duration = started.elapsed();
+        writer_ctx
+            .shared
+            .access_logs
+            .write(&writer_ctx.hcm.access_log, &log);
+    });
+    Response::from_parts(parts, boxed(body))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn route(
+    ctx: &ConnContext,
+    active: &Arc<Active>,
+    parts: http::request::Parts,
+    body: ProxyBody,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    authority: &str,
+    path: &str,
+    protocol: Protocol,
+    log: &mut LogEntry,
+) -> Response<ProxyBody> {
+    let table: Option<Arc<RouteTable>> = match &ctx.hcm.routes {
+        RouteSource::Inline(t) => Some(t.clone()),
+        RouteSource::Rds(name) => active.snapshot.routes.get(name).cloned(),
+    };
+    let head = RequestHead {
+        method: parts.method.as_str(),
+        authority,
+        path,
+        scheme: ctx.scheme,
+        headers: &parts.headers,
+    };
+    let selected = table.as_ref().and_then(|t| {
+        let vh = router::select_virtual_host(t, authority)?;
+        let route = router::select_route(vh, &head)?;
+        Some((vh, route))
+    });
+    let Some((vh, route)) = selected else {
+        ctx.stats.no_route.inc();
+        tracing::debug!(target: "mesh_proxy::http::router", %authority, %path, "no route");
+        return local(log, LocalReply::no_route(authority, path));
+    };
+    let Some(table) = table.as_ref() else {
+        return local(log, LocalReply::no_route(authority, path));
+    };
+    log.route_name = Some(route.name.clone()).filter(|n| !n.is_empty());
+    tracing::debug!(target: "mesh_proxy::http::router", %authority, %path, vhost = %vh.name, route = %route.name, "route selected");
+
+    // The fault filter runs before the router; an abort never goes upstream.
+    let mut _active_fault = None;
+    if let Some(cfg) = super::fault::effective(&ctx.hcm, vh, route) {
+        match super::fault::apply(cfg, &head, &ctx.stats.fault, log).await {
+            Ok(guard) => _active_fault = guard,
+            Err(abort) => {
+                log.flags.insert(ResponseFlag::FaultInjected);
+                log.details = Some(abort.reply.reason.clone());
+                return abort.into_response();
+            }
+        }
+    }
+
+    let mut response = match &route.action {
+        RouteAction::DirectResponse { status, body } => {
+            ctx.stats.rq_direct_response.inc();
+            let mut resp = Response::new(full(body.clone().unwrap_or_default()));
+            *resp.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+            if body.is_some() {
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain"),
+                );
+            }
+            resp
+        }
+        RouteAction::Redirect(r) => {
+            ctx.stats.rq_redirect.inc();
+            let location =
+                router::redirect_location(r, &route.matcher, ctx.scheme, authority, path);
+            let mut resp = Response::new(crate::body::empty());
+            *resp.status_mut() =
+                StatusCode::from_u16(r.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(http::header::LOCATION, v);
+            }
+            resp
+        }
+        RouteAction::Forward(action) => {
+            let request = forward::Downstream {
+                parts,
+                body,
+                on_upgrade,
+                authority,
+                path,
+                protocol,
+            };
+            match forward::forward(ctx, active, table, vh, route, action, request, log).await {
+                Ok(resp) => resp,
+                Err(reply) => return local(log, reply),
+            }
+        }
+    };
+    headers::apply_response_mutations(
+        response.headers_mut(),
+        &[&route.headers, &vh.headers, &table.headers],
+    );
+    response
+}
+
+fn local(log: &mut LogEntry, reply: LocalReply) -> Response<ProxyBody> {
+    if let Some(flag) = reply.flag {
+        log.flags.insert(flag);
+    }
+    log.details = Some(reply.reason.clone());
+    reply.into_response()
+}

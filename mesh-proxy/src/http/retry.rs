@@ -1,0 +1,583 @@
+//! The retry stage, between the route timeout and one attempt: runs
+//! attempts under the per-try timeout, decides from the route's
+//! `retry_policy` whether a response or failure is retried, waits a
+//! jittered exponential backoff, asks the cluster's circuit breaker (or
+//! retry budget) for room, and avoids previous hosts when asked to.
+//!
+//! A request body is buffered (up to the cluster's buffer limit) so it can
+//! be replayed; a bigger body streams through once and is never retried.
+//! When retries run out on a retriable outcome the request is flagged
+//! `URX`; an upstream response is still passed through unchanged.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::attempt::{self, AttemptFailure, RequestGuard};
+use super::local_reply::{LocalReply, ResponseFlag};
+use crate::access_log::LogEntry;
+use crate::body::{BoxError, ProxyBody};
+use crate::model::RetryPolicy;
+use crate::upstream::cluster::{ClusterRuntime, Host};
+use crate::upstream::outlier::Outcome;
+use crate::upstream::pool::Protocol;
+
+/// A request body as the retry and mirror stages hold it.
+pub enum RequestBody {
+    /// Read completely (within the buffer limit): can be sent many times.
+    Buffered {
+        data: Bytes,
+        trailers: Option<HeaderMap>,
+    },
+    /// Streams once: too big to buffer, or buffering was not needed.
+    Streaming(ProxyBody),
+    /// Streams to the first attempt while a copy is recorded (up to the
+    /// limit), so a body of unknown length is never held back and can
+    /// still be replayed once it is complete.
+    Teed {
+        first: Option<ProxyBody>,
+        recording: Arc<std::sync::Mutex<Recording>>,
+    },
+}
+
+/// What a teed body has seen so far.
+#[derive(Debug, Default)]
+pub struct Recording {
+    chunks: Vec<Bytes>,
+    trailers: Option<HeaderMap>,
+    size: usize,
+    complete: bool,
+    over_limit: bool,
+}
+
+impl RequestBody {
+    /// Streams `body` to the first attempt, recording up to `limit` bytes.
+    pub fn tee(body: ProxyBody, limit: usize) -> RequestBody {
+        let recording = Arc::new(std::sync::Mutex::new(Recording::default()));
+        RequestBody::Teed {
+            first: Some(
+                Tee {
+                    inner: body,
+                    recording: recording.clone(),
+                    limit,
+                }
+                .boxed(),
+            ),
+            recording,
+        }
+    }
+
+    /// Whether another attempt can be given the whole body.
+    pub fn can_replay(&self) -> bool {
+        match self {
+            RequestBody::Buffered { .. } => true,
+            RequestBody::Streaming(_) => false,
+            RequestBody::Teed { recording, .. } => {
+                let r = recording.lock().unwrap_or_else(|e| e.into_inner());
+                r.complete && !r.over_limit
+            }
+        }
+    }
+}
+
+struct Tee {
+    inner: ProxyBody,
+    recording: Arc<std::sync::Mutex<Recording>>,
+    limit: usize,
+}
+
+impl Body for Tee {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let limit = self.limit;
+        let mut r = self.recording.lock().unwrap_or_else(|e| e.into_inner());
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    r.size += d.len();
+                    if r.size > limit {
+                        r.over_limit = true;
+                        r.chunks.clear();
+                    } else if !r.over_limit {
+                        r.chunks.push(d.clone());
+                    }
+                } else if let Some(t) = frame.trailers_ref() {
+                    r.trailers = Some(t.clone());
+                }
+            }
+            Poll::Ready(None) => r.complete = true,
+            _ => {}
+        }
+        drop(r);
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl RequestBody {
+    /// A body for one attempt; `None` once a streaming body was used.
+    fn take(&mut self) -> Option<ProxyBody> {
+        match self {
+            RequestBody::Buffered { data, trailers } => Some(
+                Replay {
+                    data: Some(data.clone()).filter(|d| !d.is_empty()),
+                    trailers: trailers.clone(),
+                }
+                .boxed(),
+            ),
+            RequestBody::Teed { first, recording } => {
+                if let Some(b) = first.take() {
+                    return Some(b);
+                }
+                let r = recording.lock().unwrap_or_else(|e| e.into_inner());
+                if !r.complete || r.over_limit {
+                    return None;
+                }
+                Some(
+                    Replay {
+                        data: Some(concat(r.chunks.iter().cloned().collect(), r.size))
+                            .filter(|d| !d.is_empty()),
+                        trailers: r.trailers.clone(),
+                    }
+                    .boxed(),
+                )
+            }
+            RequestBody::Streaming(_) => {
+                match std::mem::replace(self, RequestBody::Streaming(crate::body::empty())) {
+                    RequestBody::Streaming(b) => Some(b),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    pub fn replayable(&self) -> Option<(Bytes, Option<HeaderMap>)> {
+        match self {
+            RequestBody::Buffered { data, trailers } => Some((data.clone(), trailers.clone())),
+            RequestBody::Streaming(_) | RequestBody::Teed { .. } => None,
+        }
+    }
+}
+
+/// Reads `body` up to `limit` bytes. Over the limit, what was read is put
+/// back in front of the rest and the body streams on.
+pub async fn buffer(mut body: ProxyBody, limit: usize) -> Result<RequestBody, BoxError> {
+    let mut chunks: VecDeque<Bytes> = VecDeque::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        match frame.into_data() {
+            Ok(data) => {
+                total += data.len();
+                chunks.push_back(data);
+                if total > limit {
+                    return Ok(RequestBody::Streaming(
+                        Prefixed {
+                            prefix: chunks,
+                            rest: body,
+                        }
+                        .boxed(),
+                    ));
+                }
+            }
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    return Ok(RequestBody::Buffered {
+                        data: concat(chunks, total),
+                        trailers: Some(trailers),
+                    });
+                }
+            }
+        }
+    }
+    Ok(RequestBody::Buffered {
+        data: concat(chunks, total),
+        trailers: None,
+    })
+}
+
+fn concat(chunks: VecDeque<Bytes>, total: usize) -> Bytes {
+    if chunks.len() == 1 {
+        return chunks.into_iter().next().unwrap_or_default();
+    }
+    let mut out = Vec::with_capacity(total);
+    for c in chunks {
+        out.extend_from_slice(&c);
+    }
+    Bytes::from(out)
+}
+
+/// A buffered body sent again.
+pub struct Replay {
+    pub data: Option<Bytes>,
+    pub trailers: Option<HeaderMap>,
+}
+
+impl Body for Replay {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(d) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(d))));
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+    }
+}
+
+/// Chunks already read, then the rest of the body.
+struct Prefixed {
+    prefix: VecDeque<Bytes>,
+    rest: ProxyBody,
+}
+
+impl Body for Prefixed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(d) = self.prefix.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(d))));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+}
+
+/// The parts of a request that every attempt repeats.
+pub struct Template {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub version: http::Version,
+    pub headers: HeaderMap,
+}
+
+impl Template {
+    pub fn from_parts(parts: &http::request::Parts) -> Template {
+        Template {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+        }
+    }
+
+    pub fn request(&self, body: ProxyBody) -> Request<ProxyBody> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// Envoy's jittered exponential backoff: the n-th retry (1-based) waits a
+/// uniform time below `base × (2^n − 1)`, capped at `max`.
+pub fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
+    let base = policy.base_interval.as_millis().max(1) as u64;
+    let max = policy.max_interval.as_millis().max(1) as u64;
+    let multiplier = (1u64 << retry.min(20)) - 1;
+    let ceiling = base.saturating_mul(multiplier).min(max).max(1);
+    Duration::from_millis(rand::random_range(0..ceiling))
+}
+
+/// Whether a response head is retriable under `policy`.
+pub fn retriable_response(policy: &RetryPolicy, resp: &Response<Incoming>) -> bool {
+    retriable_head(policy, resp.status(), resp.headers())
+}
+
+pub fn retriable_head(policy: &RetryPolicy, status: StatusCode, headers: &HeaderMap) -> bool {
+    let on = &policy.retry_on;
+    let s = status.as_u16();
+    if (on.server_error_5xx && s >= 500)
+        || (on.gateway_error && matches!(s, 502..=504))
+        || (on.retriable_4xx && s == 409)
+        || (on.retriable_status_codes && policy.retriable_status_codes.contains(&s))
+    {
+        return true;
+    }
+    // gRPC conditions read `grpc-status` of a trailers-only response.
+    let grpc = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u32>().ok());
+    matches!(
+        grpc,
+        Some(1) if on.grpc_cancelled
+    ) || matches!(grpc, Some(4) if on.grpc_deadline_exceeded)
+        || matches!(grpc, Some(13) if on.grpc_internal)
+        || matches!(grpc, Some(8) if on.grpc_resource_exhausted)
+        || matches!(grpc, Some(14) if on.grpc_unavailable)
+}
+
+/// Whether a failed attempt is retriable under `policy`.
+fn retriable_failure(policy: &RetryPolicy, failure: &Failure) -> bool {
+    let on = &policy.retry_on;
+    let reset_like = on.server_error_5xx || on.gateway_error || on.reset;
+    match failure {
+        Failure::Attempt(AttemptFailure::Upstream { error, .. }) => {
+            if error.is_connect_failure() {
+                reset_like || on.connect_failure
+            } else {
+                reset_like || (on.refused_stream && error.is_refused_stream())
+            }
+        }
+        Failure::PerTryTimeout { .. } => reset_like,
+        // No host and overflow are not retried, as in Envoy.
+        Failure::Attempt(_) => false,
+    }
+}
+
+enum Failure {
+    Attempt(AttemptFailure),
+    PerTryTimeout { timeout: Duration },
+}
+
+/// What the stage hands back on success.
+pub type Sent = (Response<Incoming>, Arc<Host>, RequestGuard);
+
+/// Runs the attempts. `chosen` always holds the host of the current
+/// attempt, so a route timeout that cancels this can name it.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    cluster: &Arc<ClusterRuntime>,
+    hash: Option<u64>,
+    template: &Template,
+    mut body: RequestBody,
+    protocol: Protocol,
+    policy: Option<&RetryPolicy>,
+    chosen: &mut Option<Arc<Host>>,
+    log: &mut LogEntry,
+) -> Result<Sent, LocalReply> {
+    let cluster_name = cluster.config.name.as_str();
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut retries = 0u32;
+    let mut retry_guard = None;
+    loop {
+        let Some(req_body) = body.take() else {
+            // Unreachable in practice: a streaming body is never retried.
+            return Err(LocalReply::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ResponseFlag::UpstreamRetryLimitExceeded,
+                "request body could not be replayed",
+            ));
+        };
+        let request = template.request(req_body);
+        let (avoid, reselect) = match policy {
+            Some(p) if p.avoid_previous_hosts => {
+                (tried.as_slice(), p.host_selection_retry_max_attempts)
+            }
+            _ => (&[][..], 0),
+        };
+        let fut = attempt::send(cluster, hash, request, protocol, chosen, avoid, reselect);
+        let outcome = match policy.and_then(|p| p.per_try_timeout) {
+            Some(t) => match tokio::time::timeout(t, fut).await {
+                Ok(r) => r.map_err(Failure::Attempt),
+                Err(_) => {
+                    cluster.stats.upstream_rq_per_try_timeout.inc();
+                    if let Some(host) = chosen.as_ref() {
+                        host.state.stats.rq_timeout.inc();
+                        cluster.record_outcome(host, Outcome::LocalFailure);
+                    }
+                    Err(Failure::PerTryTimeout { timeout: t })
+                }
+            },
+            None => fut.await.map_err(Failure::Attempt),
+        };
+        drop(retry_guard.take());
+        if let Some(h) = chosen.as_ref() {
+            log.upstream_host = Some(h.state.address);
+            tried.push(h.state.address);
+        }
+
+        let retriable = match (&outcome, policy) {
+            (Ok((resp, _, _)), Some(p)) => retriable_response(p, resp),
+            (Err(f), Some(p)) => retriable_failure(p, f),
+            (_, None) => false,
+        };
+        if !retriable {
+            if retries > 0 && outcome.is_ok() {
+                cluster.stats.upstream_rq_retry_success.inc();
+            }
+            return finish(outcome, cluster_name, retries, false);
+        }
+        let Some(policy) = policy else {
+            return finish(outcome, cluster_name, retries, false);
+        };
+        if !body.can_replay() {
+            log.details = Some(format!(
+                "not retried: request body over the {} byte retry buffer limit of cluster {cluster_name}, or not yet complete",
+                cluster.config.buffer_limit_bytes
+            ));
+            return finish(outcome, cluster_name, retries, false);
+        }
+        if retries >= policy.num_retries {
+            cluster.stats.upstream_rq_retry_limit_exceeded.inc();
+            log.flags.insert(ResponseFlag::UpstreamRetryLimitExceeded);
+            return finish(outcome, cluster_name, retries, true);
+        }
+        // Room for one more retry (circuit breaker or budget)?
+        let Some(guard) = cluster.breaker.try_retry() else {
+            return finish(outcome, cluster_name, retries, false);
+        };
+        // The failed response's connection goes back once its body is
+        // drained; dropping it here resets an h1 connection, which is fine.
+        if let Ok((resp, _, guard)) = outcome {
+            guard.responded(resp.status().as_u16());
+        }
+        tokio::time::sleep(backoff(policy, retries + 1)).await;
+        retries += 1;
+        cluster.stats.upstream_rq_retry.inc();
+        retry_guard = Some(guard);
+    }
+}
+
+fn finish(
+    outcome: Result<Sent, Failure>,
+    cluster: &str,
+    retries: u32,
+    exhausted: bool,
+) -> Result<Sent, LocalReply> {
+    let suffix = match (exhausted, retries) {
+        (true, 1) => ", 1 retry exhausted".to_string(),
+        (true, n) => format!(", {n} retries exhausted"),
+        (false, 0) => String::new(),
+        (false, 1) => ", after 1 retry".to_string(),
+        (false, n) => format!(", after {n} retries"),
+    };
+    match outcome {
+        Ok(sent) => Ok(sent),
+        Err(Failure::Attempt(f)) => {
+            let mut reply = f.into_reply(cluster);
+            reply.reason.push_str(&suffix);
+            Err(reply)
+        }
+        Err(Failure::PerTryTimeout { timeout }) => Err(LocalReply::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            ResponseFlag::UpstreamRequestTimeout,
+            format!(
+                "upstream request timeout: no response within the per-try timeout of {timeout:?} from cluster {cluster}{suffix}"
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::RetryOn;
+
+    fn policy(on: RetryOn) -> RetryPolicy {
+        RetryPolicy {
+            retry_on: on,
+            num_retries: 3,
+            per_try_timeout: None,
+            per_try_idle_timeout: None,
+            retriable_status_codes: vec![418],
+            avoid_previous_hosts: false,
+            host_selection_retry_max_attempts: 1,
+            base_interval: Duration::from_millis(25),
+            max_interval: Duration::from_millis(250),
+        }
+    }
+
+    #[test]
+    fn conditions() {
+        let h = HeaderMap::new();
+        let p = policy(RetryOn {
+            gateway_error: true,
+            ..Default::default()
+        });
+        assert!(retriable_head(&p, StatusCode::BAD_GATEWAY, &h));
+        assert!(!retriable_head(&p, StatusCode::INTERNAL_SERVER_ERROR, &h));
+        let p = policy(RetryOn {
+            retriable_status_codes: true,
+            retriable_4xx: true,
+            ..Default::default()
+        });
+        assert!(retriable_head(&p, StatusCode::IM_A_TEAPOT, &h));
+        assert!(retriable_head(&p, StatusCode::CONFLICT, &h));
+        assert!(!retriable_head(&p, StatusCode::NOT_FOUND, &h));
+        let p = policy(RetryOn {
+            grpc_unavailable: true,
+            ..Default::default()
+        });
+        let mut g = HeaderMap::new();
+        g.insert("grpc-status", "14".parse().unwrap());
+        assert!(retriable_head(&p, StatusCode::OK, &g));
+        g.insert("grpc-status", "0".parse().unwrap());
+        assert!(!retriable_head(&p, StatusCode::OK, &g));
+    }
+
+    #[test]
+    fn backoff_is_jittered_and_capped() {
+        let p = policy(RetryOn::default());
+        for _ in 0..200 {
+            assert!(backoff(&p, 1) < Duration::from_millis(25));
+            assert!(backoff(&p, 2) < Duration::from_millis(75));
+            assert!(backoff(&p, 10) < Duration::from_millis(250));
+        }
+    }
+
+    #[tokio::test]
+    async fn tee_replays_only_complete_bodies_within_limit() {
+        let mut b = RequestBody::tee(crate::body::full("abc"), 8);
+        assert!(!b.can_replay());
+        let first = b.take().unwrap().collect().await.unwrap().to_bytes();
+        assert_eq!(first, Bytes::from("abc"));
+        assert!(b.can_replay());
+        let again = b.take().unwrap().collect().await.unwrap().to_bytes();
+        assert_eq!(again, Bytes::from("abc"));
+        let mut big = RequestBody::tee(crate::body::full("abcdefghij"), 4);
+        let _ = big.take().unwrap().collect().await.unwrap();
+        assert!(!big.can_replay() && big.take().is_none());
+    }
+
+    #[tokio::test]
+    async fn buffers_within_limit_and_streams_over_it() {
+        let b = buffer(crate::body::full("hello world"), 64).await.unwrap();
+        assert_eq!(b.replayable().unwrap().0, Bytes::from("hello world"));
+        let b = buffer(crate::body::full("hello world"), 4).await.unwrap();
+        let RequestBody::Streaming(s) = b else {
+            panic!("expected streaming")
+        };
+        let all = s.collect().await.unwrap().to_bytes();
+        assert_eq!(all, Bytes::from("hello world"));
+    }
+}

@@ -1,0 +1,166 @@
+//! Accept loops: each accepted connection gets the listener configuration
+//! in force at that moment, is handed to the listener owning its original
+//! destination when `use_original_dst` says so, and runs the network filter
+//! of the filter chain that matches it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::filter_chain::{self, ConnectionFacts};
+use crate::model::{ListenerConfig, NetworkFilter, Snapshot};
+use crate::server::Shared;
+use crate::stats::Scope;
+
+/// How long the HTTP inspector waits for the first bytes of a connection.
+pub const HTTP_INSPECTOR_TIMEOUT: Duration = Duration::from_millis(500);
+
+pub async fn accept_loop(shared: Arc<Shared>, name: String, listener: TcpListener) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let cx_total = shared
+        .stats
+        .counter(&Scope::listener(&local), "downstream_cx_total");
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = crate::server::stopped(&mut shutdown) => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                cx_total.inc();
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(handle_connection(
+                    shared.clone(),
+                    name.clone(),
+                    stream,
+                    peer,
+                ));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off a little
+                // rather than spin.
+                tracing::warn!(listener = %name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn handle_connection(shared: Arc<Shared>, name: String, stream: TcpStream, peer: SocketAddr) {
+    let active = shared.active.load_full();
+    let Some(mut listener) = active.snapshot.listeners.get(&name).cloned() else {
+        return;
+    };
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let mut destination = local;
+    if listener.use_original_dst
+        && let Some(original) = crate::original_dst::original_destination(&stream)
+        && original != local
+    {
+        destination = original;
+        if let Some(owner) = listener_for(&active.snapshot, original, &name) {
+            tracing::debug!(from = %name, to = %owner.name, %original, "handing connection to original destination listener");
+            listener = owner;
+        }
+    }
+    let alpn = if listener.inspect_http {
+        inspect_http(&stream).await
+    } else {
+        Vec::new()
+    };
+    let facts = ConnectionFacts {
+        destination,
+        source: peer,
+        server_name: None,
+        transport_protocol: "raw_buffer",
+        application_protocols: &alpn,
+    };
+    let Some(chain) = filter_chain::select(&listener, &facts) else {
+        tracing::debug!(listener = %listener.name, %peer, %destination, "no filter chain matches; closing");
+        shared
+            .stats
+            .counter(
+                &Scope::listener(&local.to_string()),
+                "no_filter_chain_match",
+            )
+            .inc();
+        return;
+    };
+    match &chain.filter {
+        NetworkFilter::Http(hcm) => {
+            crate::http::conn_manager::serve(
+                shared.clone(),
+                hcm.clone(),
+                stream,
+                peer,
+                destination,
+            )
+            .await;
+        }
+        NetworkFilter::Tcp(tcp) => {
+            crate::tcp_proxy::serve(shared.clone(), tcp.clone(), stream, peer, destination).await;
+        }
+    }
+}
+
+/// The listener owning `destination`: exact address first, then a wildcard
+/// address on the same port.
+fn listener_for(
+    snapshot: &Snapshot,
+    destination: SocketAddr,
+    except: &str,
+) -> Option<Arc<ListenerConfig>> {
+    let candidates = || snapshot.listeners.values().filter(|l| l.name != except);
+    candidates()
+        .find(|l| l.address == destination)
+        .or_else(|| {
+            candidates()
+                .find(|l| l.address.ip().is_unspecified() && l.address.port() == destination.port())
+        })
+        .cloned()
+}
+
+/// Envoy's HTTP inspector: `h2c` for the HTTP/2 preface, `http/1.1` for a
+/// request line, nothing otherwise (or when the client stays silent).
+async fn inspect_http(stream: &TcpStream) -> Vec<String> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; 64];
+    let deadline = tokio::time::Instant::now() + HTTP_INSPECTOR_TIMEOUT;
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            _ => return Vec::new(),
+        };
+        let seen = &buf[..n];
+        if n == 0 {
+            return Vec::new();
+        }
+        if seen.starts_with(PREFACE) {
+            return vec!["h2c".into()];
+        }
+        if !PREFACE.starts_with(seen) {
+            if let Some(sp) = seen.iter().position(|b| *b == b' ') {
+                let method = &seen[..sp];
+                let is_token = !method.is_empty() && method.iter().all(|b| b.is_ascii_uppercase());
+                return if is_token {
+                    vec!["http/1.1".into()]
+                } else {
+                    Vec::new()
+                };
+            }
+            if n == buf.len() {
+                return Vec::new();
+            }
+        }
+        // Too few bytes to decide: peek again once more may have arrived.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}

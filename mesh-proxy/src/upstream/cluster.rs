@@ -1,0 +1,503 @@
+//! Cluster runtime state built from a snapshot: hosts with their counters
+//! and connection pools, and a load balancer over them.
+//!
+//! A cluster whose configuration and endpoints did not change keeps its
+//! runtime (load balancer position included) across snapshot swaps; a
+//! changed cluster keeps the per-host state (pools, counters) of the
+//! addresses it still has.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::circuit_breaker::{BreakerStats, CircuitBreaker};
+use super::lb::LoadBalancer;
+use super::outlier::{OutlierState, OutlierStats};
+use super::pool::{Pool, PoolClusterStats, PoolSettings, Protocol};
+use crate::model::{
+    ClusterConfig, DEFAULT_UPSTREAM_IDLE_TIMEOUT, HealthStatus, Snapshot, UpstreamProtocol,
+};
+use crate::stats::{Counter, Gauge, Scope, Stats};
+
+/// Per-host counters shown by `/clusters`.
+#[derive(Debug, Default)]
+pub struct HostStats {
+    pub cx_total: Counter,
+    pub cx_active: Gauge,
+    pub cx_connect_fail: Counter,
+    pub rq_total: Counter,
+    pub rq_active: Gauge,
+    pub rq_success: Counter,
+    pub rq_error: Counter,
+    pub rq_timeout: Counter,
+}
+
+/// What belongs to an address rather than to one configuration.
+#[derive(Debug)]
+pub struct HostState {
+    pub address: SocketAddr,
+    pub stats: Arc<HostStats>,
+    pub pool: Pool,
+    pub outlier: OutlierState,
+}
+
+/// A host as one snapshot sees it.
+#[derive(Debug)]
+pub struct Host {
+    pub state: Arc<HostState>,
+    pub weight: u32,
+    pub health: HealthStatus,
+    pub priority: u32,
+    pub hostname: String,
+    pub region: String,
+    pub zone: String,
+    pub sub_zone: String,
+}
+
+impl Host {
+    /// Envoy's `health_flags` in `/clusters`.
+    pub fn health_flags(&self) -> &'static str {
+        if self.state.outlier.marked_ejected() {
+            return match self.health {
+                HealthStatus::Healthy | HealthStatus::Unknown => "/failed_outlier_check",
+                HealthStatus::Unhealthy | HealthStatus::Timeout => {
+                    "/failed_outlier_check/failed_eds_health"
+                }
+                HealthStatus::Draining => "/failed_outlier_check/eds_status_draining",
+                HealthStatus::Degraded => "/failed_outlier_check/degraded_eds_health",
+            };
+        }
+        match self.health {
+            HealthStatus::Healthy | HealthStatus::Unknown => "healthy",
+            HealthStatus::Unhealthy | HealthStatus::Timeout => "/failed_eds_health",
+            HealthStatus::Draining => "/eds_status_draining",
+            HealthStatus::Degraded => "/degraded_eds_health",
+        }
+    }
+}
+
+/// Envoy's default overprovisioning factor (140%): a priority level counts
+/// as fully healthy while at least 1/1.4 (~72%) of its hosts are.
+pub const OVERPROVISIONING_FACTOR: u64 = 140;
+/// Envoy's default `healthy_panic_threshold` (50%).
+pub const PANIC_THRESHOLD_PERCENT: u64 = 50;
+
+/// The hosts of one priority level that the balancer uses, and the share
+/// of traffic (percent) the level receives.
+#[derive(Debug, Default)]
+pub struct PriorityLevel {
+    /// The routable hosts, or every host of the level when it is in panic.
+    pub hosts: Vec<Arc<Host>>,
+    pub load: u32,
+    pub panic: bool,
+}
+
+/// All hosts, and the levels traffic is spread over, computed as Envoy
+/// does: each level's health is its healthy share times the
+/// overprovisioning factor (capped at 100%); levels take load in priority
+/// order up to their health; when the levels together are under 100%
+/// healthy, the load is spread in proportion to health and a level below
+/// the panic threshold balances over all its hosts, healthy or not.
+#[derive(Debug, Default)]
+pub struct HostSet {
+    pub all: Vec<Arc<Host>>,
+    pub levels: Vec<PriorityLevel>,
+}
+
+impl HostSet {
+    pub fn new(all: Vec<Arc<Host>>) -> HostSet {
+        if all.is_empty() {
+            return HostSet::default();
+        }
+        let max_priority = all.iter().map(|h| h.priority).max().unwrap_or(0) as usize;
+        let mut by_priority: Vec<Vec<Arc<Host>>> = vec![Vec::new(); max_priority + 1];
+        for h in &all {
+            by_priority[h.priority as usize].push(h.clone());
+        }
+        let health: Vec<u64> = by_priority
+            .iter()
+            .map(|hosts| {
+                let healthy = hosts.iter().filter(|h| h.health.is_routable()).count() as u64;
+                (OVERPROVISIONING_FACTOR * healthy)
+                    .checked_div(hosts.len() as u64)
+                    .unwrap_or(0)
+                    .min(100)
+            })
+            .collect();
+        let total_health = health.iter().sum::<u64>().min(100);
+        let mut loads = vec![0u64; health.len()];
+        if total_health == 0 {
+            // Nothing healthy anywhere: everything goes to the first level
+            // that has hosts, in panic.
+            if let Some(first) = by_priority.iter().position(|h| !h.is_empty()) {
+                loads[first] = 100;
+            }
+        } else {
+            let mut remaining = 100u64;
+            for (i, h) in health.iter().enumerate() {
+                let share = (h * 100)
+                    .checked_div(total_health)
+                    .unwrap_or(0)
+                    .min(remaining);
+                loads[i] = share;
+                remaining -= share;
+            }
+            // Rounding leftovers go to the first level with health.
+            if remaining > 0
+                && let Some(first) = health.iter().position(|h| *h > 0)
+            {
+                loads[first] += remaining;
+            }
+        }
+        let levels = by_priority
+            .into_iter()
+            .zip(loads)
+            .map(|(hosts, load)| {
+                let healthy: Vec<Arc<Host>> = hosts
+                    .iter()
+                    .filter(|h| h.health.is_routable())
+                    .cloned()
+                    .collect();
+                let healthy_percent = if hosts.is_empty() {
+                    0
+                } else {
+                    healthy.len() as u64 * 100 / hosts.len() as u64
+                };
+                let panic = !hosts.is_empty()
+                    && total_health < 100
+                    && healthy_percent < PANIC_THRESHOLD_PERCENT;
+                PriorityLevel {
+                    hosts: if panic { hosts } else { healthy },
+                    load: load as u32,
+                    panic,
+                }
+            })
+            .collect();
+        HostSet { all, levels }
+    }
+
+    /// Chooses a level for one request by its load share.
+    pub fn choose_level(&self) -> Option<usize> {
+        let roll = rand::random_range(0..100u32);
+        let mut acc = 0;
+        for (i, level) in self.levels.iter().enumerate() {
+            acc += level.load;
+            if roll < acc && !level.hosts.is_empty() {
+                return Some(i);
+            }
+        }
+        self.levels
+            .iter()
+            .position(|l| l.load > 0 && !l.hosts.is_empty())
+    }
+
+    /// Hosts that traffic can reach (for the `membership_healthy` gauge).
+    pub fn healthy_count(&self) -> usize {
+        self.all.iter().filter(|h| h.health.is_routable()).count()
+    }
+}
+
+/// Cluster-level stats (`cluster.NAME.*`).
+#[derive(Debug, Clone)]
+pub struct ClusterStats {
+    pub upstream_rq_total: Counter,
+    pub upstream_rq_active: Gauge,
+    pub upstream_rq_completed: Counter,
+    pub upstream_rq_timeout: Counter,
+    pub upstream_rq_2xx: Counter,
+    pub upstream_rq_3xx: Counter,
+    pub upstream_rq_4xx: Counter,
+    pub upstream_rq_5xx: Counter,
+    pub upstream_cx_none_healthy: Counter,
+    pub membership_total: Gauge,
+    pub membership_healthy: Gauge,
+    pub upstream_rq_retry: Counter,
+    pub upstream_rq_retry_success: Counter,
+    pub upstream_rq_retry_limit_exceeded: Counter,
+    pub upstream_rq_per_try_timeout: Counter,
+    pub pool: PoolClusterStats,
+    pub outlier: OutlierStats,
+}
+
+impl ClusterStats {
+    fn new(stats: &Stats, name: &str) -> ClusterStats {
+        let s = Scope::cluster(name);
+        ClusterStats {
+            upstream_rq_total: stats.counter(&s, "upstream_rq_total"),
+            upstream_rq_active: stats.gauge(&s, "upstream_rq_active"),
+            upstream_rq_completed: stats.counter(&s, "upstream_rq_completed"),
+            upstream_rq_timeout: stats.counter(&s, "upstream_rq_timeout"),
+            upstream_rq_2xx: stats.counter(&s, "upstream_rq_2xx"),
+            upstream_rq_3xx: stats.counter(&s, "upstream_rq_3xx"),
+            upstream_rq_4xx: stats.counter(&s, "upstream_rq_4xx"),
+            upstream_rq_5xx: stats.counter(&s, "upstream_rq_5xx"),
+            upstream_cx_none_healthy: stats.counter(&s, "upstream_cx_none_healthy"),
+            membership_total: stats.gauge(&s, "membership_total"),
+            membership_healthy: stats.gauge(&s, "membership_healthy"),
+            upstream_rq_retry: stats.counter(&s, "upstream_rq_retry"),
+            upstream_rq_retry_success: stats.counter(&s, "upstream_rq_retry_success"),
+            upstream_rq_retry_limit_exceeded: stats.counter(&s, "upstream_rq_retry_limit_exceeded"),
+            upstream_rq_per_try_timeout: stats.counter(&s, "upstream_rq_per_try_timeout"),
+            outlier: OutlierStats::new(stats, name),
+            pool: PoolClusterStats {
+                cx_total: stats.counter(&s, "upstream_cx_total"),
+                cx_active: stats.gauge(&s, "upstream_cx_active"),
+                cx_connect_fail: stats.counter(&s, "upstream_cx_connect_fail"),
+                cx_connect_timeout: stats.counter(&s, "upstream_cx_connect_timeout"),
+            },
+        }
+    }
+
+    pub fn record_status(&self, status: u16) {
+        self.upstream_rq_completed.inc();
+        match status / 100 {
+            2 => self.upstream_rq_2xx.inc(),
+            3 => self.upstream_rq_3xx.inc(),
+            4 => self.upstream_rq_4xx.inc(),
+            5 => self.upstream_rq_5xx.inc(),
+            _ => {}
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ClusterRuntime {
+    pub config: Arc<ClusterConfig>,
+    pub hosts: HostSet,
+    pub lb: LoadBalancer,
+    pub stats: ClusterStats,
+    /// Shared by every runtime of this cluster name.
+    pub breaker: Arc<CircuitBreaker>,
+    /// Debug rendering of config and endpoints: equal means unchanged.
+    fingerprint: String,
+}
+
+impl ClusterRuntime {
+    /// Wire protocol for a request that arrived downstream as `downstream`.
+    pub fn protocol(&self, downstream: Protocol) -> Protocol {
+        match self.config.protocol {
+            UpstreamProtocol::Http1 => Protocol::Http1,
+            UpstreamProtocol::Http2 => Protocol::Http2,
+            UpstreamProtocol::UseDownstream => downstream,
+        }
+    }
+
+    pub fn pick(&self, hash: Option<u64>) -> Option<Arc<Host>> {
+        self.pick_avoiding(hash, &[], 0)
+    }
+
+    /// Picks a host that is not ejected by outlier detection and, for up to
+    /// `reselect` extra picks, not in `avoid` (the `previous_hosts` retry
+    /// predicate). When every pick is ejected the last one is used, like a
+    /// balancer in panic.
+    pub fn pick_avoiding(
+        &self,
+        hash: Option<u64>,
+        avoid: &[SocketAddr],
+        reselect: u32,
+    ) -> Option<Arc<Host>> {
+        let detecting = self.config.outlier_detection.is_some();
+        let ejection_tries = if detecting {
+            2 * self.hosts.all.len() + 1
+        } else {
+            1
+        };
+        let mut last = None;
+        let mut avoided = 0;
+        let mut tries = 0;
+        while tries < ejection_tries {
+            let host = self.lb.pick(&self.hosts, hash)?;
+            if detecting && host.state.outlier.is_ejected(Some(&self.stats.outlier)) {
+                tries += 1;
+                last = Some(host);
+                continue;
+            }
+            if avoided < reselect && avoid.contains(&host.state.address) {
+                avoided += 1;
+                last = Some(host);
+                continue;
+            }
+            return Some(host);
+        }
+        last
+    }
+
+    /// Counts an outcome for the host and ejects it when a threshold fires
+    /// and `max_ejection_percent` allows.
+    pub fn record_outcome(&self, host: &Host, outcome: super::outlier::Outcome) {
+        let Some(cfg) = &self.config.outlier_detection else {
+            return;
+        };
+        let Some(reason) = host.state.outlier.record(cfg, outcome) else {
+            return;
+        };
+        let ejected = self
+            .hosts
+            .all
+            .iter()
+            .filter(|h| h.state.outlier.marked_ejected())
+            .count();
+        if !super::outlier::may_eject(ejected, self.hosts.all.len(), cfg.max_ejection_percent) {
+            self.stats.outlier.ejections_overflow.inc();
+            host.state.outlier.reset_counts();
+            return;
+        }
+        let time = host.state.outlier.eject(cfg);
+        let s = &self.stats.outlier;
+        s.ejections_enforced_total.inc();
+        s.ejections_active.inc();
+        match reason {
+            super::outlier::Reason::Consecutive5xx => s.ejections_enforced_consecutive_5xx.inc(),
+            super::outlier::Reason::GatewayFailure => {
+                s.ejections_enforced_consecutive_gateway_failure.inc()
+            }
+            super::outlier::Reason::LocalOrigin => {
+                s.ejections_enforced_consecutive_local_origin_failure.inc()
+            }
+        }
+        tracing::info!(
+            cluster = %self.config.name,
+            host = %host.state.address,
+            ?reason,
+            ejection_time = ?time,
+            "outlier detection ejected a host"
+        );
+    }
+}
+
+/// Every cluster's runtime, by name.
+pub type ClusterMap = HashMap<String, Arc<ClusterRuntime>>;
+
+/// Builds runtimes for `snapshot`, reusing what `previous` has for
+/// unchanged clusters and unchanged addresses.
+pub fn build_clusters(snapshot: &Snapshot, previous: &ClusterMap, stats: &Stats) -> ClusterMap {
+    let mut out = ClusterMap::new();
+    for (name, config) in &snapshot.clusters {
+        let endpoints = snapshot.endpoints_of(config);
+        let fingerprint = format!("{config:?}|{endpoints:?}");
+        let old = previous.get(name);
+        if let Some(old) = old
+            && old.fingerprint == fingerprint
+        {
+            out.insert(name.clone(), old.clone());
+            continue;
+        }
+        let cluster_stats = ClusterStats::new(stats, name);
+        let breaker = match old {
+            Some(o) => {
+                o.breaker.set_limits(config.circuit_breakers.clone());
+                o.breaker.clone()
+            }
+            None => Arc::new(CircuitBreaker::new(
+                config.circuit_breakers.clone(),
+                BreakerStats::new(stats, name),
+            )),
+        };
+        let settings = PoolSettings {
+            connect_timeout: config.connect_timeout,
+            idle_timeout: Some(config.idle_timeout.unwrap_or(DEFAULT_UPSTREAM_IDLE_TIMEOUT)),
+            max_requests_per_connection: config.max_requests_per_connection,
+        };
+        let reusable: HashMap<SocketAddr, Arc<HostState>> = old
+            .map(|o| {
+                o.hosts
+                    .all
+                    .iter()
+                    .filter(|h| *h.state.pool.settings() == settings)
+                    .map(|h| (h.state.address, h.state.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut hosts = Vec::new();
+        if let Some(set) = &endpoints {
+            for locality in &set.localities {
+                for ep in &locality.endpoints {
+                    let state = reusable.get(&ep.address).cloned().unwrap_or_else(|| {
+                        let host_stats = Arc::new(HostStats::default());
+                        Arc::new(HostState {
+                            address: ep.address,
+                            stats: host_stats.clone(),
+                            pool: Pool::new(
+                                ep.address,
+                                settings.clone(),
+                                host_stats,
+                                cluster_stats.pool.clone(),
+                                breaker.clone(),
+                            ),
+                            outlier: OutlierState::default(),
+                        })
+                    });
+                    hosts.push(Arc::new(Host {
+                        state,
+                        weight: ep.weight.max(1),
+                        health: ep.health,
+                        priority: locality.priority,
+                        hostname: ep.hostname.clone(),
+                        region: locality.region.clone(),
+                        zone: locality.zone.clone(),
+                        sub_zone: locality.sub_zone.clone(),
+                    }));
+                }
+            }
+        }
+        let hosts = HostSet::new(hosts);
+        cluster_stats.membership_total.set(hosts.all.len() as i64);
+        cluster_stats
+            .membership_healthy
+            .set(hosts.healthy_count() as i64);
+        let lb = LoadBalancer::new(&config.lb_policy, &hosts);
+        out.insert(
+            name.clone(),
+            Arc::new(ClusterRuntime {
+                config: config.clone(),
+                hosts,
+                lb,
+                stats: cluster_stats,
+                breaker,
+                fingerprint,
+            }),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A host on 127.0.0.1:`port` for balancer tests.
+    pub(crate) fn host(port: u16, weight: u32, priority: u32, health: HealthStatus) -> Arc<Host> {
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        let stats = Arc::new(HostStats::default());
+        let settings = PoolSettings {
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: None,
+            max_requests_per_connection: None,
+        };
+        Arc::new(Host {
+            state: Arc::new(HostState {
+                address,
+                stats: stats.clone(),
+                pool: Pool::new(
+                    address,
+                    settings,
+                    stats,
+                    PoolClusterStats::default(),
+                    Arc::new(CircuitBreaker::new(
+                        Default::default(),
+                        BreakerStats::default(),
+                    )),
+                ),
+                outlier: OutlierState::default(),
+            }),
+            weight,
+            health,
+            priority,
+            hostname: String::new(),
+            region: String::new(),
+            zone: String::new(),
+            sub_zone: String::new(),
+        })
+    }
+}
