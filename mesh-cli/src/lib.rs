@@ -2,4 +2,6 @@
 //! present lives in the library crates.
 
 pub mod analyze;
+pub mod proxy_config;
+pub mod proxy_status;
 pub mod up;

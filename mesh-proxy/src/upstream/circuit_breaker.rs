@@ -104,6 +104,14 @@ impl CircuitBreaker {
         ok
     }
 
+    /// Counts a connection the limit refused but that is opened anyway: a
+    /// host with no connection at all always gets one (as Envoy does), so
+    /// connections other hosts hold (or that a configuration change left
+    /// over the lowered limit) cannot strand its pending requests.
+    pub fn force_connection(&self) {
+        self.connections.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// `per_host_thresholds.max_connections`, if set.
     pub fn per_host_max_connections(&self) -> Option<u32> {
         self.limits().per_host_max_connections

@@ -440,6 +440,15 @@ pub fn build_clusters(snapshot: &Snapshot, previous: &ClusterMap, stats: &Stats)
                 }
             }
         }
+        // Pools this configuration no longer uses close their idle
+        // connections, so they stop counting against the limits.
+        if let Some(o) = old {
+            for h in &o.hosts.all {
+                if !hosts.iter().any(|n| Arc::ptr_eq(&n.state, &h.state)) {
+                    h.state.pool.drain();
+                }
+            }
+        }
         let hosts = HostSet::new(hosts);
         cluster_stats.membership_total.set(hosts.all.len() as i64);
         cluster_stats

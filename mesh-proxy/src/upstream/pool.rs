@@ -118,6 +118,9 @@ pub struct Pool {
     breaker: Arc<CircuitBreaker>,
     /// Connections of this host, for `per_host_thresholds.max_connections`.
     connections: Arc<std::sync::atomic::AtomicU32>,
+    /// Set once a configuration swap dropped this pool: its connections
+    /// close when idle instead of waiting in a pool nothing takes from.
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -139,6 +142,7 @@ impl Pool {
         Pool {
             breaker,
             connections: Arc::default(),
+            draining: Arc::default(),
             address,
             settings,
             host_stats,
@@ -150,6 +154,18 @@ impl Pool {
 
     pub fn settings(&self) -> &PoolSettings {
         &self.settings
+    }
+
+    /// Closes the idle connections and keeps none from now on. Called when
+    /// a new configuration replaced this pool: its idle connections would
+    /// otherwise still count against the cluster's connection limit while
+    /// no request of the new configuration can use them.
+    pub fn drain(&self) {
+        use std::sync::atomic::Ordering;
+        self.draining.store(true, Ordering::Release);
+        let mut idle = self.idle_http1.lock().unwrap_or_else(|e| e.into_inner());
+        // Dropping a connection's sender closes it once it is idle.
+        idle.clear();
     }
 
     /// Sends one request and returns the response head; the body streams
@@ -278,12 +294,21 @@ impl Pool {
         }
         let idle = self.idle_http1.clone();
         let breaker = self.breaker.clone();
+        let draining = self.draining.clone();
         tokio::spawn(async move {
-            if conn.sender.ready().await.is_ok() {
-                conn.idle_since = Instant::now();
-                idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
-                breaker.connection_idle();
+            if conn.sender.ready().await.is_err() {
+                return;
             }
+            let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
+            // Checked under the lock `drain` clears under, so no connection
+            // slips into a drained pool.
+            if draining.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            conn.idle_since = Instant::now();
+            idle.push(conn);
+            drop(idle);
+            breaker.connection_idle();
         });
     }
 
@@ -343,17 +368,22 @@ impl Pool {
     fn try_connection(&self) -> bool {
         use std::sync::atomic::Ordering;
         let host_max = self.breaker.per_host_max_connections().unwrap_or(u32::MAX);
-        let reserved = self
+        let Ok(before) = self
             .connections
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < host_max).then_some(n + 1)
             })
-            .is_ok();
-        if !reserved {
+        else {
             self.breaker.stats.upstream_cx_overflow.inc();
             return false;
-        }
+        };
         if !self.breaker.try_connection() {
+            if before == 0 {
+                // No connection to this host at all: open one anyway, or
+                // its pending requests could wait for ever.
+                self.breaker.force_connection();
+                return true;
+            }
             self.connections.fetch_sub(1, Ordering::AcqRel);
             return false;
         }

@@ -1,0 +1,706 @@
+//! `meshctl proxy-config`: a proxy's clusters, listeners, routes and endpoints as istioctl shows
+//! them, read from any Envoy-shaped admin (`/config_dump`, `/clusters`), and its log levels
+//! (`/logging`).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::Value;
+
+use crate::proxy_status::render_table;
+use crate::up::http;
+use crate::up::state::{self, MeshState};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Output format of `proxy-config`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ConfigFormat {
+    /// The table.
+    Short,
+    /// The matching config as JSON.
+    Json,
+}
+
+/// Which proxy to ask.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// A workload of the local mesh (its sidecar) or `gateway`.
+    #[arg(required_unless_present = "admin")]
+    pub name: Option<String>,
+    /// Any Envoy or mesh-proxy admin address instead of NAME.
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ConfigFormat::Short)]
+    pub output: ConfigFormat,
+}
+
+/// Cluster filters.
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[arg(long)]
+    pub fqdn: Option<String>,
+    #[arg(long)]
+    pub port: Option<u32>,
+    #[arg(long)]
+    pub subset: Option<String>,
+    /// `inbound` or `outbound`.
+    #[arg(long)]
+    pub direction: Option<String>,
+}
+
+/// Log levels.
+#[derive(Args, Debug, Clone)]
+pub struct LogArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// `LEVEL` for every logger, or `NAME:LEVEL[,NAME:LEVEL...]`.
+    #[arg(long)]
+    pub level: Option<String>,
+}
+
+/// Show a proxy's configuration.
+#[derive(Subcommand, Debug)]
+pub enum ProxyConfigCmd {
+    /// Clusters (`SERVICE FQDN PORT SUBSET DIRECTION TYPE DESTINATION RULE`).
+    #[command(alias = "clusters")]
+    Cluster(ClusterArgs),
+    /// Listeners (`ADDRESS PORT MATCH DESTINATION`).
+    #[command(alias = "listeners")]
+    Listener(Target),
+    /// Routes (`NAME DOMAINS MATCH VIRTUAL SERVICE`).
+    #[command(alias = "routes")]
+    Route(Target),
+    /// Endpoints (`ENDPOINT STATUS OUTLIER CHECK CLUSTER`) from `/clusters`.
+    #[command(alias = "endpoints")]
+    Endpoint(Target),
+    /// Show log levels, or change them with `--level`.
+    Log(LogArgs),
+}
+
+/// A cluster name split as istioctl does: `DIRECTION|PORT|SUBSET|FQDN`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterName {
+    pub fqdn: String,
+    pub port: Option<u32>,
+    pub subset: String,
+    pub direction: String,
+}
+
+/// Splits `outbound|5000|v1|helloworld.default.svc.cluster.local`; any other name is its own
+/// FQDN with no port, subset or direction.
+pub fn parse_cluster_name(name: &str) -> ClusterName {
+    let parts: Vec<&str> = name.split('|').collect();
+    if let [dir, port, subset, fqdn] = parts.as_slice()
+        && let Ok(p) = port.parse::<u32>()
+    {
+        return ClusterName {
+            fqdn: fqdn.to_string(),
+            port: Some(p),
+            subset: subset.to_string(),
+            direction: dir.to_string(),
+        };
+    }
+    ClusterName {
+        fqdn: name.to_string(),
+        port: None,
+        subset: String::new(),
+        direction: String::new(),
+    }
+}
+
+/// The admin address of `target`.
+pub fn admin_address(target: &Target) -> anyhow::Result<SocketAddr> {
+    if let Some(a) = target.admin {
+        return Ok(a);
+    }
+    let name = target.name.as_deref().unwrap_or_default();
+    let dir = state::state_dir()?;
+    let Some(s) = MeshState::load(&dir)? else {
+        bail!(
+            "no local mesh running (state dir {}); start one with `meshctl up` or pass --admin ADDR",
+            dir.display()
+        );
+    };
+    if name == "gateway" || name == s.gateway.name {
+        return Ok(s.gateway.admin_address);
+    }
+    if let Some(sc) = s
+        .sidecars
+        .iter()
+        .find(|sc| sc.workload == name || format!("{}.{}", sc.workload, sc.namespace) == name)
+    {
+        return Ok(sc.admin_address);
+    }
+    let known: Vec<&str> = s.sidecars.iter().map(|s| s.workload.as_str()).collect();
+    bail!(
+        "no proxy {name:?} in the local mesh; known: gateway, {}",
+        known.join(", ")
+    )
+}
+
+fn admin_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let a = http::get(addr, "localhost", path, TIMEOUT)?;
+    if a.status != 200 {
+        bail!("{addr}{path} answered {}: {}", a.status, a.body.trim());
+    }
+    Ok(a.body)
+}
+
+/// `POST path` with an empty body; the admin answers a plain-text, non-chunked body.
+fn admin_post(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut s =
+        TcpStream::connect_timeout(&addr, TIMEOUT).with_context(|| format!("connect {addr}"))?;
+    s.set_read_timeout(Some(TIMEOUT))?;
+    s.set_write_timeout(Some(TIMEOUT))?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: meshctl\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .with_context(|| format!("{addr}{path}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("{addr}{path}: malformed response"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .with_context(|| format!("{addr}{path}: malformed status line"))?;
+    Ok((status, body.to_string()))
+}
+
+/// The `/config_dump` of `addr`.
+pub fn config_dump(addr: SocketAddr) -> anyhow::Result<Value> {
+    let body = admin_get(addr, "/config_dump")?;
+    serde_json::from_str(&body).with_context(|| format!("{addr}/config_dump is not JSON"))
+}
+
+/// Every object at `inner` (a path of keys) of every item of the `list` arrays in the dump.
+fn collect(dump: &Value, lists: &[(&str, &[&str])]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for c in dump["configs"].as_array().into_iter().flatten() {
+        for (list, inner) in lists {
+            for item in c[*list].as_array().into_iter().flatten() {
+                let v = inner.iter().fold(item, |v, k| &v[*k]);
+                if v.is_object() {
+                    out.push(v.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn clusters(dump: &Value) -> Vec<Value> {
+    collect(
+        dump,
+        &[
+            ("static_clusters", &["cluster"]),
+            ("dynamic_active_clusters", &["cluster"]),
+        ],
+    )
+}
+
+pub fn listeners(dump: &Value) -> Vec<Value> {
+    collect(
+        dump,
+        &[
+            ("static_listeners", &["listener"]),
+            ("dynamic_listeners", &["active_state", "listener"]),
+        ],
+    )
+}
+
+pub fn routes(dump: &Value) -> Vec<Value> {
+    collect(
+        dump,
+        &[
+            ("static_route_configs", &["route_config"]),
+            ("dynamic_route_configs", &["route_config"]),
+        ],
+    )
+}
+
+/// `NAME.NAMESPACE` of the Istio object in `metadata.filter_metadata.istio.config`
+/// (`/apis/GROUP/VERSION/namespaces/NS/KIND/NAME`).
+fn istio_config_ref(v: &Value) -> String {
+    let cfg = v["metadata"]["filter_metadata"]["istio"]["config"]
+        .as_str()
+        .unwrap_or_default();
+    let parts: Vec<&str> = cfg.split('/').collect();
+    match parts.iter().position(|p| *p == "namespaces") {
+        Some(i) if parts.len() >= i + 4 => format!("{}.{}", parts[i + 3], parts[i + 1]),
+        _ => "-".to_string(),
+    }
+}
+
+fn cluster_type(c: &Value) -> String {
+    if let Some(t) = c["type"].as_str() {
+        return t.to_string();
+    }
+    if let Some(n) = c["cluster_type"]["name"].as_str() {
+        return n.to_string();
+    }
+    // proto3 JSON leaves out the default enum value.
+    "STATIC".to_string()
+}
+
+/// Rows `SERVICE FQDN, PORT, SUBSET, DIRECTION, TYPE, DESTINATION RULE`, sorted by FQDN.
+pub fn cluster_rows(clusters: &[Value], f: &ClusterArgs) -> Vec<(Vec<String>, Value)> {
+    let mut out = Vec::new();
+    for c in clusters {
+        let name = c["name"].as_str().unwrap_or_default();
+        let n = parse_cluster_name(name);
+        if f.fqdn
+            .as_ref()
+            .is_some_and(|q| !n.fqdn.starts_with(q.as_str()))
+            || f.port.is_some_and(|p| n.port != Some(p))
+            || f.subset.as_ref().is_some_and(|s| *s != n.subset)
+            || f.direction.as_ref().is_some_and(|d| *d != n.direction)
+        {
+            continue;
+        }
+        let dash = |s: &str| {
+            if s.is_empty() {
+                "-".into()
+            } else {
+                s.to_string()
+            }
+        };
+        out.push((
+            vec![
+                n.fqdn.clone(),
+                n.port.map_or("-".into(), |p| p.to_string()),
+                dash(&n.subset),
+                dash(&n.direction),
+                cluster_type(c),
+                istio_config_ref(c),
+            ],
+            c.clone(),
+        ));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn describe_chain_match(m: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(p) = m["destination_port"].as_u64() {
+        parts.push(format!("port={p}"));
+    }
+    if let Some(s) = m["server_names"].as_array().filter(|a| !a.is_empty()) {
+        let names: Vec<&str> = s.iter().filter_map(Value::as_str).collect();
+        parts.push(format!("SNI: {}", names.join(",")));
+    }
+    if let Some(t) = m["transport_protocol"].as_str() {
+        parts.push(format!("Trans: {t}"));
+    }
+    if let Some(a) = m["application_protocols"]
+        .as_array()
+        .filter(|a| !a.is_empty())
+    {
+        let names: Vec<&str> = a.iter().filter_map(Value::as_str).collect();
+        parts.push(format!("App: {}", names.join(",")));
+    }
+    if parts.is_empty() {
+        "ALL".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+fn describe_chain_destination(chain: &Value) -> String {
+    let mut dests = Vec::new();
+    for f in chain["filters"].as_array().into_iter().flatten() {
+        let tc = &f["typed_config"];
+        let ty = tc["@type"].as_str().unwrap_or_default();
+        if ty.ends_with("HttpConnectionManager") {
+            if let Some(r) = tc["rds"]["route_config_name"].as_str() {
+                dests.push(format!("Route: {r}"));
+            } else if let Some(r) = tc["route_config"]["name"].as_str() {
+                dests.push(format!("Inline Route: {r}"));
+            } else {
+                dests.push("Inline Route".into());
+            }
+        } else if ty.ends_with("TcpProxy") {
+            match tc["cluster"].as_str() {
+                Some(c) => dests.push(format!("Cluster: {c}")),
+                None => dests.push("TCP (weighted clusters)".into()),
+            }
+        }
+    }
+    if dests.is_empty() {
+        "-".into()
+    } else {
+        dests.join("; ")
+    }
+}
+
+/// Rows `ADDRESS PORT MATCH DESTINATION`, one per filter chain (and the default chain).
+pub fn listener_rows(listeners: &[Value]) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for l in listeners {
+        let sa = &l["address"]["socket_address"];
+        let addr = sa["address"].as_str().unwrap_or("-").to_string();
+        let port = sa["port_value"]
+            .as_u64()
+            .map_or("-".to_string(), |p| p.to_string());
+        let mut chains: Vec<&Value> = l["filter_chains"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .collect();
+        if l["default_filter_chain"].is_object() {
+            chains.push(&l["default_filter_chain"]);
+        }
+        if chains.is_empty() {
+            out.push(vec![addr.clone(), port.clone(), "ALL".into(), "-".into()]);
+        }
+        for ch in chains {
+            out.push(vec![
+                addr.clone(),
+                port.clone(),
+                describe_chain_match(&ch["filter_chain_match"]),
+                describe_chain_destination(ch),
+            ]);
+        }
+    }
+    out
+}
+
+fn describe_route_match(m: &Value) -> String {
+    if let Some(p) = m["prefix"].as_str() {
+        return format!("{p}*");
+    }
+    if let Some(p) = m["path"].as_str() {
+        return p.to_string();
+    }
+    if let Some(p) = m["safe_regex"]["regex"].as_str() {
+        return format!("~{p}");
+    }
+    if let Some(p) = m["path_separated_prefix"].as_str() {
+        return format!("{p}/*");
+    }
+    "-".into()
+}
+
+/// A virtual host's domains for the table: `HOST:PORT` variants of a listed `HOST` left out,
+/// and past three, the first two and a count (`-o json` has them all).
+pub fn short_domains(domains: &[&str]) -> String {
+    let bare: Vec<&str> = domains
+        .iter()
+        .copied()
+        .filter(|d| {
+            d.rsplit_once(':')
+                .is_none_or(|(host, port)| port.parse::<u16>().is_err() || !domains.contains(&host))
+        })
+        .collect();
+    match bare.len() {
+        0 => "-".to_string(),
+        1..=3 => bare.join(", "),
+        n => format!("{}, {} + {} more...", bare[0], bare[1], n - 2),
+    }
+}
+
+/// Rows `NAME DOMAINS MATCH VIRTUAL SERVICE`, one per route of each virtual host.
+pub fn route_rows(routes: &[Value]) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for rc in routes {
+        let name = rc["name"].as_str().unwrap_or("-").to_string();
+        for vh in rc["virtual_hosts"].as_array().into_iter().flatten() {
+            let domains: Vec<&str> = vh["domains"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let domains = short_domains(&domains);
+            let rs: Vec<&Value> = vh["routes"].as_array().into_iter().flatten().collect();
+            if rs.is_empty() {
+                out.push(vec![name.clone(), domains.clone(), "-".into(), "-".into()]);
+            }
+            for r in rs {
+                out.push(vec![
+                    name.clone(),
+                    domains.clone(),
+                    describe_route_match(&r["match"]),
+                    istio_config_ref(r),
+                ]);
+            }
+        }
+    }
+    out
+}
+
+/// One host of the admin's `/clusters` text.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EndpointRow {
+    pub endpoint: String,
+    pub status: String,
+    pub outlier_check: String,
+    pub cluster: String,
+}
+
+/// Rows `ENDPOINT STATUS OUTLIER CHECK CLUSTER` from the `CLUSTER::HOST::health_flags::FLAGS`
+/// lines of `/clusters`.
+pub fn endpoint_rows(clusters_text: &str) -> Vec<EndpointRow> {
+    let mut out = Vec::new();
+    for line in clusters_text.lines() {
+        let parts: Vec<&str> = line.split("::").collect();
+        let [cluster, host, "health_flags", flags] = parts.as_slice() else {
+            continue;
+        };
+        let flags: Vec<&str> = flags.split('|').map(str::trim).collect();
+        let outlier = flags.iter().any(|f| f.contains("failed_outlier_check"));
+        let status = if flags.iter().all(|f| *f == "healthy" || f.is_empty()) {
+            "HEALTHY"
+        } else {
+            "UNHEALTHY"
+        };
+        out.push(EndpointRow {
+            endpoint: host.to_string(),
+            status: status.into(),
+            outlier_check: if outlier { "FAILED" } else { "OK" }.into(),
+            cluster: cluster.to_string(),
+        });
+    }
+    out.sort_by(|a, b| (&a.endpoint, &a.cluster).cmp(&(&b.endpoint, &b.cluster)));
+    out
+}
+
+fn print_out(
+    format: ConfigFormat,
+    header: &[&str],
+    rows: &[Vec<String>],
+    json: &Value,
+) -> anyhow::Result<()> {
+    match format {
+        ConfigFormat::Short => print!("{}", render_table(header, rows)),
+        ConfigFormat::Json => println!("{}", serde_json::to_string_pretty(json)?),
+    }
+    Ok(())
+}
+
+fn run(cmd: &ProxyConfigCmd) -> anyhow::Result<()> {
+    match cmd {
+        ProxyConfigCmd::Cluster(a) => {
+            let dump = config_dump(admin_address(&a.target)?)?;
+            let rows = cluster_rows(&clusters(&dump), a);
+            let (cells, json): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
+            print_out(
+                a.target.output,
+                &[
+                    "SERVICE FQDN",
+                    "PORT",
+                    "SUBSET",
+                    "DIRECTION",
+                    "TYPE",
+                    "DESTINATION RULE",
+                ],
+                &cells,
+                &Value::Array(json),
+            )
+        }
+        ProxyConfigCmd::Listener(t) => {
+            let l = listeners(&config_dump(admin_address(t)?)?);
+            print_out(
+                t.output,
+                &["ADDRESS", "PORT", "MATCH", "DESTINATION"],
+                &listener_rows(&l),
+                &Value::Array(l),
+            )
+        }
+        ProxyConfigCmd::Route(t) => {
+            let r = routes(&config_dump(admin_address(t)?)?);
+            print_out(
+                t.output,
+                &["NAME", "DOMAINS", "MATCH", "VIRTUAL SERVICE"],
+                &route_rows(&r),
+                &Value::Array(r),
+            )
+        }
+        ProxyConfigCmd::Endpoint(t) => {
+            let rows = endpoint_rows(&admin_get(admin_address(t)?, "/clusters")?);
+            let cells: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.endpoint.clone(),
+                        r.status.clone(),
+                        r.outlier_check.clone(),
+                        r.cluster.clone(),
+                    ]
+                })
+                .collect();
+            print_out(
+                t.output,
+                &["ENDPOINT", "STATUS", "OUTLIER CHECK", "CLUSTER"],
+                &cells,
+                &serde_json::to_value(&rows)?,
+            )
+        }
+        ProxyConfigCmd::Log(a) => {
+            let addr = admin_address(&a.target)?;
+            let body = match &a.level {
+                None => admin_get(addr, "/logging")?,
+                Some(level) => {
+                    let query = if level.contains(':') {
+                        format!("paths={level}")
+                    } else {
+                        format!("level={level}")
+                    };
+                    let (status, body) = admin_post(addr, &format!("/logging?{query}"))?;
+                    if status != 200 {
+                        let reason = body.lines().next().unwrap_or_default();
+                        bail!("{addr}/logging?{query} answered {status}: {reason}");
+                    }
+                    body
+                }
+            };
+            print!("{body}");
+            Ok(())
+        }
+    }
+}
+
+/// `meshctl proxy-config`.
+pub fn main(cmd: ProxyConfigCmd) -> ExitCode {
+    match run(&cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshctl proxy-config: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_names_split_like_istioctl() {
+        assert_eq!(
+            parse_cluster_name("outbound|5000|safe|helloworld.default.svc.cluster.local"),
+            ClusterName {
+                fqdn: "helloworld.default.svc.cluster.local".into(),
+                port: Some(5000),
+                subset: "safe".into(),
+                direction: "outbound".into(),
+            }
+        );
+        let n = parse_cluster_name("inbound|5000||");
+        assert_eq!(
+            (n.port, n.subset.as_str(), n.fqdn.as_str()),
+            (Some(5000), "", "")
+        );
+        let n = parse_cluster_name("BlackHoleCluster");
+        assert_eq!((n.fqdn.as_str(), n.port), ("BlackHoleCluster", None));
+        // Not a port: the whole name.
+        assert_eq!(parse_cluster_name("a|b|c|d").fqdn, "a|b|c|d");
+    }
+
+    #[test]
+    fn cluster_rows_filter_and_name_the_destination_rule() {
+        let cs = vec![
+            serde_json::json!({"name": "outbound|5000|v1|helloworld.default.svc.cluster.local",
+                "type": "EDS", "metadata": {"filter_metadata": {"istio": {"config":
+                "/apis/networking.istio.io/v1/namespaces/default/destination-rule/helloworld"}}}}),
+            serde_json::json!({"name": "outbound|5000|v2|helloworld.default.svc.cluster.local",
+                "type": "EDS"}),
+            serde_json::json!({"name": "BlackHoleCluster"}),
+        ];
+        let all = ClusterArgs {
+            target: Target {
+                name: None,
+                admin: None,
+                output: ConfigFormat::Short,
+            },
+            fqdn: None,
+            port: None,
+            subset: None,
+            direction: None,
+        };
+        let rows = cluster_rows(&cs, &all);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(
+            rows[0].0,
+            ["BlackHoleCluster", "-", "-", "-", "STATIC", "-"]
+        );
+        assert_eq!(
+            rows[1].0,
+            [
+                "helloworld.default.svc.cluster.local",
+                "5000",
+                "v1",
+                "outbound",
+                "EDS",
+                "helloworld.default"
+            ]
+        );
+        let v2 = ClusterArgs {
+            subset: Some("v2".into()),
+            ..all.clone()
+        };
+        let rows = cluster_rows(&cs, &v2);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].0[2], "v2");
+        let port = ClusterArgs {
+            port: Some(80),
+            ..all
+        };
+        assert!(cluster_rows(&cs, &port).is_empty());
+    }
+
+    #[test]
+    fn endpoints_from_the_clusters_text() {
+        let text = "c1::observability_name::c1\n\
+            c1::default_priority::max_connections::1024\n\
+            c1::127.0.0.1:5001::health_flags::healthy\n\
+            c1::127.0.0.1:5002::health_flags::/failed_outlier_check\n";
+        let rows = endpoint_rows(text);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (
+                rows[0].endpoint.as_str(),
+                rows[0].status.as_str(),
+                rows[0].outlier_check.as_str()
+            ),
+            ("127.0.0.1:5001", "HEALTHY", "OK")
+        );
+        assert_eq!(
+            (rows[1].status.as_str(), rows[1].outlier_check.as_str()),
+            ("UNHEALTHY", "FAILED")
+        );
+    }
+
+    #[test]
+    fn listeners_and_routes_rows() {
+        let l = serde_json::json!({"address": {"socket_address": {"address": "127.0.0.1", "port_value": 15001}},
+            "filter_chains": [{"filters": [{"typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "rds": {"route_config_name": "5000"}}}]}]});
+        assert_eq!(
+            listener_rows(&[l]),
+            [["127.0.0.1", "15001", "ALL", "Route: 5000"]]
+        );
+        let r = serde_json::json!({"name": "5000", "virtual_hosts": [{"domains": ["helloworld", "helloworld:5000"],
+            "routes": [{"match": {"prefix": "/"}}]}]});
+        assert_eq!(route_rows(&[r]), [["5000", "helloworld", "/*", "-"]]);
+        assert_eq!(
+            short_domains(&["a", "a:80", "b", "c", "d", "e:1"]),
+            "a, b + 3 more..."
+        );
+        assert_eq!(short_domains(&["a:80", "*"]), "a:80, *");
+        assert_eq!(short_domains(&[]), "-");
+    }
+}
