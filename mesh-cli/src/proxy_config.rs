@@ -2,8 +2,7 @@
 //! them, read from any Envoy-shaped admin (`/config_dump`, `/clusters`), and its log levels
 //! (`/logging`).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -153,29 +152,10 @@ fn admin_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     Ok(a.body)
 }
 
-/// `POST path` with an empty body; the admin answers a plain-text, non-chunked body.
+/// `POST path` with an empty body.
 fn admin_post(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut s =
-        TcpStream::connect_timeout(&addr, TIMEOUT).with_context(|| format!("connect {addr}"))?;
-    s.set_read_timeout(Some(TIMEOUT))?;
-    s.set_write_timeout(Some(TIMEOUT))?;
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: meshctl\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .with_context(|| format!("{addr}{path}"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .with_context(|| format!("{addr}{path}: malformed response"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .with_context(|| format!("{addr}{path}: malformed status line"))?;
-    Ok((status, body.to_string()))
+    let a = http::post(addr, "localhost", path, TIMEOUT)?;
+    Ok((a.status, a.body))
 }
 
 /// The `/config_dump` of `addr`.

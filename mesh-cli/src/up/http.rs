@@ -40,13 +40,39 @@ pub fn get(
     target: &str,
     timeout: Duration,
 ) -> Result<Answer, HttpError> {
+    request(addr, "GET", host, target, timeout)
+}
+
+/// Sends `POST target` with an empty body (admin endpoints such as `/logging?level=`).
+pub fn post(
+    addr: SocketAddr,
+    host: &str,
+    target: &str,
+    timeout: Duration,
+) -> Result<Answer, HttpError> {
+    request(addr, "POST", host, target, timeout)
+}
+
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    target: &str,
+    timeout: Duration,
+) -> Result<Answer, HttpError> {
     let io = |source| HttpError::Io { addr, source };
     let mut stream = TcpStream::connect_timeout(&addr, timeout)
         .map_err(|source| HttpError::Connect { addr, source })?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
+    // An empty POST still says so, or some servers wait for a body.
+    let length = if method == "GET" {
+        ""
+    } else {
+        "Content-Length: 0\r\n"
+    };
     let request = format!(
-        "GET {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: meshctl\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        "{method} {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: meshctl\r\nAccept: */*\r\n{length}Connection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).map_err(io)?;
     let mut raw = Vec::new();
