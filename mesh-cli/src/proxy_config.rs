@@ -1,6 +1,8 @@
-//! `meshctl proxy-config`: a proxy's clusters, listeners, routes and endpoints as istioctl shows
-//! them, read from any Envoy-shaped admin (`/config_dump`, `/clusters`), and its log levels
-//! (`/logging`).
+//! `meshctl proxy-config`: a proxy's clusters, listeners, routes, endpoints and secrets as
+//! istioctl shows them, read from any Envoy-shaped admin (`/config_dump`, `/clusters`), and its
+//! log levels (`/logging`).
+
+pub mod secret;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -79,6 +81,10 @@ pub enum ProxyConfigCmd {
     /// Endpoints (`ENDPOINT STATUS OUTLIER CHECK CLUSTER`) from `/clusters`.
     #[command(alias = "endpoints")]
     Endpoint(Target),
+    /// Certificates (`RESOURCE NAME TYPE STATUS VALID CERT SERIAL NUMBER NOT AFTER NOT BEFORE`)
+    /// from the secrets of `/config_dump`.
+    #[command(alias = "secrets")]
+    Secret(Target),
     /// Show log levels, or change them with `--level`.
     Log(LogArgs),
 }
@@ -524,6 +530,27 @@ fn run(cmd: &ProxyConfigCmd) -> anyhow::Result<()> {
             print_out(
                 t.output,
                 &["ENDPOINT", "STATUS", "OUTLIER CHECK", "CLUSTER"],
+                &cells,
+                &serde_json::to_value(&rows)?,
+            )
+        }
+        ProxyConfigCmd::Secret(t) => {
+            let addr = admin_address(t)?;
+            let rows = secret::secret_rows(&config_dump(addr)?, std::time::SystemTime::now());
+            if t.output == ConfigFormat::Short {
+                for r in &rows {
+                    if let Some(p) = &r.problem {
+                        eprintln!("warning: {p}");
+                    }
+                }
+                if rows.is_empty() {
+                    eprintln!("{addr}/config_dump lists no secrets (no TLS in use yet?)");
+                }
+            }
+            let cells: Vec<Vec<String>> = rows.iter().map(secret::SecretRow::cells).collect();
+            print_out(
+                t.output,
+                &secret::HEADER,
                 &cells,
                 &serde_json::to_value(&rows)?,
             )

@@ -171,6 +171,17 @@ impl Mesh {
         addr(&s["outbound_address"])
     }
 
+    /// The sidecar's inbound listener of a workload: where its WorkloadEntry points.
+    fn inbound(&self, workload: &str) -> SocketAddr {
+        let s = self.status["sidecars"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["workload"] == workload)
+            .unwrap_or_else(|| panic!("no sidecar {workload} in {:#}", self.status));
+        addr(&s["inbound_address"])
+    }
+
     /// The ingress gateway's port-80 server.
     fn gateway(&self) -> SocketAddr {
         let url = self.status["gateway"]["url"].as_str().unwrap();
@@ -779,6 +790,155 @@ fn ingress_gateway(proxy: Proxy) {
     assert_eq!(t["safe"] + t["risky"], 40, "{t:?}");
 }
 
+/// `meshctl proxy-config secret NAME -o json`, once the proxy holds `default` and `ROOTCA`
+/// (Envoy asks for them when a cluster or listener first refers to them).
+fn secrets(mesh: &Mesh, proxy: &str) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = mesh.json(&["proxy-config", "secret", proxy, "-o", "json"]);
+        let rows = rows.as_array().cloned().unwrap_or_default();
+        let has = |name: &str, kind: &str| {
+            rows.iter()
+                .any(|r| r["resource_name"] == name && r["type"] == kind && r["status"] == "ACTIVE")
+        };
+        if has("default", "Cert Chain") && has("ROOTCA", "CA") {
+            return rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{proxy}: no ACTIVE default and ROOTCA within 30s: {rows:#?}\n{}",
+            mesh.logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The `x-forwarded-client-cert` the app received, from helloworld's `/headers` echo.
+fn client_cert_header(a: &Answer) -> String {
+    assert_eq!(a.status, 200, "{a:?}");
+    a.body
+        .lines()
+        .find_map(|l| l.strip_prefix("x-forwarded-client-cert: "))
+        .unwrap_or_else(|| panic!("the app saw no x-forwarded-client-cert: {a:?}"))
+        .to_string()
+}
+
+/// A plaintext call from outside the mesh straight to a workload's sidecar inbound port.
+fn plaintext_to_inbound(mesh: &Mesh, workload: &str) -> Result<Answer, String> {
+    http_get(mesh.inbound(workload), "/hello", "helloworld:5000", &[])
+}
+
+/// Checks that the sidecars and the gateway carry traffic with the callers' identities.
+fn mesh_traffic_is_mutual_tls(mesh: &Mesh, gateway_host: &str) {
+    const SIDECAR_ID: &str = "spiffe://cluster.local/ns/default/sa/helloworld";
+    const GATEWAY_ID: &str =
+        "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account";
+    // Through a client sidecar (its app's http_proxy): both versions, all 200.
+    let t = tally(mesh, CLIENT, 40, &[]);
+    assert_eq!(
+        t.get("safe").unwrap_or(&0) + t.get("risky").unwrap_or(&0),
+        40,
+        "{t:?}"
+    );
+    for _ in 0..4 {
+        let a = http_get(
+            mesh.sidecar(CLIENT),
+            "http://helloworld:5000/headers",
+            "helloworld:5000",
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", mesh.logs()));
+        let xfcc = client_cert_header(&a);
+        assert!(
+            xfcc.contains(&format!("URI={SIDECAR_ID}"))
+                && xfcc.contains(&format!("By={SIDECAR_ID}")),
+            "caller and callee identities: {xfcc}"
+        );
+    }
+    // Through the ingress gateway: the gateway's identity reaches the app.
+    let gw = mesh.gateway();
+    for _ in 0..20 {
+        let a = http_get(gw, "/hello", &gw.to_string(), &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.status, 200, "{a:?}\n{}", mesh.logs());
+    }
+    let a = http_get(gw, "/headers", gateway_host, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let xfcc = client_cert_header(&a);
+    assert!(xfcc.contains(&format!("URI={GATEWAY_ID}")), "{xfcc}");
+}
+
+fn mtls(proxy: Proxy) {
+    let Some(mesh) = Mesh::up(proxy, None) else {
+        return;
+    };
+    let host = "mtls.helloworld.example";
+    mesh.apply("mtls/helloworld-headers-host.yaml");
+
+    // Every proxy holds its certificate and the root, valid now.
+    for p in [CLIENT, "helloworld-risky", "gateway"] {
+        let rows = secrets(&mesh, p);
+        for r in &rows {
+            assert_eq!(r["valid_cert"], true, "{p}: {r:#}");
+            assert!(
+                r["serial_number"].as_str().is_some_and(|s| s != "-"),
+                "{p}: {r:#}"
+            );
+        }
+    }
+    let table = mesh.ok(&["proxy-config", "secret", CLIENT]);
+    assert!(
+        table.starts_with("RESOURCE NAME")
+            && table.contains("VALID CERT")
+            && table.contains("ROOTCA"),
+        "{table}"
+    );
+
+    // PERMISSIVE, the default: mTLS between proxies, and plaintext to a sidecar still served.
+    mesh_traffic_is_mutual_tls(&mesh, host);
+    let a = plaintext_to_inbound(&mesh, "helloworld-risky")
+        .unwrap_or_else(|e| panic!("PERMISSIVE serves plaintext: {e}\n{}", mesh.logs()));
+    assert_eq!((a.status, a.version()), (200, "risky"), "{a:?}");
+
+    // STRICT: plaintext from outside the mesh is refused, traffic in the mesh flows.
+    mesh.apply("mtls/strict/peer-authentication.yaml");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // A listener update is ACKed before every proxy has swapped it in: wait for the refusal,
+    // then require it to hold.
+    while plaintext_to_inbound(&mesh, "helloworld-risky").is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "STRICT still serves plaintext after 30s\n{}",
+            mesh.logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for w in ["helloworld-risky", "helloworld-safe"] {
+        for _ in 0..5 {
+            // The sidecar accepts the connection (its listener is there) and closes it
+            // without an answer.
+            match plaintext_to_inbound(&mesh, w) {
+                Err(e) => assert!(!e.starts_with("connect "), "{w}: {e}"),
+                Ok(a) => panic!("STRICT: plaintext to {w}'s sidecar answered {a:?}"),
+            }
+        }
+    }
+    mesh_traffic_is_mutual_tls(&mesh, host);
+
+    // Back to PERMISSIVE: plaintext is served again.
+    mesh.apply("mtls/permissive/peer-authentication.yaml");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match plaintext_to_inbound(&mesh, "helloworld-risky") {
+            Ok(a) if a.status == 200 => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "PERMISSIVE again: {other:?}\n{}",
+                mesh.logs()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 macro_rules! scenarios {
     ($proxy:expr; $($(#[$attr:meta])* $name:ident),* $(,)?) => {
         $(
@@ -798,7 +958,7 @@ mod mesh_proxy {
         canary, header, oneway, random, round_robin, least_request, session_affinity,
         timeout, ingress_gateway,
         mirror, fault_injection, delay, retries,
-        circuit_breaking,
+        circuit_breaking, mtls,
     );
 }
 
@@ -808,6 +968,6 @@ mod envoy {
     scenarios!(Proxy::Envoy;
         canary, header, mirror, oneway, random, round_robin, least_request,
         session_affinity, timeout, fault_injection, delay, retries, circuit_breaking,
-        ingress_gateway,
+        ingress_gateway, mtls,
     );
 }

@@ -1,17 +1,20 @@
-//! The bootstraps `meshctl up` writes, for a sidecar and for the gateway, are valid for the
-//! real Envoy (`envoy --mode validate`).
+//! The bootstraps `meshctl up` writes, for a sidecar and for the gateway, with ADS in plaintext
+//! (mesh-proxy) and over TLS with a bearer token (Envoy, which gets its certificates by SDS over
+//! that stream), are valid for the real Envoy (`envoy --mode validate`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 
-use mesh_cli::up::bootstrap::{ProxyBootstrap, ProxyRole};
+use mesh_cli::up::bootstrap::{ProxyBootstrap, ProxyRole, XdsTls};
+use mesh_cli::up::identity::{self, ProxyIdentity};
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-fn bootstraps() -> Vec<ProxyBootstrap> {
+fn bootstraps(state: &Path) -> Vec<ProxyBootstrap> {
     let sidecar = ProxyBootstrap {
         role: ProxyRole::Sidecar {
             outbound: addr(25001),
@@ -27,6 +30,7 @@ fn bootstraps() -> Vec<ProxyBootstrap> {
         service_account: "helloworld".into(),
         admin: addr(25100),
         xds: addr(25010),
+        xds_tls: None,
     };
     let router = ProxyBootstrap {
         role: ProxyRole::Router {
@@ -37,7 +41,34 @@ fn bootstraps() -> Vec<ProxyBootstrap> {
         labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
         ..sidecar.clone()
     };
-    vec![sidecar, router]
+    // What `up --proxy envoy` writes: a real mesh CA and tokens in a state directory.
+    let ids = identity::prepare(
+        state,
+        "cluster.local",
+        &[ProxyIdentity {
+            proxy: "helloworld-safe".into(),
+            namespace: "default".into(),
+            service_account: "helloworld".into(),
+        }],
+    )
+    .unwrap();
+    let secure = ProxyBootstrap {
+        name: "helloworld-safe-secure".into(),
+        xds: addr(25012),
+        xds_tls: Some(XdsTls {
+            root_cert: ids.root_cert.clone(),
+            server_identity: ids.control_plane_identity(),
+            token: ids.token("helloworld-safe").unwrap().token.clone(),
+        }),
+        ..sidecar.clone()
+    };
+    let secure_router = ProxyBootstrap {
+        name: "istio-ingressgateway-secure".into(),
+        xds: addr(25012),
+        xds_tls: secure.xds_tls.clone(),
+        ..router.clone()
+    };
+    vec![sidecar, router, secure, secure_router]
 }
 
 #[test]
@@ -47,7 +78,7 @@ fn envoy_validates_sidecar_and_router_bootstraps() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    for b in bootstraps() {
+    for b in bootstraps(dir.path()) {
         let path = dir.path().join(format!("{}.json", b.name));
         std::fs::write(&path, serde_json::to_vec_pretty(&b.to_json()).unwrap()).unwrap();
         let out = Command::new(&envoy)

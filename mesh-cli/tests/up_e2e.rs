@@ -59,6 +59,11 @@ impl Drop for Mesh {
     }
 }
 
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
 fn missing(name: &str) -> bool {
     !bin_dir().join(name).is_file()
 }
@@ -180,6 +185,39 @@ fn up_status_traffic_apply_down_with_the_built_in_demo() {
     assert!(
         table.contains(&url) && table.contains("helloworld-risky"),
         "{table}"
+    );
+
+    // Identities: the secure port and the CA are shown; the CA lives in the state directory,
+    // every proxy has its own owner-only token and bootstrap.
+    let secure = status["control_plane"]["secure_xds_address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no secure port: {status:#}"));
+    assert!(table.contains(&format!("secure {secure}")), "{table}");
+    let ca_dir = PathBuf::from(status["identity"]["ca_dir"].as_str().unwrap());
+    assert_eq!(ca_dir, mesh.state.path().join("ca"), "{status:#}");
+    assert!(
+        table.contains(&format!("CA: {}", ca_dir.display())),
+        "{table}"
+    );
+    assert_eq!(status["identity"]["trust_domain"], "cluster.local");
+    assert!(ca_dir.join("root-cert.pem").is_file());
+    let tokens = std::fs::read_to_string(ca_dir.join("tokens")).unwrap();
+    assert_eq!(tokens.lines().count(), 3, "two sidecars and the gateway");
+    for name in [
+        "helloworld-safe",
+        "helloworld-risky",
+        "istio-ingressgateway",
+    ] {
+        let token_file = mesh.state.path().join(format!("tokens/{name}.token"));
+        let token = std::fs::read_to_string(&token_file).unwrap();
+        assert!(tokens.contains(&token), "{name}'s token is known");
+        assert_eq!(mode(&token_file), 0o600, "{}", token_file.display());
+        let boot = mesh.state.path().join(format!("bootstrap/{name}.json"));
+        assert_eq!(mode(&boot), 0o600, "{}", boot.display());
+    }
+    assert!(
+        tokens.contains(" istio-system istio-ingressgateway-service-account"),
+        "{tokens}"
     );
 
     // Through the gateway: both versions answer /hello (round robin over the two endpoints).

@@ -8,13 +8,22 @@
 //!                                                       translate(per proxy) --> XdsResources
 //!                                                                                    |
 //!                            proxies <-- ADS server (versions, nonces, ACK/NACK) <---+
+//!                                          plaintext 15010 | TLS 15012 (secure)
+//!                                                            + CSR service (mesh_ca::CaService)
+//!                                                            + SDS: default / ROOTCA per identity
 //! ```
+//!
+//! On the TLS port the control plane presents its own identity,
+//! `spiffe://TRUST_DOMAIN/ns/istio-system/sa/istiod`, issued by the mesh CA
+//! ([`secure`]); callers prove theirs with a bearer token or a mesh client
+//! certificate.
 
 pub mod ads;
 pub mod debug;
 pub mod metrics;
 pub mod node;
 pub mod registry;
+pub mod secure;
 pub mod server;
 pub mod source;
 pub mod translate;

@@ -6,7 +6,13 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use std::time::Duration;
+
+use mesh_control::secure::{DEFAULT_SECURE_XDS_ADDRESS, parse_duration, parse_secure_address};
 use mesh_control::server::{DEFAULT_DEBUG_ADDRESS, DEFAULT_XDS_ADDRESS, ServerConfig};
+
+/// Istio's maximum workload certificate lifetime, as `--max-cert-ttl` is written.
+const DEFAULT_MAX_CERT_TTL: &str = "90d";
 
 /// The mesh control plane: serves Istio configuration to proxies as Envoy xDS.
 #[derive(Debug, Parser)]
@@ -27,7 +33,57 @@ struct Args {
     /// /debug/registryz, /debug/configz, /metrics, /ready).
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_DEBUG_ADDRESS)]
     debug_address: SocketAddr,
-    // `--secure-xds-address` (xDS and CA over mTLS, 15012) comes with the mTLS work.
+
+    /// Address of the TLS port serving the CA's CSR service
+    /// (istio.v1.auth.IstioCertificateService), ADS, and secrets (SDS) to
+    /// authenticated proxies; `off` disables it, the CA and SDS.
+    #[arg(long, value_name = "ADDR|off", default_value = DEFAULT_SECURE_XDS_ADDRESS,
+          value_parser = parse_secure)]
+    secure_xds_address: SecureAddress,
+
+    /// Directory of the mesh CA in Istio's layout (ca-cert.pem, ca-key.pem,
+    /// root-cert.pem, cert-chain.pem): a plugged-in CA when those files exist,
+    /// otherwise a root is generated and kept there. Without it the root is
+    /// generated in memory and lost on exit.
+    #[arg(long, value_name = "DIR")]
+    ca_dir: Option<PathBuf>,
+
+    /// Trust domain of every SPIFFE identity (spiffe://TRUST_DOMAIN/ns/NS/sa/SA).
+    #[arg(long, value_name = "DOMAIN", default_value = mesh_ca::DEFAULT_TRUST_DOMAIN,
+          value_parser = parse_trust_domain)]
+    trust_domain: String,
+
+    /// File of bearer tokens for the secure port, one workload per line:
+    /// `TOKEN NAMESPACE SERVICE_ACCOUNT` (# comments). A caller with a token
+    /// gets certificates for that identity only. Without it only callers with
+    /// a mesh client certificate authenticate.
+    #[arg(long, value_name = "FILE")]
+    ca_tokens: Option<PathBuf>,
+
+    /// Longest certificate lifetime the CA grants (e.g. 90d, 24h, 30m);
+    /// longer requests are refused.
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_MAX_CERT_TTL,
+          value_parser = parse_duration)]
+    max_cert_ttl: Duration,
+
+    /// Lifetime of the certificates generated for Envoys over SDS (renewed
+    /// and pushed at half life); default: the CA's, 24h. At most --max-cert-ttl.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    workload_cert_ttl: Option<Duration>,
+}
+
+/// `--secure-xds-address`: an address, or `off` (`None`).
+#[derive(Debug, Clone, Copy)]
+struct SecureAddress(Option<SocketAddr>);
+
+fn parse_secure(s: &str) -> Result<SecureAddress, String> {
+    parse_secure_address(s).map(SecureAddress)
+}
+
+fn parse_trust_domain(s: &str) -> Result<String, String> {
+    mesh_ca::spiffe::validate_trust_domain(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 #[tokio::main]
@@ -56,11 +112,21 @@ async fn run() -> anyhow::Result<()> {
     let config = ServerConfig {
         xds_address: args.xds_address,
         debug_address: args.debug_address,
+        secure_xds_address: args.secure_xds_address.0,
+        ca_dir: args.ca_dir,
+        trust_domain: args.trust_domain,
+        ca_tokens: args.ca_tokens,
+        max_cert_ttl: args.max_cert_ttl,
+        sds_cert_ttl: args.workload_cert_ttl,
         ..ServerConfig::new(args.config)
     };
     let bound = mesh_control::build(config).await.context("cannot start")?;
+    let secure = bound
+        .secure_xds_address()
+        .map_or_else(|| "off".to_string(), |a| a.to_string());
     tracing::info!(
         xds = %bound.xds_address(),
+        secure = %secure,
         debug = %bound.debug_address(),
         "mesh-control serving"
     );

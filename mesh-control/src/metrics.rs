@@ -41,6 +41,11 @@ pub struct Metrics {
     pub config_errors: Gauge,
     /// Configuration generations built.
     pub config_generations: Counter,
+    /// Workload certificates issued for SDS (`citadel_server_success_cert_issuance_count`'s
+    /// counterpart for certificates the control plane generates itself).
+    pub sds_certificates_issued: Counter,
+    /// ADS streams refused because they asked for secrets they may not have.
+    pub sds_refusals: Counter,
 }
 
 impl Default for Metrics {
@@ -59,6 +64,8 @@ impl Metrics {
         let rejects = Family::<TypeLabel, Counter>::default();
         let config_errors = Gauge::default();
         let config_generations = Counter::default();
+        let sds_certificates_issued = Counter::default();
+        let sds_refusals = Counter::default();
         registry.register(
             "pilot_xds_pushes",
             "xDS responses sent, by type",
@@ -90,6 +97,16 @@ impl Metrics {
             "Configuration generations built",
             config_generations.clone(),
         );
+        registry.register(
+            "mesh_sds_certificates_issued",
+            "Workload certificates generated and signed for SDS",
+            sds_certificates_issued.clone(),
+        );
+        registry.register(
+            "mesh_sds_refusals",
+            "ADS streams refused for asking secrets without the right to them",
+            sds_refusals.clone(),
+        );
         Metrics {
             registry,
             pushes,
@@ -99,6 +116,8 @@ impl Metrics {
             rejects,
             config_errors,
             config_generations,
+            sds_certificates_issued,
+            sds_refusals,
         }
     }
 

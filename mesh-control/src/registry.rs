@@ -6,14 +6,23 @@
 //! selects. A dot-less host (`helloworld`) is qualified with the entry's namespace
 //! (`helloworld.NS.svc.cluster.local`), so short names, `name.namespace` and the FQDN all name
 //! the same service; other hosts are kept as written.
+//!
+//! For mutual TLS each endpoint records whether its workload runs a sidecar (Istio's
+//! `security.istio.io/tlsMode: istio` label) and its service account, so a service can list the
+//! SPIFFE identities its callers must accept ([`Service::identities`]).
 
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use mesh_api::constants::DEFAULT_DOMAIN_SUFFIX;
+use mesh_api::constants::{DEFAULT_DOMAIN_SUFFIX, spiffe_id};
 use mesh_api::networking::service_entry::{Location, Resolution as IstioResolution};
 use mesh_api::networking::workload_entry::WorkloadEntrySpec;
 use serde::Serialize;
+
+/// Istio's label telling that a workload runs a sidecar able to terminate mesh mTLS.
+pub const LABEL_TLS_MODE: &str = "security.istio.io/tlsMode";
+/// The value of [`LABEL_TLS_MODE`] on workloads with a sidecar.
+pub const TLS_MODE_ISTIO: &str = "istio";
 
 /// Application protocol of a service port, from its `protocol` or its name prefix (Istio's
 /// `http-foo`, `grpc`, ... convention).
@@ -116,7 +125,15 @@ pub struct Endpoint {
     pub ports: BTreeMap<String, u32>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The service account of the workload (`default` when its WorkloadEntry names none, as the
+    /// proxy assumes for its own identity); empty for a DNS host resolved on its own.
     pub service_account: String,
+    /// The namespace of the workload (its WorkloadEntry's, or the ServiceEntry's for inline
+    /// endpoints), which with the service account makes its identity.
+    pub namespace: String,
+    /// Whether the workload runs a sidecar (`security.istio.io/tlsMode: istio`), so auto-mTLS
+    /// may originate mesh mTLS to it.
+    pub sidecar: bool,
     /// Load-balancing weight, 1 when unset.
     pub weight: u32,
     /// `region/zone/subzone`.
@@ -144,6 +161,12 @@ impl Endpoint {
     pub fn matches(&self, selector: &BTreeMap<String, String>) -> bool {
         labels_match(selector, &self.labels)
     }
+
+    /// The endpoint's SPIFFE identity in `trust_domain`; `None` without a service account.
+    pub fn identity(&self, trust_domain: &str) -> Option<String> {
+        (!self.service_account.is_empty())
+            .then(|| spiffe_id(trust_domain, &self.namespace, &self.service_account))
+    }
 }
 
 /// The resource a service was built from.
@@ -170,11 +193,33 @@ pub struct Service {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
     pub endpoints: Vec<Endpoint>,
+    /// The ServiceEntry's `subjectAltNames`: identities accepted besides the endpoints' own.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
 }
 
 impl Service {
     pub fn port(&self, number: u32) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.number == number)
+    }
+
+    /// The identities a client must accept from this service's endpoints: every endpoint's
+    /// SPIFFE ID in `trust_domain` plus the ServiceEntry's `subjectAltNames`, sorted, once each.
+    pub fn identities(&self, trust_domain: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .endpoints
+            .iter()
+            .filter_map(|e| e.identity(trust_domain))
+            .chain(self.subject_alt_names.iter().cloned())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Whether any endpoint of the service runs a sidecar.
+    pub fn has_sidecar_endpoints(&self) -> bool {
+        self.endpoints.iter().any(|e| e.sidecar)
     }
 
     /// Whether a proxy in `namespace` may see this service (`exportTo`).
@@ -237,7 +282,7 @@ impl Registry {
             workload_entries
                 .iter()
                 .filter(|(ns, _, we)| ns == namespace && labels_match(selector, &we.labels))
-                .filter_map(|(ns, name, we)| endpoint_of(we, Some(format!("{ns}/{name}"))))
+                .filter_map(|(ns, name, we)| endpoint_of(we, ns, Some(format!("{ns}/{name}"))))
                 .collect()
         };
 
@@ -266,7 +311,7 @@ impl Registry {
             let mut endpoints: Vec<Endpoint> = spec
                 .endpoints
                 .iter()
-                .filter_map(|we| endpoint_of(we, None))
+                .filter_map(|we| endpoint_of(we, &meta.namespace, None))
                 .collect();
             if let Some(sel) = &spec.workload_selector {
                 endpoints.extend(selected(&meta.namespace, &sel.labels));
@@ -284,6 +329,8 @@ impl Registry {
                         ports: BTreeMap::new(),
                         labels: BTreeMap::new(),
                         service_account: String::new(),
+                        namespace: meta.namespace.clone(),
+                        sidecar: false,
                         weight: 1,
                         locality: None,
                         network: None,
@@ -303,6 +350,7 @@ impl Registry {
                     mesh_external: spec.location == Some(Location::MeshExternal),
                     export_to: spec.export_to.clone(),
                     endpoints,
+                    subject_alt_names: spec.subject_alt_names.clone(),
                 });
             }
         }
@@ -362,6 +410,7 @@ impl Registry {
                 mesh_external: false,
                 export_to,
                 endpoints,
+                subject_alt_names: Vec::new(),
             });
         }
         Registry::from_services(services)
@@ -445,7 +494,11 @@ fn qualify(host: &str, namespace: &str) -> String {
     }
 }
 
-fn endpoint_of(we: &WorkloadEntrySpec, workload_entry: Option<String>) -> Option<Endpoint> {
+fn endpoint_of(
+    we: &WorkloadEntrySpec,
+    namespace: &str,
+    workload_entry: Option<String>,
+) -> Option<Endpoint> {
     let address = we.address.clone().filter(|a| !a.is_empty())?;
     Some(Endpoint {
         address,
@@ -455,6 +508,8 @@ fn endpoint_of(we: &WorkloadEntrySpec, workload_entry: Option<String>) -> Option
             .service_account
             .clone()
             .unwrap_or_else(|| "default".to_string()),
+        namespace: namespace.to_string(),
+        sidecar: we.labels.get(LABEL_TLS_MODE).map(String::as_str) == Some(TLS_MODE_ISTIO),
         weight: we.weight.filter(|w| *w > 0).unwrap_or(1),
         locality: we.locality.clone(),
         network: we.network.clone(),

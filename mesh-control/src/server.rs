@@ -1,4 +1,5 @@
-//! Wires the parts together: sources -> config store -> ADS server, plus the
+//! Wires the parts together: sources -> config store -> ADS server (on the
+//! plaintext port and, with the CA and secrets, on the TLS port), plus the
 //! debug listener. [`build`] binds every listener (port 0 allowed) and starts
 //! serving; the returned [`Bound`] holds the real addresses and drains
 //! everything on [`Bound::shutdown`] (or drop).
@@ -14,9 +15,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::ads::{AdsContext, AdsServer, SyncRegistry};
+use mesh_ca::{CaService, CertificateAuthority, DEFAULT_TRUST_DOMAIN};
+
+use crate::ads::{AdsContext, AdsServer, SecretAuthority, SecretCache, SyncRegistry};
 use crate::debug::DebugState;
 use crate::metrics::Metrics;
+use crate::secure::{DEFAULT_SECURE_XDS_ADDRESS, SecureError};
 use crate::source::{
     ConfigSource, ConfigStore, DEFAULT_DEBOUNCE, DEFAULT_POLL_INTERVAL, DirectorySource, Snapshot,
     SourceError,
@@ -39,6 +43,22 @@ pub struct ServerConfig {
     pub config_dir: PathBuf,
     pub xds_address: SocketAddr,
     pub debug_address: SocketAddr,
+    /// The TLS port (CSR service, ADS and SDS); `None` turns it, the CA and
+    /// SDS off.
+    pub secure_xds_address: Option<SocketAddr>,
+    /// The CA's directory (Istio's plugged-in layout, or where a generated
+    /// root is kept); `None`: a root generated in memory for this run.
+    pub ca_dir: Option<PathBuf>,
+    /// Trust domain of every identity (`cluster.local` by default).
+    pub trust_domain: String,
+    /// Bearer tokens (`TOKEN NAMESPACE SERVICE_ACCOUNT` per line).
+    pub ca_tokens: Option<PathBuf>,
+    /// Longest certificate lifetime the CA grants.
+    pub max_cert_ttl: Duration,
+    /// Lifetime of certificates delivered over SDS; `None`: the CA's default (24 h).
+    pub sds_cert_ttl: Option<Duration>,
+    /// Lifetime of the control plane's own certificate; `None`: the CA's default.
+    pub serving_cert_ttl: Option<Duration>,
     /// Quiet time before a change is pushed.
     pub push_debounce: Duration,
     /// Directory scan interval.
@@ -54,6 +74,13 @@ impl ServerConfig {
             config_dir: config_dir.into(),
             xds_address: parse_default(DEFAULT_XDS_ADDRESS),
             debug_address: parse_default(DEFAULT_DEBUG_ADDRESS),
+            secure_xds_address: Some(parse_default(DEFAULT_SECURE_XDS_ADDRESS)),
+            ca_dir: None,
+            trust_domain: DEFAULT_TRUST_DOMAIN.to_string(),
+            ca_tokens: None,
+            max_cert_ttl: mesh_ca::authority::DEFAULT_MAX_WORKLOAD_CERT_TTL,
+            sds_cert_ttl: None,
+            serving_cert_ttl: None,
             push_debounce: DEFAULT_PUSH_DEBOUNCE,
             poll_interval: DEFAULT_POLL_INTERVAL,
             file_debounce: DEFAULT_DEBOUNCE,
@@ -66,6 +93,7 @@ impl ServerConfig {
         ServerConfig {
             xds_address: any,
             debug_address: any,
+            secure_xds_address: Some(any),
             ..ServerConfig::new(config_dir)
         }
     }
@@ -81,6 +109,8 @@ fn parse_default(s: &str) -> SocketAddr {
 pub enum ServerError {
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error(transparent)]
+    Secure(#[from] SecureError),
     #[error("cannot listen on {what} address {addr}")]
     Bind {
         what: &'static str,
@@ -94,6 +124,9 @@ pub enum ServerError {
 pub struct Bound {
     xds_address: SocketAddr,
     debug_address: SocketAddr,
+    secure_xds_address: Option<SocketAddr>,
+    ca: Option<Arc<CertificateAuthority>>,
+    serving: Option<Arc<crate::secure::ServingCertificate>>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     sync: Arc<SyncRegistry>,
     metrics: Arc<Metrics>,
@@ -116,10 +149,37 @@ pub async fn build_with_sources(
     let (shutdown, shutdown_rx) = watch::channel(false);
     let metrics = Arc::new(Metrics::new());
     let sync = Arc::new(SyncRegistry::default());
+    // The CA and the tokens first: a bad CA directory or token file stops
+    // the start before anything listens.
+    let secure_parts = match config.secure_xds_address {
+        None => None,
+        Some(_) => {
+            if let Some(ttl) = config.sds_cert_ttl
+                && ttl > config.max_cert_ttl
+            {
+                return Err(SecureError::WorkloadTtl {
+                    ttl,
+                    max: config.max_cert_ttl,
+                }
+                .into());
+            }
+            let ca = crate::secure::load_ca(
+                config.ca_dir.as_deref(),
+                &config.trust_domain,
+                config.max_cert_ttl,
+            )
+            .map_err(SecureError::from)?;
+            let auth =
+                crate::secure::authenticator(config.ca_tokens.as_ref(), &config.trust_domain)
+                    .map_err(SecureError::from)?;
+            Some((Arc::new(ca), Arc::new(auth)))
+        }
+    };
     // Load before binding: a proxy that connects gets the configuration at once.
     let store = ConfigStore::start(
         sources,
         config.push_debounce,
+        config.trust_domain.clone(),
         metrics.clone(),
         shutdown_rx.clone(),
     )?;
@@ -129,14 +189,23 @@ pub async fn build_with_sources(
     let debug = bind("debug", config.debug_address).await?;
     let xds_address = local_addr("xDS", &xds, config.xds_address)?;
     let debug_address = local_addr("debug", &debug, config.debug_address)?;
+    let secure = match config.secure_xds_address {
+        Some(addr) => {
+            let l = bind("secure xDS", addr).await?;
+            let bound = local_addr("secure xDS", &l, addr)?;
+            Some((l, bound))
+        }
+        None => None,
+    };
 
-    let ads = AdsServer::new(AdsContext {
+    let ctx = Arc::new(AdsContext {
         snapshots: store.snapshots.clone(),
         sync: sync.clone(),
         metrics: metrics.clone(),
         shutdown: shutdown_rx.clone(),
         next_connection: AtomicU64::new(0),
     });
+    let ads = AdsServer::new(ctx.clone());
     let mut rx = shutdown_rx.clone();
     let grpc = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -153,6 +222,47 @@ pub async fn build_with_sources(
         }
     }));
 
+    let mut secure_xds_address = None;
+    let mut ca = None;
+    let mut serving = None;
+    if let (Some((listener, addr)), Some((authority, auth))) = (secure, secure_parts) {
+        let tls = crate::secure::listen(
+            listener,
+            &authority,
+            config.serving_cert_ttl,
+            shutdown_rx.clone(),
+        )?;
+        tasks.push(tls.renewal);
+        let secrets = Arc::new(SecretAuthority {
+            authenticator: auth.clone(),
+            cache: Arc::new(SecretCache::new(
+                authority.clone(),
+                config.sds_cert_ttl,
+                metrics.clone(),
+            )),
+        });
+        let csr = CaService::new(authority.clone(), auth).into_server();
+        let ads = AdsServer::secure(ctx.clone(), secrets);
+        let mut rx = shutdown_rx.clone();
+        let grpc = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(csr)
+            .add_service(ads.into_service())
+            .serve_with_incoming_shutdown(tls.incoming, async move {
+                until_shutdown(&mut rx).await;
+            });
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = grpc.await {
+                tracing::error!("secure xDS server failed: {e}");
+            }
+        }));
+        secure_xds_address = Some(addr);
+        ca = Some(authority);
+        serving = Some(tls.serving);
+    }
+
     let debug_state = Arc::new(DebugState {
         snapshots: store.snapshots.clone(),
         sync: sync.clone(),
@@ -167,6 +277,9 @@ pub async fn build_with_sources(
     Ok(Bound {
         xds_address,
         debug_address,
+        secure_xds_address,
+        ca,
+        serving,
         snapshots: store.snapshots,
         sync,
         metrics,
@@ -203,6 +316,21 @@ impl Bound {
 
     pub fn debug_address(&self) -> SocketAddr {
         self.debug_address
+    }
+
+    /// The TLS port (CSR service, ADS, SDS), unless it is off.
+    pub fn secure_xds_address(&self) -> Option<SocketAddr> {
+        self.secure_xds_address
+    }
+
+    /// The mesh CA, when the secure port is on.
+    pub fn certificate_authority(&self) -> Option<&Arc<CertificateAuthority>> {
+        self.ca.as_ref()
+    }
+
+    /// The control plane's serving certificate in force on the secure port.
+    pub fn serving_identity(&self) -> Option<Arc<mesh_ca::IssuedIdentity>> {
+        self.serving.as_ref().map(|s| s.identity())
     }
 
     /// The configuration generations, as published to every stream.

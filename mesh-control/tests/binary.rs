@@ -15,14 +15,92 @@ fn help_documents_every_flag() {
         "--config <DIR>",
         "--xds-address <ADDR>",
         "--debug-address <ADDR>",
+        "--secure-xds-address <ADDR|off>",
+        "--ca-dir <DIR>",
+        "--trust-domain <DOMAIN>",
+        "--ca-tokens <FILE>",
+        "--max-cert-ttl <DURATION>",
+        "--workload-cert-ttl <DURATION>",
         "--help",
         "--version",
     ] {
         assert!(help.contains(flag), "{flag} in\n{help}");
     }
     assert!(
-        help.contains("127.0.0.1:15010") && help.contains("127.0.0.1:15014"),
+        help.contains("127.0.0.1:15010")
+            && help.contains("127.0.0.1:15014")
+            && help.contains("127.0.0.1:15012")
+            && help.contains("cluster.local")
+            && help.contains("90d"),
         "{help}"
+    );
+}
+
+/// Runs the binary with `args` after `--config DIR` and port-0 listeners;
+/// it must fail: returns stderr.
+fn fails_with(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(dir.path())
+        .args([
+            "--xds-address",
+            "127.0.0.1:0",
+            "--debug-address",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{args:?} should fail: {err}");
+    err
+}
+
+#[test]
+fn bad_secure_port_flags_exit_non_zero_naming_the_flag_and_value() {
+    let err = fails_with(&["--secure-xds-address", "nowhere"]);
+    assert!(
+        err.contains("--secure-xds-address") && err.contains("nowhere") && err.contains("off"),
+        "{err}"
+    );
+    let err = fails_with(&["--max-cert-ttl", "10w"]);
+    assert!(
+        err.contains("--max-cert-ttl") && err.contains("unknown unit"),
+        "{err}"
+    );
+    let err = fails_with(&[
+        "--secure-xds-address",
+        "127.0.0.1:0",
+        "--max-cert-ttl",
+        "1h",
+        "--workload-cert-ttl",
+        "2h",
+    ]);
+    assert!(
+        err.contains("--workload-cert-ttl 7200s is more than --max-cert-ttl 3600s"),
+        "{err}"
+    );
+    let err = fails_with(&["--trust-domain", "Not A Domain"]);
+    assert!(err.contains("--trust-domain"), "{err}");
+    let err = fails_with(&[
+        "--secure-xds-address",
+        "127.0.0.1:0",
+        "--ca-tokens",
+        "/nonexistent/tokens",
+    ]);
+    assert!(
+        err.contains("--ca-tokens") && err.contains("/nonexistent/tokens"),
+        "{err}"
+    );
+    // A CA directory with only some of Istio's files is never replaced.
+    let ca = tempfile::tempdir().unwrap();
+    std::fs::write(ca.path().join("ca-cert.pem"), "").unwrap();
+    let ca_dir = ca.path().display().to_string();
+    let err = fails_with(&["--secure-xds-address", "127.0.0.1:0", "--ca-dir", &ca_dir]);
+    assert!(
+        err.contains("certificate authority") && err.contains("ca-key.pem is missing"),
+        "{err}"
     );
 }
 
@@ -65,6 +143,8 @@ fn an_unreadable_directory_exits_non_zero_naming_it() {
             "127.0.0.1:0",
             "--debug-address",
             "127.0.0.1:0",
+            "--secure-xds-address",
+            "off",
         ])
         .output()
         .unwrap();
@@ -83,6 +163,8 @@ fn serves_logs_its_addresses_and_drains_on_sigterm() {
             "--xds-address",
             "127.0.0.1:0",
             "--debug-address",
+            "127.0.0.1:0",
+            "--secure-xds-address",
             "127.0.0.1:0",
         ])
         .env("RUST_LOG", "info")
@@ -112,6 +194,7 @@ fn serves_logs_its_addresses_and_drains_on_sigterm() {
                 .unwrap_or_else(|| panic!("debug address in {line}"))
                 .to_string();
             assert!(line.contains("xds=127.0.0.1:"), "{line}");
+            assert!(line.contains("secure=127.0.0.1:"), "{line}");
             break addr;
         }
     };

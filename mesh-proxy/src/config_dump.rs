@@ -52,6 +52,18 @@ pub struct ConfigDumpSource<'a> {
     pub dynamic_resources: Option<&'a XdsResources>,
     /// Envoy leaves endpoints out unless `?include_eds` is given.
     pub include_eds: bool,
+    /// Secrets the proxy provides itself (its workload identity), shown as
+    /// `dynamic_active_secrets`; they hide static/SDS secrets of the same name.
+    pub local_secrets: &'a [LocalSecret],
+}
+
+/// A secret from the proxy's own identity manager, for the secrets section.
+#[derive(Debug, Clone)]
+pub struct LocalSecret {
+    pub name: String,
+    pub secret: std::sync::Arc<crate::model::TlsSecret>,
+    /// When it was installed, if known.
+    pub last_updated: Option<SystemTime>,
 }
 
 /// The `@type` of each section, as Envoy writes it.
@@ -186,10 +198,12 @@ pub fn build(src: &ConfigDumpSource<'_>) -> admin::ConfigDump {
             .collect(),
     }));
 
+    let shadowed = |name: &str| src.local_secrets.iter().any(|l| l.name == name);
     configs.push(pack_any(&admin::SecretsConfigDump {
         static_secrets: st
             .secrets
             .iter()
+            .filter(|s| !shadowed(&s.resource.name))
             .map(|s| admin::secrets_config_dump::StaticSecret {
                 name: s.resource.name.clone(),
                 last_updated: Some(timestamp(s.version.last_updated)),
@@ -199,6 +213,7 @@ pub fn build(src: &ConfigDumpSource<'_>) -> admin::ConfigDump {
         dynamic_active_secrets: dy
             .secrets
             .iter()
+            .filter(|s| !shadowed(&s.resource.name))
             .map(|s| admin::secrets_config_dump::DynamicSecret {
                 name: s.resource.name.clone(),
                 version_info: s.version.version_info.clone(),
@@ -206,6 +221,7 @@ pub fn build(src: &ConfigDumpSource<'_>) -> admin::ConfigDump {
                 secret: Some(pack_any(&redact_secret(&s.resource))),
                 ..Default::default()
             })
+            .chain(src.local_secrets.iter().map(local_secret_dump))
             .collect(),
         dynamic_warming_secrets: Vec::new(),
     }));
@@ -221,6 +237,14 @@ pub fn render(src: &ConfigDumpSource<'_>) -> Result<serde_json::Value, XdsJsonEr
         value["configs"] = serde_json::Value::Array(Vec::new());
     }
     Ok(value)
+}
+
+/// The secrets section alone, for a proxy built without a bootstrap.
+pub fn render_secrets(local_secrets: &[LocalSecret]) -> Result<serde_json::Value, XdsJsonError> {
+    crate::xds_json::any_to_value(&pack_any(&admin::SecretsConfigDump {
+        dynamic_active_secrets: local_secrets.iter().map(local_secret_dump).collect(),
+        ..Default::default()
+    }))
 }
 
 /// The message type of the elements of each repeated section field, for
@@ -319,6 +343,54 @@ pub enum ConfigDumpError {
 
 const REDACTED: &str = "[redacted]";
 
+/// A local secret as Envoy shows one received over SDS: inline bytes, the
+/// key redacted, a version that changes whenever the content does.
+fn local_secret_dump(local: &LocalSecret) -> admin::secrets_config_dump::DynamicSecret {
+    use crate::model::{TlsCaSource, TlsCertificateSource, TlsSecret};
+    use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source::Specifier};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        CertificateValidationContext, TlsCertificate, secret::Type,
+    };
+    let bytes = |text: &str| DataSource {
+        specifier: Some(Specifier::InlineBytes(text.as_bytes().to_vec())),
+        ..Default::default()
+    };
+    let (r#type, content) = match local.secret.as_ref() {
+        TlsSecret::Certificate(TlsCertificateSource::InlinePem { cert_chain, .. }) => (
+            Some(Type::TlsCertificate(TlsCertificate {
+                certificate_chain: Some(bytes(cert_chain)),
+                private_key: Some(DataSource {
+                    specifier: Some(Specifier::InlineString(REDACTED.into())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            cert_chain.as_str(),
+        ),
+        TlsSecret::ValidationContext(v) => match &v.trusted_ca {
+            TlsCaSource::InlinePem(roots) => (
+                Some(Type::ValidationContext(CertificateValidationContext {
+                    trusted_ca: Some(bytes(roots)),
+                    ..Default::default()
+                })),
+                roots.as_str(),
+            ),
+            TlsCaSource::Sds(_) => (None, ""),
+        },
+        TlsSecret::Certificate(TlsCertificateSource::Sds(_)) => (None, ""),
+    };
+    admin::secrets_config_dump::DynamicSecret {
+        name: local.name.clone(),
+        version_info: format!("{:016x}", xxhash_rust::xxh64::xxh64(content.as_bytes(), 0)),
+        last_updated: local.last_updated.map(timestamp),
+        secret: Some(pack_any(&Secret {
+            name: local.name.clone(),
+            r#type,
+        })),
+        ..Default::default()
+    }
+}
+
 /// Private keys never leave the process, as in Envoy's dump.
 fn redact_secret(s: &Secret) -> Secret {
     use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source::Specifier};
@@ -410,6 +482,7 @@ static_resources:
             static_resources: &b.static_resources,
             dynamic_resources: None,
             include_eds: true,
+            local_secrets: &[],
         })
         .unwrap();
         let types: Vec<_> = dump["configs"]
@@ -486,6 +559,7 @@ static_resources:
             static_resources: &b.static_resources,
             dynamic_resources: None,
             include_eds: false,
+            local_secrets: &[],
         };
         let dump = render_resource(&src, "static_clusters").unwrap();
         let items = dump["configs"].as_array().unwrap();
@@ -556,6 +630,7 @@ static_resources:
             static_resources: &XdsResources::default(),
             dynamic_resources: Some(&dynamic),
             include_eds: false,
+            local_secrets: &[],
         })
         .unwrap();
         assert!(
@@ -575,6 +650,48 @@ static_resources:
         assert_eq!(clusters["dynamic_active_clusters"][0]["version_info"], "v7");
         let routes = section(&dump, ROUTES_DUMP);
         assert_eq!(routes["dynamic_route_configs"][0]["version_info"], "v7");
+    }
+
+    #[test]
+    fn local_secrets_are_dynamic_redacted_and_hide_static_ones_of_their_name() {
+        use crate::model::{TlsCertificateSource, TlsSecret};
+        let b = parse_bootstrap(BOOTSTRAP).unwrap();
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let local = [LocalSecret {
+            name: "cert".into(),
+            secret: std::sync::Arc::new(TlsSecret::Certificate(TlsCertificateSource::InlinePem {
+                cert_chain: "LOCAL CHAIN".into(),
+                private_key: "LOCAL KEY".into(),
+            })),
+            last_updated: Some(at),
+        }];
+        let dump = render(&ConfigDumpSource {
+            bootstrap: &b.proto,
+            bootstrap_loaded: b.loaded_at,
+            static_resources: &b.static_resources,
+            dynamic_resources: None,
+            include_eds: false,
+            local_secrets: &local,
+        })
+        .unwrap();
+        let secrets = section(&dump, SECRETS_DUMP);
+        assert!(secrets.get("static_secrets").is_none(), "{secrets:#}");
+        let d = &secrets["dynamic_active_secrets"][0];
+        assert_eq!(d["name"], "cert");
+        assert_eq!(d["last_updated"], "2023-11-14T22:13:20Z");
+        assert_eq!(d["version_info"].as_str().unwrap().len(), 16);
+        let c = &d["secret"]["tls_certificate"];
+        assert_eq!(c["private_key"]["inline_string"], REDACTED);
+        // "LOCAL CHAIN" in base64, as the proto JSON mapping writes bytes.
+        assert_eq!(c["certificate_chain"]["inline_bytes"], "TE9DQUwgQ0hBSU4=");
+        let text = dump.to_string();
+        assert!(!text.contains("LOCAL KEY") && !text.contains("TE9DQUwgS0VZ"));
+        // The same content gives the same version; other content another.
+        let again = render_secrets(&local).unwrap();
+        assert_eq!(
+            again["dynamic_active_secrets"][0]["version_info"],
+            d["version_info"]
+        );
     }
 
     /// Our dump of a bootstrap has the sections and resource JSON that the
@@ -608,6 +725,7 @@ static_resources:
             static_resources: &b.static_resources,
             dynamic_resources: None,
             include_eds: true,
+            local_secrets: &[],
         })
         .unwrap();
         let types = |d: &serde_json::Value| -> Vec<String> {

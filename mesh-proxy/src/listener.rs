@@ -1,7 +1,11 @@
 //! Accept loops: each accepted connection gets the listener configuration
 //! in force at that moment, is handed to the listener owning its original
-//! destination when `use_original_dst` says so, and runs the network filter
-//! of the filter chain that matches it.
+//! destination when `use_original_dst` says so, is inspected (TLS hello or
+//! plaintext, SNI, ALPN; HTTP version), and runs the network filter of the
+//! filter chain that matches it, behind TLS when the chain terminates it.
+//! A connection no chain matches is closed and counted
+//! (`listener.<addr>.no_filter_chain_match`), as Envoy does: that is how a
+//! STRICT inbound listener refuses plaintext.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,7 +75,15 @@ async fn handle_connection(shared: Arc<Shared>, name: String, stream: TcpStream,
             listener = owner;
         }
     }
-    let alpn = if listener.inspect_http {
+    // tls_inspector first: TLS or plaintext, SNI and ALPN offer.
+    let hello = if listener.inspect_tls {
+        crate::tls::hello::inspect(&stream).await
+    } else {
+        crate::tls::hello::Inspected::default()
+    };
+    let alpn = if hello.is_tls {
+        hello.alpn.clone()
+    } else if listener.inspect_http {
         inspect_http(&stream).await
     } else {
         Vec::new()
@@ -79,20 +91,53 @@ async fn handle_connection(shared: Arc<Shared>, name: String, stream: TcpStream,
     let facts = ConnectionFacts {
         destination,
         source: peer,
-        server_name: None,
-        transport_protocol: "raw_buffer",
+        server_name: hello.server_name.as_deref(),
+        transport_protocol: if hello.is_tls { "tls" } else { "raw_buffer" },
         application_protocols: &alpn,
     };
+    let local_scope = local.to_string();
     let Some(chain) = filter_chain::select(&listener, &facts) else {
-        tracing::debug!(listener = %listener.name, %peer, %destination, "no filter chain matches; closing");
         shared
             .stats
-            .counter(
-                &Scope::listener(&local.to_string()),
-                "no_filter_chain_match",
-            )
+            .counter(&Scope::listener(&local_scope), "no_filter_chain_match")
             .inc();
+        let requires_tls = !hello.is_tls
+            && !listener.filter_chains.is_empty()
+            && listener
+                .filter_chains
+                .iter()
+                .all(|c| c.tls.is_some() || c.matcher.transport_protocol.as_deref() == Some("tls"));
+        if requires_tls {
+            tracing::info!(
+                listener = %listener.name, %peer, %destination,
+                "plaintext connection refused: listener {} requires TLS (STRICT)",
+                listener.name
+            );
+        } else {
+            tracing::info!(
+                listener = %listener.name, %peer, %destination,
+                transport = facts.transport_protocol,
+                sni = hello.server_name.as_deref().unwrap_or("-"),
+                alpn = ?alpn,
+                "no filter chain matches; closing"
+            );
+        }
         return;
+    };
+    let stream = match &chain.tls {
+        Some(tls) => {
+            let site = crate::tls::downstream::HandshakeSite {
+                stats: &shared.stats,
+                listener_addr: &local_scope,
+                listener_name: &listener.name,
+                peer,
+            };
+            match crate::tls::downstream::terminate(&shared.tls, &site, tls, &alpn, stream).await {
+                Some(s) => s,
+                None => return,
+            }
+        }
+        None => crate::tls::DownstreamStream::plain(stream),
     };
     match &chain.filter {
         NetworkFilter::Http(hcm) => {

@@ -1,13 +1,18 @@
-//! `mesh-proxy --config bootstrap.yaml`: load the bootstrap, build the
+//! `mesh-proxy --config bootstrap.yaml [--ca-address HOST:PORT ...]`: load the
+//! bootstrap, obtain the workload certificate when a CA is given, build the
 //! proxy, log what it bound, serve until a signal or `/quitquitquit`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
 use mesh_proxy::bootstrap::load_bootstrap;
+use mesh_proxy::identity::{
+    self, DEFAULT_TRUST_DOMAIN, DeferredSink, IdentityConfig, WorkloadIdentity, parse_duration,
+};
 use mesh_proxy::logging;
 use mesh_proxy::server::{ProxyConfig, build};
 
@@ -27,6 +32,39 @@ struct Args {
     /// trace, debug, info, warning, error, critical or off.
     #[arg(short = 'l', long, default_value = "info")]
     log_level: String,
+    /// HOST:PORT of the mesh CA (the control plane's 15012); enables the
+    /// workload identity (`default` and `ROOTCA` secrets).
+    #[arg(long, requires = "ca_root_cert")]
+    ca_address: Option<String>,
+    /// PEM roots that verify the CA server; also part of `ROOTCA`.
+    #[arg(long, requires = "ca_address")]
+    ca_root_cert: Option<PathBuf>,
+    /// File holding the bearer token for the CA, re-read for every request.
+    #[arg(long, requires = "ca_address")]
+    token_file: Option<PathBuf>,
+    /// Trust domain of the workload's SPIFFE ID.
+    #[arg(long, default_value = DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
+    /// Requested certificate validity (e.g. 30s, 24h); default: the CA's.
+    #[arg(long, value_parser = parse_duration)]
+    cert_ttl: Option<Duration>,
+    /// How long start waits for the first certificate before failing.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    ca_timeout: Duration,
+}
+
+impl Args {
+    /// The identity manager's settings, when `--ca-address` is given.
+    fn identity_config(&self) -> Option<IdentityConfig> {
+        let (address, roots) = (self.ca_address.as_ref()?, self.ca_root_cert.as_ref()?);
+        Some(IdentityConfig {
+            token_file: self.token_file.clone(),
+            trust_domain: self.trust_domain.clone(),
+            cert_ttl: self.cert_ttl,
+            ca_timeout: self.ca_timeout,
+            ..IdentityConfig::new(address, roots)
+        })
+    }
 }
 
 #[tokio::main]
@@ -34,12 +72,30 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let log_control = logging::install(&args.log_level, std::io::stderr).context("--log-level")?;
     let bootstrap = load_bootstrap(&args.config)?;
+
+    // The certificate comes first, so that TLS listeners never serve without it.
+    let workload = match args.identity_config() {
+        Some(config) => {
+            let id = identity::workload_identity(&bootstrap.node, &config.trust_domain)?;
+            tracing::info!(identity = %id, ca = %config.ca_address, "requesting the workload certificate");
+            let sink = Arc::new(DeferredSink::default());
+            let workload = WorkloadIdentity::start(config, id, sink.clone())
+                .await
+                .context("workload identity")?;
+            Some((workload, sink))
+        }
+        None => None,
+    };
+
     let mut config = ProxyConfig::from_bootstrap(bootstrap.clone());
     if let Some(admin) = args.admin_address {
         config.admin_address = Some(admin);
     }
     config.logging = Some(Arc::new(log_control));
     let bound = build(config).await?;
+    if let Some((_, sink)) = &workload {
+        sink.attach(bound.proxy.secrets().clone());
+    }
     if let Some(admin) = bound.admin_addr {
         tracing::info!(address = %admin, "admin listening");
     }
@@ -59,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
         _ = proxy.stopped() => tracing::info!("quitquitquit; stopping"),
     }
     drop(ads);
+    drop(workload);
     proxy.shutdown();
     Ok(())
 }

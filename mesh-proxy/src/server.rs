@@ -124,6 +124,10 @@ pub struct Shared {
     pub bootstrap: Option<BootstrapSource>,
     pub started: Instant,
     pub shutdown: watch::Sender<bool>,
+    /// TLS secrets in force (snapshot's and local), read at each handshake.
+    pub secrets: Arc<crate::tls::SecretStore>,
+    /// rustls configurations derived from `secrets`.
+    pub tls: Arc<crate::tls::TlsContexts>,
     listeners: tokio::sync::Mutex<BTreeMap<String, RunningListener>>,
     listener_addrs: std::sync::Mutex<BTreeMap<String, SocketAddr>>,
 }
@@ -195,7 +199,10 @@ impl Bound {
 pub async fn build(config: ProxyConfig) -> Result<Bound, BuildError> {
     let (shutdown, _) = watch::channel(false);
     let stats = Stats::default();
-    let clusters = build_clusters(&config.snapshot, &ClusterMap::new(), &stats);
+    let secrets = Arc::new(crate::tls::SecretStore::new());
+    secrets.set_snapshot_secrets(&config.snapshot.secrets);
+    let tls = Arc::new(crate::tls::TlsContexts::new(secrets.clone()));
+    let clusters = build_clusters(&config.snapshot, &ClusterMap::new(), &stats, &tls);
     let shared = Arc::new(Shared {
         active: ArcSwap::from_pointee(Active {
             snapshot: Arc::new(config.snapshot),
@@ -213,6 +220,8 @@ pub async fn build(config: ProxyConfig) -> Result<Bound, BuildError> {
         bootstrap: config.bootstrap,
         started: Instant::now(),
         shutdown,
+        secrets,
+        tls,
         listeners: tokio::sync::Mutex::new(BTreeMap::new()),
         listener_addrs: std::sync::Mutex::new(BTreeMap::new()),
     });
@@ -309,7 +318,8 @@ impl Proxy {
         }
         if let Some((snapshot, dynamic_resources)) = swap {
             let old = shared.active.load_full();
-            let clusters = build_clusters(&snapshot, &old.clusters, &shared.stats);
+            shared.secrets.set_snapshot_secrets(&snapshot.secrets);
+            let clusters = build_clusters(&snapshot, &old.clusters, &shared.stats, &shared.tls);
             shared.active.store(Arc::new(Active {
                 snapshot,
                 clusters,
@@ -370,6 +380,12 @@ impl Proxy {
 
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
+    }
+
+    /// The TLS secrets in force; the identity manager installs the
+    /// workload's `default` and `ROOTCA` here with `set_local`.
+    pub fn secrets(&self) -> &Arc<crate::tls::SecretStore> {
+        &self.shared.secrets
     }
 
     pub fn listener_addrs(&self) -> BTreeMap<String, SocketAddr> {

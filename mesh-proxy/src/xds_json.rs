@@ -9,7 +9,8 @@
 //! transcoded into the typed one by encoding and decoding it. `/config_dump`
 //! runs the same path backwards.
 
-use std::sync::LazyLock;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use envoy_types::pb::google::protobuf::Any;
 use prost::{Message, Name};
@@ -21,8 +22,16 @@ use serde::de::IntoDeserializer;
 /// The `FileDescriptorSet` of Envoy's protos (from `envoy-types`).
 static DESCRIPTORS: &[u8] = include_bytes!(env!("MESH_ENVOY_DESCRIPTORS"));
 
-static POOL: LazyLock<Result<DescriptorPool, String>> =
-    LazyLock::new(|| DescriptorPool::decode(DESCRIPTORS).map_err(|e| e.to_string()));
+/// The decoded pool takes tens of MiB, and is only needed while a bootstrap
+/// is read or `/config_dump` is rendered: it is decoded on demand and dropped
+/// once unused for [`POOL_IDLE`], so an idle proxy does not carry it.
+static POOL: Mutex<Option<CachedPool>> = Mutex::new(None);
+const POOL_IDLE: Duration = Duration::from_secs(5);
+
+struct CachedPool {
+    pool: DescriptorPool,
+    last_used: Instant,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum XdsJsonError {
@@ -54,9 +63,42 @@ pub enum XdsJsonError {
 }
 
 /// The pool of every Envoy, xds, udpa, validate and google.protobuf message.
-pub fn descriptor_pool() -> Result<&'static DescriptorPool, XdsJsonError> {
-    POOL.as_ref()
-        .map_err(|e| XdsJsonError::Descriptors(e.clone()))
+/// (A cheap handle: clones share one decoded pool.)
+pub fn descriptor_pool() -> Result<DescriptorPool, XdsJsonError> {
+    let mut cache = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(cached) = cache.as_mut() {
+        cached.last_used = Instant::now();
+        return Ok(cached.pool.clone());
+    }
+    let pool = DescriptorPool::decode(DESCRIPTORS)
+        .map_err(|e| XdsJsonError::Descriptors(e.to_string()))?;
+    *cache = Some(CachedPool {
+        pool: pool.clone(),
+        last_used: Instant::now(),
+    });
+    // A thread, not a task: the pool is also used outside any runtime.
+    let spawned = std::thread::Builder::new()
+        .name("xds-pool-reaper".into())
+        .spawn(release_when_idle);
+    if spawned.is_err() {
+        // Without the reaper the pool simply stays: correct, only larger.
+        tracing::debug!("descriptor pool kept for the process lifetime (no reaper thread)");
+    }
+    Ok(pool)
+}
+
+fn release_when_idle() {
+    loop {
+        std::thread::sleep(POOL_IDLE);
+        let mut cache = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+        match cache.as_ref() {
+            Some(cached) if cached.last_used.elapsed() < POOL_IDLE => {}
+            _ => {
+                *cache = None;
+                return;
+            }
+        }
+    }
 }
 
 fn descriptor(full_name: &str) -> Result<MessageDescriptor, XdsJsonError> {

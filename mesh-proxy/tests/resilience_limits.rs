@@ -137,6 +137,7 @@ async fn outlier_detection_ejects_and_returns_a_host() {
         enforcing_consecutive_5xx: 100,
         enforcing_consecutive_gateway_failure: 0,
         enforcing_consecutive_local_origin_failure: 100,
+        ..OutlierDetection::default()
     });
     let snap = http_snapshot(
         table(

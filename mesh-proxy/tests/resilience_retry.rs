@@ -12,6 +12,7 @@ use mesh_test_util::{HttpUpstream, send, wait_until};
 
 fn policy(num_retries: u32) -> RetryPolicy {
     RetryPolicy {
+        retriable_headers: vec![],
         retry_on: RetryOn {
             server_error_5xx: true,
             ..Default::default()

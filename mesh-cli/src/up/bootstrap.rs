@@ -1,10 +1,14 @@
 //! Envoy v3 bootstraps for the proxies of a local mesh: the node as Istio's agent writes it
 //! (`sidecar~IP~POD.NS~NS.svc.cluster.local`, metadata `LABELS`, `NAMESPACE`, ...), plus the
-//! local-mode keys that tell the control plane where each listener binds, and ADS over
-//! plaintext gRPC to the control plane. The same file runs under `mesh-proxy` and Envoy.
+//! local-mode keys that tell the control plane where each listener binds, and ADS to the
+//! control plane: plaintext gRPC on its xDS port for `mesh-proxy` (which gets its certificate
+//! from the CA itself), or, with [`XdsTls`], gRPC over TLS on the secure port with the proxy's
+//! bearer token, which is how Envoy also receives its certificates (SDS over ADS). Either file
+//! runs under `mesh-proxy` and Envoy alike.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
@@ -14,6 +18,8 @@ pub const XDS_CLUSTER: &str = "xds-grpc";
 pub const CLUSTER_ID: &str = "Kubernetes";
 /// Istio version reported in node metadata, so tools keyed on it behave.
 pub const ISTIO_VERSION: &str = "1.24.0";
+/// SNI sent to the control plane's secure port (istiod's service name in Istio).
+pub const XDS_TLS_SNI: &str = "istiod.istio-system.svc";
 
 /// What makes one proxy's bootstrap.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,7 +31,34 @@ pub struct ProxyBootstrap {
     pub labels: BTreeMap<String, String>,
     pub service_account: String,
     pub admin: SocketAddr,
+    /// The control plane's ADS address: its plaintext xDS port, or its secure port with
+    /// `xds_tls`.
     pub xds: SocketAddr,
+    /// ADS over TLS, authenticated by a bearer token.
+    pub xds_tls: Option<XdsTls>,
+}
+
+/// How a proxy reaches the control plane's secure port: Istio's proxies do the same (TLS to
+/// istiod on 15012, its SPIFFE identity checked against the mesh root, a token in the
+/// `authorization` metadata of every stream).
+#[derive(Clone, PartialEq)]
+pub struct XdsTls {
+    /// PEM roots that verify the control plane's certificate.
+    pub root_cert: PathBuf,
+    /// The SPIFFE URI the control plane must present.
+    pub server_identity: String,
+    /// The proxy's bearer token (the bootstrap file is written owner-only for it).
+    pub token: String,
+}
+
+impl std::fmt::Debug for XdsTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token itself.
+        f.debug_struct("XdsTls")
+            .field("root_cert", &self.root_cert)
+            .field("server_identity", &self.server_identity)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Sidecar or gateway, with the local addresses each binds.
@@ -86,6 +119,43 @@ impl ProxyBootstrap {
             .get("app")
             .cloned()
             .unwrap_or_else(|| self.name.clone());
+        let mut grpc_service = json!({"envoy_grpc": {"cluster_name": XDS_CLUSTER}});
+        let mut xds_cluster = json!({
+            "name": XDS_CLUSTER,
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}},
+                }
+            },
+            "load_assignment": {
+                "cluster_name": XDS_CLUSTER,
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(self.xds)}}]}],
+            },
+        });
+        if let Some(tls) = &self.xds_tls {
+            grpc_service["initial_metadata"] = json!([
+                {"key": "authorization", "value": format!("Bearer {}", tls.token)}
+            ]);
+            xds_cluster["transport_socket"] = json!({
+                "name": "envoy.transport_sockets.tls",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                    "sni": XDS_TLS_SNI,
+                    "common_tls_context": {
+                        "alpn_protocols": ["h2"],
+                        "validation_context": {
+                            "trusted_ca": {"filename": tls.root_cert.display().to_string()},
+                            "match_typed_subject_alt_names": [
+                                {"san_type": "URI", "matcher": {"exact": tls.server_identity}}
+                            ],
+                        },
+                    },
+                },
+            });
+        }
         json!({
             "node": {
                 "id": self.node_id(),
@@ -100,27 +170,13 @@ impl ProxyBootstrap {
                     "api_type": "GRPC",
                     "transport_api_version": "V3",
                     "set_node_on_first_message_only": true,
-                    "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                    "grpc_services": [grpc_service],
                 },
                 "cds_config": {"ads": {}, "resource_api_version": "V3"},
                 "lds_config": {"ads": {}, "resource_api_version": "V3"},
             },
             "static_resources": {
-                "clusters": [{
-                    "name": XDS_CLUSTER,
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "typed_extension_protocol_options": {
-                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                            "explicit_http_config": {"http2_protocol_options": {}},
-                        }
-                    },
-                    "load_assignment": {
-                        "cluster_name": XDS_CLUSTER,
-                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(self.xds)}}]}],
-                    },
-                }],
+                "clusters": [xds_cluster],
             },
         })
     }
@@ -163,6 +219,7 @@ mod tests {
             service_account: "helloworld".into(),
             admin: addr(15000),
             xds: addr(15010),
+            xds_tls: None,
         }
     }
 
@@ -215,5 +272,65 @@ mod tests {
             "80=127.0.0.1:18080,443=127.0.0.1:18443"
         );
         assert!(b["node"]["metadata"].get("MESH_INBOUND_ADDRESS").is_none());
+    }
+
+    #[test]
+    fn plaintext_ads_has_no_tls_and_no_token() {
+        let b = sidecar().to_json();
+        assert!(
+            b["static_resources"]["clusters"][0]
+                .get("transport_socket")
+                .is_none()
+        );
+        assert!(
+            b["dynamic_resources"]["ads_config"]["grpc_services"][0]
+                .get("initial_metadata")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn secure_ads_verifies_the_control_plane_and_sends_the_token() {
+        let mut s = sidecar();
+        s.xds = addr(15012);
+        s.xds_tls = Some(XdsTls {
+            root_cert: "/state/ca/root-cert.pem".into(),
+            server_identity: "spiffe://cluster.local/ns/istio-system/sa/istiod".into(),
+            token: "abc123".into(),
+        });
+        assert!(
+            !format!("{:?}", s).contains("abc123"),
+            "Debug hides the token"
+        );
+        let b = s.to_json();
+        let svc = &b["dynamic_resources"]["ads_config"]["grpc_services"][0];
+        assert_eq!(
+            svc["initial_metadata"],
+            serde_json::json!([{"key": "authorization", "value": "Bearer abc123"}])
+        );
+        let xds = &b["static_resources"]["clusters"][0];
+        let tls = &xds["transport_socket"]["typed_config"];
+        assert!(
+            tls["@type"]
+                .as_str()
+                .unwrap()
+                .ends_with("UpstreamTlsContext")
+        );
+        assert_eq!(
+            tls["common_tls_context"]["alpn_protocols"],
+            serde_json::json!(["h2"])
+        );
+        let v = &tls["common_tls_context"]["validation_context"];
+        assert_eq!(v["trusted_ca"]["filename"], "/state/ca/root-cert.pem");
+        assert_eq!(
+            v["match_typed_subject_alt_names"][0]["matcher"]["exact"],
+            "spiffe://cluster.local/ns/istio-system/sa/istiod"
+        );
+        assert_eq!(v["match_typed_subject_alt_names"][0]["san_type"], "URI");
+        assert_eq!(
+            xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+                ["port_value"],
+            15012
+        );
     }
 }

@@ -32,6 +32,9 @@ pub struct UpArgs {
     /// Seconds to wait for every proxy to be SYNCED.
     #[arg(long, default_value_t = DEFAULT_SYNC_TIMEOUT.as_secs())]
     pub timeout: u64,
+    /// Trust domain of the workloads' SPIFFE identities.
+    #[arg(long, default_value = mesh_ca::DEFAULT_TRUST_DOMAIN)]
+    pub trust_domain: String,
 }
 
 /// Output format of `status`.
@@ -114,6 +117,7 @@ pub fn up(a: UpArgs) -> ExitCode {
             ProxyArg::Envoy => ProxyImpl::Envoy,
         },
         timeout: Duration::from_secs(a.timeout),
+        trust_domain: a.trust_domain,
     };
     report("up", super::up(&opts))
 }

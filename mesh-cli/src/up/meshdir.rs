@@ -16,6 +16,11 @@ pub const GATEWAY_LABELS: &[(&str, &str)] =
 /// Name and namespace of the ingress gateway proxy.
 pub const GATEWAY_NAME: &str = "istio-ingressgateway";
 pub const GATEWAY_NAMESPACE: &str = "istio-system";
+/// Service account of the ingress gateway proxy (Istio's), the identity in its certificate.
+pub const GATEWAY_SERVICE_ACCOUNT: &str = "istio-ingressgateway-service-account";
+/// The label that tells the control plane a workload has a sidecar, so callers originate
+/// mTLS to it automatically (Istio's auto-mTLS).
+pub const TLS_MODE_LABEL: (&str, &str) = ("security.istio.io/tlsMode", "istio");
 /// The Gateway port always bound, even with no Gateway yet (one may be applied later).
 pub const DEFAULT_GATEWAY_PORT: u32 = 80;
 
@@ -159,13 +164,16 @@ impl MeshDir {
             if existing.contains(&format!("{}/{}", w.namespace, w.name)) {
                 continue;
             }
+            // Every workload `up` starts has a sidecar.
+            let mut entry_labels = w.labels.clone();
+            entry_labels.insert(TLS_MODE_LABEL.0.into(), TLS_MODE_LABEL.1.into());
             let _ = write!(
                 out,
                 "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  address: 127.0.0.1\n  ports: {{{pname}: {port}}}\n  labels: {labels}\n  serviceAccount: {sa}\n",
                 name = w.name,
                 ns = w.namespace,
                 pname = s.protocol.to_ascii_lowercase(),
-                labels = flow_map(&w.labels),
+                labels = flow_map(&entry_labels),
                 sa = w.service_account,
             );
         }
@@ -240,6 +248,17 @@ mod tests {
         assert!(yaml.contains("version: \"risky\""), "{yaml}");
         // The selector is the labels both versions share.
         assert!(yaml.contains("labels: {app: \"helloworld\"}"), "{yaml}");
+        // Each WorkloadEntry says it has a sidecar (auto-mTLS).
+        for (_, we) in &wes {
+            assert_eq!(
+                we.spec
+                    .labels
+                    .get("security.istio.io/tlsMode")
+                    .map(String::as_str),
+                Some("istio"),
+                "{yaml}"
+            );
+        }
     }
 
     #[test]

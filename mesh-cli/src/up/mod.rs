@@ -5,8 +5,10 @@
 //!
 //! ```text
 //!  meshctl up DIR ──> STATE/config/ (DIR's Istio YAML + generated ServiceEntry/WorkloadEntry)
+//!        │        ──> STATE/ca/ (the mesh CA, kept) + a token per proxy (new each run)
 //!        │                 │ watched by
 //!        │            mesh-control ──ADS──> gateway + one sidecar per workload (bootstrap.json)
+//!        │             (CA + SDS on its secure port) <──CSR/ADS over TLS, bearer token──┘
 //!        └── starts: workload app on {port} <── its sidecar's inbound listener
 //! ```
 
@@ -14,6 +16,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod demo;
 pub mod http;
+pub mod identity;
 pub mod meshdir;
 pub mod process;
 pub mod state;
@@ -28,9 +31,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use bootstrap::{ProxyBootstrap, ProxyRole};
-use meshdir::{GATEWAY_LABELS, GATEWAY_NAME, GATEWAY_NAMESPACE, MeshDir};
-use state::{ControlPlane, GatewayProxy, MeshState, Process, Sidecar};
+use bootstrap::{ProxyBootstrap, ProxyRole, XdsTls};
+use identity::{MeshIdentities, ProxyIdentity};
+use meshdir::{GATEWAY_LABELS, GATEWAY_NAME, GATEWAY_NAMESPACE, GATEWAY_SERVICE_ACCOUNT, MeshDir};
+use state::{ControlPlane, GatewayProxy, IdentityState, MeshState, Process, Sidecar};
 
 /// How long `up` waits for every proxy to be SYNCED by default.
 pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
@@ -65,6 +69,8 @@ pub struct UpOptions {
     pub detach: bool,
     pub proxy: ProxyImpl,
     pub timeout: Duration,
+    /// Trust domain of the mesh's SPIFFE identities.
+    pub trust_domain: String,
 }
 
 fn progress(msg: impl AsRef<str>) {
@@ -135,7 +141,10 @@ fn crash_report(p: &Process, status: &str) -> String {
 
 /// `meshctl up`.
 pub fn up(opts: &UpOptions) -> anyhow::Result<()> {
+    // Absolute: the paths handed to children must not depend on their working directory.
     let state_dir = state::state_dir()?;
+    let state_dir = std::path::absolute(&state_dir)
+        .with_context(|| format!("state directory {}", state_dir.display()))?;
     if let Some(old) = MeshState::load(&state_dir)? {
         if !old.running().is_empty() {
             bail!(
@@ -197,10 +206,34 @@ pub fn up(opts: &UpOptions) -> anyhow::Result<()> {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
 
+    // Identities: the CA and a token per proxy, before anything starts.
+    let mut proxy_ids: Vec<ProxyIdentity> = mesh
+        .workloads
+        .workloads
+        .iter()
+        .map(|w| ProxyIdentity {
+            proxy: w.name.clone(),
+            namespace: w.namespace.clone(),
+            service_account: w.service_account.clone(),
+        })
+        .collect();
+    proxy_ids.push(ProxyIdentity {
+        proxy: GATEWAY_NAME.into(),
+        namespace: GATEWAY_NAMESPACE.into(),
+        service_account: GATEWAY_SERVICE_ACCOUNT.into(),
+    });
+    let ids = identity::prepare(&state_dir, &opts.trust_domain, &proxy_ids)?;
+    progress(format!(
+        "  mesh CA in {} (trust domain {})",
+        ids.ca_dir.display(),
+        ids.trust_domain
+    ));
+
     // Ports.
     let mut ports = PortAllocator::default();
     let xds = ports.next()?;
     let debug = ports.next()?;
+    let secure = ports.next()?;
     let mut sidecars = Vec::new();
     let mut inbound_ports = BTreeMap::new();
     for w in &mesh.workloads.workloads {
@@ -242,9 +275,24 @@ pub fn up(opts: &UpOptions) -> anyhow::Result<()> {
         mesh.registry_yaml(&inbound_ports)?,
     )?;
 
-    // Bootstraps.
+    // Bootstraps. Envoy takes ADS (and with it SDS) over TLS on the secure port; mesh-proxy
+    // gets its certificate from the CA itself and keeps ADS on the plaintext port.
+    let ads = |proxy: &str| -> anyhow::Result<(SocketAddr, Option<XdsTls>)> {
+        Ok(match opts.proxy {
+            ProxyImpl::Mesh => (xds, None),
+            ProxyImpl::Envoy => (
+                secure,
+                Some(XdsTls {
+                    root_cert: ids.root_cert.clone(),
+                    server_identity: ids.control_plane_identity(),
+                    token: ids.token(proxy)?.token.clone(),
+                }),
+            ),
+        })
+    };
     let mut boots = Vec::new();
     for (w, s) in mesh.workloads.workloads.iter().zip(&mut sidecars) {
+        let (ads_address, xds_tls) = ads(&w.name)?;
         let b = ProxyBootstrap {
             role: ProxyRole::Sidecar {
                 outbound: s.outbound_address,
@@ -256,11 +304,13 @@ pub fn up(opts: &UpOptions) -> anyhow::Result<()> {
             labels: w.labels.clone(),
             service_account: w.service_account.clone(),
             admin: s.admin_address,
-            xds,
+            xds: ads_address,
+            xds_tls,
         };
         s.node_id = b.node_id();
         boots.push((format!("proxy/{}", w.name), b));
     }
+    let (ads_address, xds_tls) = ads(GATEWAY_NAME)?;
     let gw = ProxyBootstrap {
         role: ProxyRole::Router {
             ports: gw_ports.clone(),
@@ -271,9 +321,10 @@ pub fn up(opts: &UpOptions) -> anyhow::Result<()> {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-        service_account: "istio-ingressgateway-service-account".into(),
+        service_account: GATEWAY_SERVICE_ACCOUNT.into(),
         admin: gw_admin,
-        xds,
+        xds: ads_address,
+        xds_tls,
     };
     let gateway = GatewayProxy {
         name: GATEWAY_NAME.into(),
@@ -301,7 +352,8 @@ pub fn up(opts: &UpOptions) -> anyhow::Result<()> {
         &config_dir,
         &log_dir,
         &boot_dir,
-        (xds, debug),
+        (xds, debug, secure),
+        &ids,
         &sidecars,
         &boots,
         &mut running,
@@ -322,7 +374,14 @@ pub fn up(opts: &UpOptions) -> anyhow::Result<()> {
         control_plane: ControlPlane {
             xds_address: xds,
             debug_address: debug,
+            secure_xds_address: Some(secure),
         },
+        identity: Some(IdentityState {
+            trust_domain: ids.trust_domain.clone(),
+            ca_dir: ids.ca_dir.clone(),
+            root_cert: ids.root_cert.clone(),
+            tokens_dir: state_dir.join(identity::TOKENS_DIR),
+        }),
         gateway,
         sidecars,
         processes: running.records(),
@@ -383,7 +442,8 @@ fn start_all(
     config_dir: &Path,
     log_dir: &Path,
     boot_dir: &Path,
-    (xds, debug): (SocketAddr, SocketAddr),
+    (xds, debug, secure): (SocketAddr, SocketAddr, SocketAddr),
+    ids: &MeshIdentities,
     sidecars: &[Sidecar],
     boots: &[(String, ProxyBootstrap)],
     running: &mut Running,
@@ -410,9 +470,9 @@ fn start_all(
         anyhow::Ok(())
     };
 
-    // Control plane, ready when its debug endpoint answers.
+    // Control plane, ready when its debug endpoint answers and its secure port accepts.
     progress(format!(
-        "  starting control plane (xDS {xds}, debug {debug}) ..."
+        "  starting control plane (xDS {xds}, secure xDS and CA {secure}, debug {debug}) ..."
     ));
     start(
         running,
@@ -425,6 +485,14 @@ fn start_all(
             xds.to_string(),
             "--debug-address".into(),
             debug.to_string(),
+            "--secure-xds-address".into(),
+            secure.to_string(),
+            "--ca-dir".into(),
+            ids.ca_dir.display().to_string(),
+            "--ca-tokens".into(),
+            ids.tokens_file.display().to_string(),
+            "--trust-domain".into(),
+            ids.trust_domain.clone(),
         ],
         vec![],
     )?;
@@ -436,6 +504,16 @@ fn start_all(
             Ok(a) if a.status == 200 => Ok(()),
             Ok(a) => Err(format!("/ready answered {}", a.status)),
             Err(e) => Err(e.to_string()),
+        },
+    )?;
+    wait_for(
+        running,
+        opts.timeout,
+        "the control plane's secure port",
+        || {
+            std::net::TcpStream::connect_timeout(&secure, Duration::from_secs(2))
+                .map(drop)
+                .map_err(|e| format!("{secure}: {e}"))
         },
     )?;
 
@@ -467,16 +545,27 @@ fn start_all(
 
     // Proxies.
     for (name, b) in boots {
+        // Owner-only: an Envoy bootstrap holds the proxy's token.
         let path = boot_dir.join(format!("{}.json", b.name));
-        std::fs::write(&path, serde_json::to_vec_pretty(&b.to_json())?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        identity::write_private(&path, &serde_json::to_vec_pretty(&b.to_json())?)?;
         progress(format!(
             "  starting {name} ({}) admin {} ...",
             opts.proxy.label(),
             b.admin
         ));
         let args = match opts.proxy {
-            ProxyImpl::Mesh => vec!["--config".into(), path.display().to_string()],
+            ProxyImpl::Mesh => vec![
+                "--config".into(),
+                path.display().to_string(),
+                "--ca-address".into(),
+                secure.to_string(),
+                "--ca-root-cert".into(),
+                ids.root_cert.display().to_string(),
+                "--token-file".into(),
+                ids.token(&b.name)?.file.display().to_string(),
+                "--trust-domain".into(),
+                ids.trust_domain.clone(),
+            ],
             ProxyImpl::Envoy => vec![
                 "-c".into(),
                 path.display().to_string(),
@@ -741,10 +830,16 @@ pub fn render_status(state: &MeshState, syncz: Option<&BTreeMap<String, String>>
     rows.push([
         "mesh-control".into(),
         "control plane".into(),
-        format!(
-            "xds {} debug {}",
-            state.control_plane.xds_address, state.control_plane.debug_address
-        ),
+        match state.control_plane.secure_xds_address {
+            Some(secure) => format!(
+                "xds {} secure {secure} debug {}",
+                state.control_plane.xds_address, state.control_plane.debug_address
+            ),
+            None => format!(
+                "xds {} debug {}",
+                state.control_plane.xds_address, state.control_plane.debug_address
+            ),
+        },
         "-".into(),
         proc_state("control-plane"),
     ]);
@@ -810,12 +905,20 @@ pub fn render_status(state: &MeshState, syncz: Option<&BTreeMap<String, String>>
         out.push('\n');
     }
     out.push_str(&format!(
-        "\nGateway URL: {}\nProxies: {}\nConfig dir (watched): {}\nLogs: {}",
+        "\nGateway URL: {}\nProxies: {}\nConfig dir (watched): {}",
         gw.url,
         state.proxy,
         state.config_dir.display(),
-        state.log_dir.display()
     ));
+    if let Some(id) = &state.identity {
+        out.push_str(&format!(
+            "\nCA: {} (trust domain {}; root {})",
+            id.ca_dir.display(),
+            id.trust_domain,
+            id.root_cert.display()
+        ));
+    }
+    out.push_str(&format!("\nLogs: {}", state.log_dir.display()));
     out
 }
 
@@ -837,6 +940,12 @@ fn print_next_steps(state: &MeshState) {
         );
     }
     println!("  meshctl traffic -n 100                # the distribution of answers by version");
+    if let Some(s) = state.sidecars.first() {
+        println!(
+            "  meshctl proxy-config secret {}   # its certificate (mTLS between sidecars is automatic)",
+            s.workload
+        );
+    }
     println!("  meshctl apply -f FILE.yaml            # change the rules of the running mesh");
     println!("  meshctl status | meshctl down");
 }
@@ -902,5 +1011,59 @@ mod tests {
         assert_eq!(m["a"], "SYNCED");
         assert_eq!(m["b"], "LDS STALE");
         assert_eq!(m["c"], "EDS NOT SENT");
+    }
+
+    #[test]
+    fn status_shows_the_secure_port_and_the_ca() {
+        let a = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let mut state = MeshState {
+            state_dir: "/s".into(),
+            config_dir: "/s/config".into(),
+            log_dir: "/s/logs".into(),
+            source: "built-in demo".into(),
+            proxy: "mesh-proxy".into(),
+            supervisor_pid: None,
+            control_plane: ControlPlane {
+                xds_address: a(1),
+                debug_address: a(2),
+                secure_xds_address: Some(a(3)),
+            },
+            identity: Some(IdentityState {
+                trust_domain: "cluster.local".into(),
+                ca_dir: "/s/ca".into(),
+                root_cert: "/s/ca/root-cert.pem".into(),
+                tokens_dir: "/s/tokens".into(),
+            }),
+            gateway: GatewayProxy {
+                name: GATEWAY_NAME.into(),
+                namespace: GATEWAY_NAMESPACE.into(),
+                node_id: "router~x".into(),
+                admin_address: a(4),
+                ports: BTreeMap::from([(80, a(5))]),
+                url: "http://127.0.0.1:5".into(),
+            },
+            sidecars: vec![],
+            processes: vec![],
+        };
+        let out = render_status(&state, None);
+        assert!(
+            out.contains("xds 127.0.0.1:1 secure 127.0.0.1:3 debug 127.0.0.1:2"),
+            "{out}"
+        );
+        assert!(
+            out.contains("CA: /s/ca (trust domain cluster.local; root /s/ca/root-cert.pem)"),
+            "{out}"
+        );
+        // A state file of a mesh started before mTLS still loads and shows.
+        let mut v = serde_json::to_value(&state).unwrap();
+        v.as_object_mut().unwrap().remove("identity");
+        v["control_plane"]
+            .as_object_mut()
+            .unwrap()
+            .remove("secure_xds_address");
+        state = serde_json::from_value(v).unwrap();
+        let out = render_status(&state, None);
+        assert!(out.contains("xds 127.0.0.1:1 debug 127.0.0.1:2"), "{out}");
+        assert!(!out.contains("CA:"), "{out}");
     }
 }

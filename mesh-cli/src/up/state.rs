@@ -44,6 +44,9 @@ pub struct MeshState {
     /// pid of the `meshctl up` in the foreground; `None` once detached.
     pub supervisor_pid: Option<u32>,
     pub control_plane: ControlPlane,
+    /// The mesh's CA and trust domain (absent in a state file written before mTLS).
+    #[serde(default)]
+    pub identity: Option<IdentityState>,
     pub gateway: GatewayProxy,
     pub sidecars: Vec<Sidecar>,
     /// Every process, in start order.
@@ -54,6 +57,22 @@ pub struct MeshState {
 pub struct ControlPlane {
     pub xds_address: SocketAddr,
     pub debug_address: SocketAddr,
+    /// xDS and the CSR service over TLS (Istio's 15012).
+    #[serde(default)]
+    pub secure_xds_address: Option<SocketAddr>,
+}
+
+/// Where the mesh's identities come from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdentityState {
+    pub trust_domain: String,
+    /// The CA in Istio's layout (`ca-cert.pem`, `ca-key.pem`, `root-cert.pem`,
+    /// `cert-chain.pem`) and the control plane's token file `tokens`.
+    pub ca_dir: PathBuf,
+    /// The trust bundle: `curl --cacert`, `openssl verify -CAfile` take it.
+    pub root_cert: PathBuf,
+    /// One `NAME.token` per proxy.
+    pub tokens_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

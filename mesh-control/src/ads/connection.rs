@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::Any;
+use mesh_ca::{AuthError, IssuedIdentity, SpiffeId};
 use prost::Message;
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
+use super::sds::{SecretCache, renew_at, secrets_for};
 use super::status::{Nack, ProxyStatus, TypeStatus};
 use super::{AdsContext, XdsType};
 use crate::metrics::TypeLabel;
@@ -20,6 +23,50 @@ use crate::source::Snapshot;
 use crate::translate::{XdsResources, translate};
 
 type Responses = mpsc::Sender<Result<DiscoveryResponse, Status>>;
+
+/// Who a stream is, as far as secrets go.
+pub(super) enum StreamAuth {
+    /// The plaintext port: never gets secrets.
+    Plaintext,
+    /// The TLS port: the outcome of authenticating the stream's credentials.
+    Secure {
+        identity: Result<SpiffeId, AuthError>,
+        cache: Arc<SecretCache>,
+    },
+}
+
+impl StreamAuth {
+    fn port(&self) -> &'static str {
+        match self {
+            StreamAuth::Plaintext => "plaintext",
+            StreamAuth::Secure { .. } => "secure",
+        }
+    }
+
+    fn identity(&self) -> Option<String> {
+        match self {
+            StreamAuth::Secure {
+                identity: Ok(id), ..
+            } => Some(id.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// What a stream serves: the translated configuration and its secrets.
+#[derive(Clone, Default)]
+struct Served {
+    xds: Arc<XdsResources>,
+    secrets: Arc<BTreeMap<String, Secret>>,
+}
+
+/// Why a stream ended.
+enum End {
+    /// The proxy's side is gone.
+    Gone,
+    /// The control plane refused the stream (the status went to the proxy).
+    Refused(String),
+}
 
 /// Which resources of a type the proxy asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +104,7 @@ impl Subscription {
 /// What was last sent of one type.
 struct Sent {
     nonce: String,
-    resources: Arc<XdsResources>,
+    resources: Served,
     subscription: Subscription,
 }
 
@@ -77,14 +124,20 @@ struct Connection {
     tx: Responses,
     nonce_seq: u64,
     snapshot: Arc<Snapshot>,
-    resources: Arc<XdsResources>,
+    resources: Served,
     watched: BTreeMap<XdsType, Watched>,
+    auth: StreamAuth,
+    /// The certificate behind the secrets, once the stream asked for them.
+    issued: Option<Arc<IssuedIdentity>>,
+    /// When to fetch a fresh certificate (half its life).
+    renew: Option<tokio::time::Instant>,
 }
 
 /// Runs a stream to its end.
 pub(super) async fn run(
     ctx: Arc<AdsContext>,
     peer: String,
+    auth: StreamAuth,
     mut requests: Streaming<DiscoveryRequest>,
     tx: Responses,
 ) {
@@ -129,14 +182,29 @@ pub(super) async fn run(
         ip: proxy.ip.clone(),
         cluster_id: proxy.cluster_id.clone(),
         peer: peer.clone(),
+        port: auth.port(),
+        identity: auth.identity(),
         connected_since: Some(SystemTime::now()),
-        types: XdsType::PUSH_ORDER
+        types: XdsType::CONFIG
             .into_iter()
             .map(|t| (t.label(), TypeStatus::new(t)))
             .collect(),
     });
     ctx.metrics.connected.inc();
-    tracing::info!(connection = %id, %peer, "proxy connected");
+    match &auth {
+        StreamAuth::Plaintext => {
+            tracing::info!(connection = %id, %peer, port = "plaintext", "proxy connected")
+        }
+        StreamAuth::Secure {
+            identity: Ok(identity),
+            ..
+        } => tracing::info!(connection = %id, %peer, port = "secure", %identity, "proxy connected"),
+        StreamAuth::Secure {
+            identity: Err(e), ..
+        } => {
+            tracing::info!(connection = %id, %peer, port = "secure", "proxy connected without an identity ({e}): configuration only, no secrets")
+        }
+    }
 
     let mut conn = Connection {
         ctx: ctx.clone(),
@@ -146,30 +214,43 @@ pub(super) async fn run(
         tx,
         nonce_seq: 0,
         snapshot,
-        resources,
+        resources: Served {
+            xds: resources,
+            secrets: Arc::default(),
+        },
         watched: BTreeMap::new(),
+        auth,
+        issued: None,
+        renew: None,
     };
     let mut shutdown = ctx.shutdown.clone();
-    let end = async {
-        if !conn.on_request(first).await {
-            return "client gone";
+    let ended = |e: End| match e {
+        End::Gone => "client gone".to_string(),
+        End::Refused(why) => format!("refused: {why}"),
+    };
+    let end: String = async {
+        if let Err(e) = conn.on_request(first).await {
+            return ended(e);
         }
         loop {
             tokio::select! {
                 r = requests.message() => match r {
-                    Ok(Some(req)) => if !conn.on_request(req).await { return "client gone" },
-                    Ok(None) => return "stream closed by the proxy",
+                    Ok(Some(req)) => if let Err(e) = conn.on_request(req).await { return ended(e) },
+                    Ok(None) => return "stream closed by the proxy".to_string(),
                     Err(e) => {
                         tracing::debug!(connection = %conn.id, "ADS stream error: {e}");
-                        return "stream error";
+                        return "stream error".to_string();
                     }
                 },
                 changed = snapshots.changed() => {
-                    if changed.is_err() { return "configuration store stopped" }
+                    if changed.is_err() { return "configuration store stopped".to_string() }
                     let snapshot = snapshots.borrow_and_update().clone();
-                    if !conn.on_snapshot(snapshot).await { return "client gone" }
+                    if !conn.on_snapshot(snapshot).await { return ended(End::Gone) }
                 },
-                _ = crate::server::until_shutdown(&mut shutdown) => return "control plane shutting down",
+                () = until(conn.renew) => {
+                    if let Err(e) = conn.renew_secrets().await { return ended(e) }
+                },
+                _ = crate::server::until_shutdown(&mut shutdown) => return "control plane shutting down".to_string(),
             }
         }
     }
@@ -180,13 +261,16 @@ pub(super) async fn run(
 }
 
 impl Connection {
-    /// Handles one request; false when the response channel is closed.
-    async fn on_request(&mut self, req: DiscoveryRequest) -> bool {
+    /// Handles one request.
+    async fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), End> {
         let Some(t) = XdsType::from_type_url(&req.type_url) else {
             tracing::debug!(connection = %self.id, type_url = %req.type_url, "request for an unserved type ignored");
-            return true;
+            return Ok(());
         };
         let subscription = Subscription::of(t, &req.resource_names);
+        if t == XdsType::Secret {
+            self.admit_secrets(&subscription).await?;
+        }
         let watched = self.watched.entry(t).or_insert_with(|| Watched {
             subscription: subscription.clone(),
             sent: None,
@@ -198,7 +282,7 @@ impl Connection {
                 // An answer to an older response: a newer one is on its way.
                 tracing::debug!(connection = %self.id, type = t.label(), nonce = %req.response_nonce, "stale nonce ignored");
                 self.publish(t);
-                return true;
+                return Ok(());
             }
             watched.status.requested = subscription.names();
             if let Some(err) = &req.error_detail {
@@ -222,7 +306,7 @@ impl Connection {
                 self.publish(t);
                 // The proxy keeps its previous version; resending the same
                 // content would be rejected again.
-                return true;
+                return Ok(());
             }
             watched.status.acked_nonce = req.response_nonce.clone();
             watched.status.acked_version = req.version_info.clone();
@@ -231,16 +315,123 @@ impl Connection {
             watched.status.refresh();
             if watched.subscription == subscription {
                 self.publish(t);
-                return true;
+                return Ok(());
             }
             // Same nonce, new names: Envoy widening or narrowing EDS/RDS
             // after a CDS/LDS update; answer with the new set.
         }
         watched.status.requested = subscription.names();
         watched.subscription = subscription;
-        let ok = self.send(t, true).await.is_ok();
+        let sent = self.send(t, true).await;
         self.publish(t);
-        ok
+        sent.map(|_| ()).map_err(|Gone| End::Gone)
+    }
+
+    /// Whether this stream may have secrets: the secure port, an
+    /// authenticated caller whose node claims the same namespace and service
+    /// account. Issues (or takes from the cache) its certificate. A refusal
+    /// ends the stream with a status naming the reason.
+    async fn admit_secrets(&mut self, subscription: &Subscription) -> Result<(), End> {
+        if let Subscription::Names(names) = subscription {
+            for unknown in names
+                .iter()
+                .filter(|n| *n != super::sds::DEFAULT_SECRET && *n != super::sds::ROOTCA_SECRET)
+            {
+                tracing::warn!(
+                    connection = %self.id, secret = %unknown,
+                    "secret not served (only \"default\" and \"ROOTCA\" are): the proxy keeps waiting for it"
+                );
+            }
+        }
+        if self.issued.is_some() {
+            return Ok(());
+        }
+        let refusal = match self.issue() {
+            Ok(issued) => {
+                self.install(issued);
+                return Ok(());
+            }
+            Err(refusal) => refusal,
+        };
+        tracing::warn!(connection = %self.id, code = ?refusal.code(), "ADS stream refused: {}", refusal.message());
+        self.ctx.metrics.sds_refusals.inc();
+        let why = refusal.message().to_string();
+        let _ = self.tx.send(Err(refusal)).await;
+        Err(End::Refused(why))
+    }
+
+    /// The certificate of this stream's identity, or why it may have none.
+    fn issue(&self) -> Result<Arc<IssuedIdentity>, Status> {
+        let (identity, cache) = match &self.auth {
+            StreamAuth::Plaintext => {
+                return Err(Status::permission_denied(
+                    "secrets (SDS) are served only on the secure xDS port (TLS, 15012 by default) \
+                     to a stream authenticated by a bearer token or a mesh client certificate",
+                ));
+            }
+            StreamAuth::Secure {
+                identity: Err(e), ..
+            } => {
+                return Err(Status::unauthenticated(format!(
+                    "secrets (SDS) refused: {e}"
+                )));
+            }
+            StreamAuth::Secure {
+                identity: Ok(identity),
+                cache,
+            } => (identity, cache),
+        };
+        // The node's claims must agree with the credentials, so that the
+        // configuration (translated for the node) and the certificate
+        // (issued for the credentials) describe the same workload.
+        if identity.namespace() != self.proxy.namespace
+            || identity.service_account() != self.proxy.service_account
+        {
+            return Err(Status::permission_denied(format!(
+                "secrets (SDS) refused: the stream is authenticated as {identity} \
+                 but its node claims namespace {:?} and service account {:?}",
+                self.proxy.namespace, self.proxy.service_account
+            )));
+        }
+        cache.identity(identity).map_err(|e| {
+            Status::internal(format!("cannot issue a certificate for {identity}: {e}"))
+        })
+    }
+
+    /// Serves the secrets of `issued` from now on.
+    fn install(&mut self, issued: Arc<IssuedIdentity>) {
+        self.resources.secrets = Arc::new(secrets_for(&issued));
+        let left = renew_at(&issued)
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        self.renew = Some(tokio::time::Instant::now() + left);
+        self.issued = Some(issued);
+    }
+
+    /// Half the certificate's life has passed: take the fresh one and push it.
+    async fn renew_secrets(&mut self) -> Result<(), End> {
+        if self.issued.is_none() {
+            self.renew = None;
+            return Ok(());
+        }
+        match self.issue() {
+            Ok(issued) => self.install(issued),
+            Err(e) => {
+                tracing::error!(connection = %self.id, "cannot renew the workload certificate (retrying in {RENEW_RETRY:?}): {}", e.message());
+                self.renew = Some(tokio::time::Instant::now() + RENEW_RETRY);
+                return Ok(());
+            }
+        }
+        let sent = self.send(XdsType::Secret, false).await;
+        self.publish(XdsType::Secret);
+        match sent {
+            Ok(true) => {
+                tracing::info!(connection = %self.id, "pushed a renewed workload certificate");
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(Gone) => Err(End::Gone),
+        }
     }
 
     /// A new configuration generation: push the types whose content changed.
@@ -248,7 +439,7 @@ impl Connection {
         let started = Instant::now();
         let resources = Arc::new(translate(&snapshot.state, &self.proxy));
         self.snapshot = snapshot;
-        self.resources = resources;
+        self.resources.xds = resources;
         let mut pushed = Vec::new();
         for t in XdsType::PUSH_ORDER {
             // Envoy keeps an updated cluster warming until it gets its
@@ -289,6 +480,17 @@ impl Connection {
 
 /// The proxy's stream is gone.
 struct Gone;
+
+/// Retry delay when a certificate cannot be renewed.
+const RENEW_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Resolves at `at`, never when `None`.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
 
 impl Connection {
     /// Sends the subscribed resources of `t` if they differ from what was last
@@ -353,21 +555,23 @@ impl Connection {
 
 fn same_content(
     t: XdsType,
-    a: &XdsResources,
+    a: &Served,
     a_sub: &Subscription,
-    b: &XdsResources,
+    b: &Served,
     b_sub: &Subscription,
 ) -> bool {
+    let (a, b, sa, sb) = (&a.xds, &b.xds, &a.secrets, &b.secrets);
     match t {
         XdsType::Cluster => a_sub.pick(&a.clusters) == b_sub.pick(&b.clusters),
         XdsType::Endpoint => a_sub.pick(&a.endpoints) == b_sub.pick(&b.endpoints),
         XdsType::Listener => a_sub.pick(&a.listeners) == b_sub.pick(&b.listeners),
         XdsType::Route => a_sub.pick(&a.routes) == b_sub.pick(&b.routes),
+        XdsType::Secret => a_sub.pick(sa) == b_sub.pick(sb),
     }
 }
 
 /// The resources as `Any`s, and a version: a hash of their names and bytes.
-fn encode(t: XdsType, res: &XdsResources, sub: &Subscription) -> (Vec<Any>, String) {
+fn encode(t: XdsType, served: &Served, sub: &Subscription) -> (Vec<Any>, String) {
     fn pack<T: Message>(
         t: XdsType,
         items: Vec<(&String, &T)>,
@@ -388,11 +592,13 @@ fn encode(t: XdsType, res: &XdsResources, sub: &Subscription) -> (Vec<Any>, Stri
             .collect()
     }
     let mut hasher = xxhash_rust::xxh64::Xxh64::new(0);
+    let res = &served.xds;
     let any = match t {
         XdsType::Cluster => pack(t, sub.pick(&res.clusters), &mut hasher),
         XdsType::Endpoint => pack(t, sub.pick(&res.endpoints), &mut hasher),
         XdsType::Listener => pack(t, sub.pick(&res.listeners), &mut hasher),
         XdsType::Route => pack(t, sub.pick(&res.routes), &mut hasher),
+        XdsType::Secret => pack(t, sub.pick(&served.secrets), &mut hasher),
     };
     (any, format!("{:016x}", hasher.digest()))
 }

@@ -6,8 +6,16 @@
 //! content changed, in the order CDS, EDS, LDS, RDS, so a proxy never holds a
 //! route to a cluster it does not know yet. Versions and nonces are per type;
 //! ACKs and NACKs land in the [`SyncRegistry`] read by `/debug/syncz`.
+//!
+//! The same server runs on two ports over one shared state: the plaintext
+//! port (15010) serves configuration only; the secure port (15012, TLS)
+//! also serves `Secret`s ([`sds`]) to streams that authenticated with a
+//! bearer token or a mesh client certificate. A `Secret` subscription on the
+//! plaintext port, or from an unauthenticated stream, ends the stream with
+//! `PERMISSION_DENIED` / `UNAUTHENTICATED` and the reason.
 
 mod connection;
+pub mod sds;
 pub mod status;
 
 use std::pin::Pin;
@@ -25,6 +33,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+pub use sds::{SecretAuthority, SecretCache};
 pub use status::{Nack, ProxyStatus, SyncRegistry, TypeStatus};
 
 use crate::metrics::Metrics;
@@ -37,11 +46,25 @@ pub enum XdsType {
     Endpoint,
     Listener,
     Route,
+    /// SDS over ADS, secure port only.
+    Secret,
 }
 
 impl XdsType {
-    /// Clusters before their endpoints, listeners before their routes.
-    pub const PUSH_ORDER: [XdsType; 4] = [
+    /// Clusters before their endpoints, listeners before their routes (as
+    /// Istio, secrets last: Envoy asks for them once clusters and listeners
+    /// name them).
+    pub const PUSH_ORDER: [XdsType; 5] = [
+        XdsType::Cluster,
+        XdsType::Endpoint,
+        XdsType::Listener,
+        XdsType::Route,
+        XdsType::Secret,
+    ];
+
+    /// The configuration types every proxy is shown with in `/debug/syncz`
+    /// (secrets appear once a stream subscribes to them).
+    pub const CONFIG: [XdsType; 4] = [
         XdsType::Cluster,
         XdsType::Endpoint,
         XdsType::Listener,
@@ -56,6 +79,9 @@ impl XdsType {
             }
             XdsType::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
             XdsType::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            XdsType::Secret => {
+                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+            }
         }
     }
 
@@ -65,13 +91,14 @@ impl XdsType {
             .find(|t| t.type_url() == url)
     }
 
-    /// `cds`, `eds`, `lds`, `rds`: metric labels and `/debug/syncz` keys.
+    /// `cds`, `eds`, `lds`, `rds`, `sds`: metric labels and `/debug/syncz` keys.
     pub fn label(self) -> &'static str {
         match self {
             XdsType::Cluster => "cds",
             XdsType::Endpoint => "eds",
             XdsType::Listener => "lds",
             XdsType::Route => "rds",
+            XdsType::Secret => "sds",
         }
     }
 
@@ -82,6 +109,7 @@ impl XdsType {
             XdsType::Endpoint => "endpoint",
             XdsType::Listener => "listener",
             XdsType::Route => "route",
+            XdsType::Secret => "secret",
         }
     }
 
@@ -100,14 +128,36 @@ pub(crate) struct AdsContext {
     pub next_connection: AtomicU64,
 }
 
+/// Which port a stream came in on.
+#[derive(Clone)]
+pub(crate) enum Port {
+    /// 15010: configuration only.
+    Plaintext,
+    /// 15012: TLS; secrets for authenticated streams.
+    Secure(Arc<SecretAuthority>),
+}
+
 /// The tonic service.
 pub struct AdsServer {
     ctx: Arc<AdsContext>,
+    port: Port,
 }
 
 impl AdsServer {
-    pub(crate) fn new(ctx: AdsContext) -> AdsServer {
-        AdsServer { ctx: Arc::new(ctx) }
+    /// The plaintext port's server.
+    pub(crate) fn new(ctx: Arc<AdsContext>) -> AdsServer {
+        AdsServer {
+            ctx,
+            port: Port::Plaintext,
+        }
+    }
+
+    /// The secure port's server, over the same state as the plaintext one.
+    pub(crate) fn secure(ctx: Arc<AdsContext>, secrets: Arc<SecretAuthority>) -> AdsServer {
+        AdsServer {
+            ctx,
+            port: Port::Secure(secrets),
+        }
     }
 
     pub fn into_service(self) -> AggregatedDiscoveryServiceServer<AdsServer> {
@@ -128,13 +178,22 @@ impl AggregatedDiscoveryService for AdsServer {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let peer = request
-            .remote_addr()
+        // Token and verified client certificate (TLS port), and the address.
+        let caller = mesh_ca::service::caller_context(&request);
+        let peer = caller
+            .remote_addr
             .map(|a| a.to_string())
             .unwrap_or_default();
+        let auth = match &self.port {
+            Port::Plaintext => connection::StreamAuth::Plaintext,
+            Port::Secure(secrets) => connection::StreamAuth::Secure {
+                identity: secrets.authenticator.authenticate(&caller).await,
+                cache: secrets.cache.clone(),
+            },
+        };
         let requests = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(connection::run(self.ctx.clone(), peer, requests, tx));
+        tokio::spawn(connection::run(self.ctx.clone(), peer, auth, requests, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

@@ -90,9 +90,14 @@ pub struct ProxyStatus {
     pub cluster_id: String,
     /// The stream's remote address.
     pub peer: String,
+    /// `plaintext` (15010) or `secure` (15012, TLS).
+    pub port: &'static str,
+    /// The SPIFFE ID the stream authenticated as (secure port), if any.
+    pub identity: Option<String>,
     #[serde(serialize_with = "serialize_time")]
     pub connected_since: Option<SystemTime>,
-    /// Per type, keyed `cds`, `eds`, `lds`, `rds`.
+    /// Per type, keyed `cds`, `eds`, `lds`, `rds`, and `sds` once the proxy
+    /// subscribes to secrets.
     pub types: BTreeMap<&'static str, TypeStatus>,
 }
 
@@ -102,7 +107,7 @@ impl ProxyStatus {
     pub fn to_json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
         if let serde_json::Value::Object(m) = &mut v {
-            for t in XdsType::PUSH_ORDER {
+            for t in XdsType::CONFIG {
                 let (sent, acked) = self
                     .types
                     .get(t.label())

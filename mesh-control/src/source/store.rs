@@ -30,7 +30,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    fn build(generation: u64, sources: Vec<SourceSnapshot>) -> Snapshot {
+    fn build(generation: u64, sources: Vec<SourceSnapshot>, trust_domain: &str) -> Snapshot {
         let mut config = mesh_api::Config::default();
         for s in &sources {
             config.resources.extend(s.resources.iter().cloned());
@@ -43,7 +43,7 @@ impl Snapshot {
             .unwrap_or_else(Instant::now);
         Snapshot {
             generation,
-            state: Arc::new(MeshState::new(config)),
+            state: Arc::new(mesh_state(config, trust_domain)),
             sources,
             changed_at,
             created_at: SystemTime::now(),
@@ -53,6 +53,15 @@ impl Snapshot {
     /// Origins (files) whose latest version is rejected, over every source.
     pub fn error_count(&self) -> usize {
         self.sources.iter().map(SourceSnapshot::error_count).sum()
+    }
+}
+
+/// The state translated for proxies: the configuration, its registry and the
+/// trust domain identities are named in.
+fn mesh_state(config: mesh_api::Config, trust_domain: &str) -> MeshState {
+    MeshState {
+        trust_domain: trust_domain.to_string(),
+        ..MeshState::new(config)
     }
 }
 
@@ -67,6 +76,7 @@ impl ConfigStore {
     pub fn start(
         sources: Vec<Box<dyn ConfigSource>>,
         debounce: Duration,
+        trust_domain: String,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<ConfigStore, SourceError> {
@@ -86,11 +96,16 @@ impl ConfigStore {
             receivers.push(rx);
             tasks.push(tokio::spawn(source.watch(tx, shutdown.clone())));
         }
-        let snapshot = Snapshot::build(1, initial);
+        let snapshot = Snapshot::build(1, initial, &trust_domain);
         metrics.config_loaded(snapshot.error_count());
         let (tx, rx) = watch::channel(Arc::new(snapshot));
         tasks.push(tokio::spawn(merge(
-            receivers, tx, debounce, metrics, shutdown,
+            receivers,
+            tx,
+            debounce,
+            trust_domain,
+            metrics,
+            shutdown,
         )));
         Ok(ConfigStore {
             snapshots: rx,
@@ -103,6 +118,7 @@ async fn merge(
     mut receivers: Vec<watch::Receiver<SourceSnapshot>>,
     tx: watch::Sender<Arc<Snapshot>>,
     debounce: Duration,
+    trust_domain: String,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -130,7 +146,7 @@ async fn merge(
             .iter_mut()
             .map(|r| r.borrow_and_update().clone())
             .collect();
-        let snapshot = Snapshot::build(generation, sources);
+        let snapshot = Snapshot::build(generation, sources, &trust_domain);
         metrics.config_loaded(snapshot.error_count());
         tracing::info!(
             generation,

@@ -1,6 +1,7 @@
 //! Outbound clusters and their endpoints: one cluster per service port (`outbound|PORT||HOST`)
 //! and per DestinationRule subset (`outbound|PORT|SUBSET|HOST`), with the rule's traffic
 //! policy (load balancer, connection pool as circuit breakers, outlier detection, client TLS).
+//! Client TLS follows `mtls.rs`: ISTIO_MUTUAL and auto-mTLS to sidecars use mesh certificates.
 //!
 //! Policies resolve as in Istio: port-level settings replace the rule-level ones field by
 //! field, and a subset's policy (itself with port-level settings) replaces the result.
@@ -37,6 +38,9 @@ use mesh_api::networking::destination_rule::{
 };
 
 use super::envoy::{ads, any, duration, u32v};
+use super::mtls::{
+    auto_mtls_applies, auto_mtls_matches, istio_mutual_socket, istio_sni, sidecar_endpoint_metadata,
+};
 use super::{Scope, XdsResources};
 use crate::registry::{Resolution, Service, ServicePort};
 
@@ -100,10 +104,10 @@ pub(crate) fn build(scope: &Scope<'_>, out: &mut XdsResources) {
     for svc in &scope.services {
         let dr = scope.destination_rule(svc);
         for port in &svc.ports {
-            add(svc, port, None, dr, out);
+            add(scope, svc, port, None, dr, out);
             if let Some(dr) = dr {
                 for subset in &dr.subsets {
-                    add(svc, port, Some(subset), Some(dr), out);
+                    add(scope, svc, port, Some(subset), Some(dr), out);
                 }
             }
         }
@@ -122,6 +126,7 @@ pub(crate) fn build(scope: &Scope<'_>, out: &mut XdsResources) {
 }
 
 fn add(
+    scope: &Scope<'_>,
     svc: &Service,
     port: &ServicePort,
     subset: Option<&mesh_api::networking::destination_rule::Subset>,
@@ -198,8 +203,37 @@ fn add(
     if let Some(outlier) = policy.outlier_detection {
         apply_outlier_detection(&mut c, outlier);
     }
-    if let Some(tls) = policy.tls {
-        c.transport_socket = upstream_tls(tls, &svc.hostname);
+    let http2 = use_h2 && port.protocol.is_http();
+    let mesh_sni = || istio_sni(port.number, subset_name, &svc.hostname);
+    match policy.tls {
+        Some(tls) => match tls.mode {
+            Some(ClientTlsMode::IstioMutual) => {
+                // The rule's own subjectAltNames and sni win over the derived ones, as in Istio.
+                let sans = if tls.subject_alt_names.is_empty() {
+                    svc.identities(scope.trust_domain)
+                } else {
+                    tls.subject_alt_names.clone()
+                };
+                let sni = tls
+                    .sni
+                    .clone()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(mesh_sni);
+                c.transport_socket = Some(istio_mutual_socket(&sans, sni, http2));
+            }
+            Some(ClientTlsMode::Simple | ClientTlsMode::Mutual) => {
+                c.transport_socket = upstream_tls(tls, &svc.hostname);
+            }
+            // A `tls` block without a mode is DISABLE (the proto's default): plaintext, and it
+            // turns auto-mTLS off too.
+            Some(ClientTlsMode::Disable) | None => {}
+        },
+        None if auto_mtls_applies(scope.config, svc) => {
+            let mesh_tls =
+                istio_mutual_socket(&svc.identities(scope.trust_domain), mesh_sni(), http2);
+            c.transport_socket_matches = auto_mtls_matches(mesh_tls);
+        }
+        None => {}
     }
     out.clusters.insert(name, c);
 }
@@ -348,8 +382,8 @@ fn apply_load_balancer(c: &mut Cluster, lb: Option<&LoadBalancerSettings>, name:
     };
 }
 
-/// `SIMPLE` and `MUTUAL` client TLS from files. `ISTIO_MUTUAL` (mesh certificates over SDS)
-/// comes with the mTLS work and produces plaintext until then; `DISABLE` is plaintext.
+/// `SIMPLE` and `MUTUAL` client TLS from files (`ISTIO_MUTUAL` is built by `mtls.rs`;
+/// `DISABLE` is plaintext).
 fn upstream_tls(tls: &ClientTlsSettings, hostname: &str) -> Option<TransportSocket> {
     let file = |path: &Option<String>| {
         path.as_ref().map(|p| DataSource {
@@ -417,6 +451,8 @@ fn load_assignment(
                 ..Default::default()
             })),
             load_balancing_weight: Some(u32v(ep.weight)),
+            // Picks the `tlsMode-istio` transport socket under auto-mTLS.
+            metadata: ep.sidecar.then(sidecar_endpoint_metadata),
             ..Default::default()
         });
     }

@@ -6,6 +6,11 @@
 //! `virtualOutbound` on 15001 handing connections to per-port listeners `0.0.0.0_PORT` whose
 //! routes are named by port, and `virtualInbound` on 15006. Gateways get a listener per server
 //! port with routes `http.PORT` built from the VirtualServices bound to them.
+//!
+//! Inbound mTLS follows the workload's PeerAuthentication (`mtls.rs`): a TLS inspector and, per
+//! port, an mTLS chain (STRICT), an mTLS and a plaintext chain (PERMISSIVE) or a plaintext chain
+//! (DISABLE). Inbound HTTP connection managers append the verified peer to
+//! `x-forwarded-client-cert` as Istio's do.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -15,9 +20,7 @@ use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
-use envoy_types::pb::envoy::config::listener::v3::{
-    Filter, FilterChain, FilterChainMatch, Listener, filter,
-};
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
@@ -26,6 +29,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+use http_connection_manager::{ForwardClientCertDetails, SetCurrentClientCertDetails};
 use mesh_api::constants::{
     MESH_GATEWAY, PROXY_INBOUND_PORT, PROXY_OUTBOUND_PORT, inbound_cluster_name,
     outbound_cluster_name,
@@ -33,6 +37,9 @@ use mesh_api::constants::{
 use mesh_api::networking::virtual_service::RouteDestination;
 
 use super::envoy::{ads, any, boolv, duration, socket_address, u32v};
+use super::mtls::{
+    EffectivePeerAuthentication, InboundMtls, inbound_chains, peer_authentication, tls_inspector,
+};
 use super::route::{CORS_FILTER, FAULT_FILTER, default_route, vs_routes};
 use super::{Scope, XdsResources};
 use crate::registry::{Protocol, Service};
@@ -60,8 +67,19 @@ enum RouteSource {
     Inline(Box<RouteConfiguration>),
 }
 
+/// Where an HTTP connection manager sits, which decides a few of its settings.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HcmRole {
+    /// Outbound per-port listeners and gateways.
+    Outbound,
+    /// The local-mode outbound listener, an HTTP proxy.
+    OutboundProxy,
+    /// The sidecar's inbound listener.
+    Inbound,
+}
+
 /// An HTTP connection manager with Istio's filter order: fault, CORS, router.
-fn hcm(stat_prefix: &str, routes: RouteSource, outbound_proxy: bool) -> Filter {
+fn hcm(stat_prefix: &str, routes: RouteSource, role: HcmRole) -> Filter {
     let filters = vec![
         HttpFilter {
             name: FAULT_FILTER.to_string(),
@@ -98,7 +116,18 @@ fn hcm(stat_prefix: &str, routes: RouteSource, outbound_proxy: bool) -> Filter {
         use_remote_address: Some(boolv(false)),
         ..Default::default()
     };
-    if outbound_proxy {
+    if role == HcmRole::Inbound {
+        // Istio's inbound: the application learns the caller's verified identity from
+        // `x-forwarded-client-cert`.
+        h.forward_client_cert_details = ForwardClientCertDetails::AppendForward as i32;
+        h.set_current_client_cert_details = Some(SetCurrentClientCertDetails {
+            subject: Some(boolv(true)),
+            dns: true,
+            uri: true,
+            ..Default::default()
+        });
+    }
+    if role == HcmRole::OutboundProxy {
         // Clients configured with http_proxy send absolute-form request targets.
         h.http_protocol_options = Some(
             envoy_types::pb::envoy::config::core::v3::Http1ProtocolOptions {
@@ -237,7 +266,7 @@ pub(crate) fn sidecar_outbound(scope: &Scope<'_>, out: &mut XdsResources) {
                 vec![chain(vec![hcm(
                     OUTBOUND_HTTP_PROXY_LISTENER,
                     RouteSource::Rds(HTTP_PROXY_ROUTE.to_string()),
-                    true,
+                    HcmRole::OutboundProxy,
                 )])],
             ),
         );
@@ -298,7 +327,11 @@ fn kubernetes_outbound(scope: &Scope<'_>, out: &mut XdsResources) {
             &lname,
             &SocketAddr::from(([0, 0, 0, 0], port as u16)),
             TrafficDirection::Outbound,
-            vec![chain(vec![hcm(&lname, RouteSource::Rds(name), false)])],
+            vec![chain(vec![hcm(
+                &lname,
+                RouteSource::Rds(name),
+                HcmRole::Outbound,
+            )])],
         );
         l.bind_to_port = Some(boolv(false));
         out.listeners.insert(lname, l);
@@ -464,7 +497,7 @@ fn inbound_chain(cluster: &str, protocol: Protocol) -> Vec<Filter> {
         vec![hcm(
             cluster,
             RouteSource::Inline(Box::new(inbound_routes(cluster))),
-            false,
+            HcmRole::Inbound,
         )]
     } else {
         vec![tcp_proxy_filter(
@@ -474,9 +507,32 @@ fn inbound_chain(cluster: &str, protocol: Protocol) -> Vec<Filter> {
     }
 }
 
+/// The inbound mTLS mode of a local-mode sidecar, whose one inbound listener serves every
+/// port of its workload. `portLevelMtls` is keyed by the workload port in Istio; here that is
+/// the port the WorkloadEntry (or ServiceEntry endpoint) lists, which in local mode is the
+/// sidecar's inbound port. That number is assigned per run by `meshctl up`, so a key equal to
+/// the number of a service port this workload serves (`9080` of `reviews`) applies too; the
+/// workload port wins over service ports, and among service ports the lowest number.
+fn local_port_mode(
+    pa: &EffectivePeerAuthentication,
+    workload_port: u32,
+    instances: &[(&Service, &crate::registry::ServicePort, u32)],
+) -> InboundMtls {
+    if let Some(mode) = pa.per_port.get(&workload_port) {
+        return *mode;
+    }
+    let mut service_ports: Vec<u32> = instances.iter().map(|(_, p, _)| p.number).collect();
+    service_ports.sort_unstable();
+    service_ports
+        .iter()
+        .find_map(|p| pa.per_port.get(p).copied())
+        .unwrap_or(pa.mode)
+}
+
 /// The inbound listener and clusters for the proxy's own workload.
 pub(crate) fn sidecar_inbound(scope: &Scope<'_>, out: &mut XdsResources) {
     let instances = own_instances(scope);
+    let pa = peer_authentication(scope.config, &scope.proxy.namespace, &scope.proxy.labels);
     if let Some(local) = &scope.proxy.local {
         let (Some(inbound), Some(app)) = (local.inbound, local.app) else {
             return;
@@ -490,19 +546,23 @@ pub(crate) fn sidecar_inbound(scope: &Scope<'_>, out: &mut XdsResources) {
             cluster.clone(),
             static_cluster(&cluster, &app.ip().to_string(), u32::from(app.port())),
         );
-        out.listeners.insert(
-            VIRTUAL_INBOUND_LISTENER.to_string(),
-            listener(
-                VIRTUAL_INBOUND_LISTENER,
-                &inbound,
-                TrafficDirection::Inbound,
-                vec![chain(inbound_chain(&cluster, protocol))],
-            ),
+        let mode = local_port_mode(&pa, u32::from(inbound.port()), &instances);
+        let mut l = listener(
+            VIRTUAL_INBOUND_LISTENER,
+            &inbound,
+            TrafficDirection::Inbound,
+            inbound_chains(mode, None, inbound_chain(&cluster, protocol)),
         );
+        if mode != InboundMtls::Disable {
+            l.listener_filters = vec![tls_inspector()];
+        }
+        out.listeners
+            .insert(VIRTUAL_INBOUND_LISTENER.to_string(), l);
         return;
     }
-    // Kubernetes mode: one filter chain per target port, matched on the original port.
+    // Kubernetes mode: filter chains per target port, matched on the original port.
     let mut chains = Vec::new();
+    let mut inspect_tls = false;
     let mut seen = BTreeSet::new();
     for (_, p, target) in instances {
         if !seen.insert(target) {
@@ -513,14 +573,13 @@ pub(crate) fn sidecar_inbound(scope: &Scope<'_>, out: &mut XdsResources) {
             cluster.clone(),
             static_cluster(&cluster, "127.0.0.1", target),
         );
-        chains.push(FilterChain {
-            filter_chain_match: Some(FilterChainMatch {
-                destination_port: Some(u32v(target)),
-                ..Default::default()
-            }),
-            filters: inbound_chain(&cluster, p.protocol),
-            ..Default::default()
-        });
+        let mode = pa.mode_for_port(target);
+        inspect_tls |= mode != InboundMtls::Disable;
+        chains.extend(inbound_chains(
+            mode,
+            Some(target),
+            inbound_chain(&cluster, p.protocol),
+        ));
     }
     if chains.is_empty() {
         return;
@@ -532,6 +591,9 @@ pub(crate) fn sidecar_inbound(scope: &Scope<'_>, out: &mut XdsResources) {
         chains,
     );
     l.use_original_dst = Some(boolv(true));
+    if inspect_tls {
+        l.listener_filters = vec![tls_inspector()];
+    }
     out.listeners
         .insert(VIRTUAL_INBOUND_LISTENER.to_string(), l);
 }
@@ -572,7 +634,7 @@ pub(crate) fn gateway(scope: &Scope<'_>, out: &mut XdsResources) {
             let rname = format!("{GATEWAY_ROUTE_PREFIX}{port}");
             out.routes
                 .insert(rname.clone(), gateway_routes(scope, &rname, port, &servers));
-            vec![hcm(&lname, RouteSource::Rds(rname), false)]
+            vec![hcm(&lname, RouteSource::Rds(rname), HcmRole::Outbound)]
         } else {
             let spec = gateway_tcp(scope, port, &servers);
             vec![tcp_proxy_filter(&lname, spec)]

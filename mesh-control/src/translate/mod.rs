@@ -6,14 +6,16 @@
 //! `http.PORT` on gateways) so tools and habits carry over.
 //!
 //! ```text
-//! MeshState { config, registry } + ProxyNode
+//! MeshState { config, registry, trust_domain } + ProxyNode
 //!   -> Scope (services, VirtualServices, DestinationRules this proxy may see)
 //!   -> clusters + endpoints (cluster.rs), route configs (route.rs), listeners (listener.rs)
+//!      with mesh mTLS (mtls.rs: ISTIO_MUTUAL, auto-mTLS, PeerAuthentication)
 //! ```
 
 mod cluster;
 mod envoy;
 mod listener;
+mod mtls;
 mod route;
 
 use std::collections::BTreeMap;
@@ -24,7 +26,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use mesh_api::ResourceMeta;
-use mesh_api::constants::{MESH_GATEWAY, ROOT_NAMESPACE};
+use mesh_api::constants::{DEFAULT_TRUST_DOMAIN, MESH_GATEWAY, ROOT_NAMESPACE};
 use mesh_api::networking::destination_rule::DestinationRuleSpec;
 use mesh_api::networking::gateway::GatewaySpec;
 use mesh_api::networking::virtual_service::VirtualServiceSpec;
@@ -37,22 +39,37 @@ pub use listener::{
     GATEWAY_ROUTE_PREFIX, HTTP_PROXY_ROUTE, OUTBOUND_HTTP_PROXY_LISTENER, VIRTUAL_INBOUND_LISTENER,
     VIRTUAL_OUTBOUND_LISTENER,
 };
+pub use mtls::{
+    EffectivePeerAuthentication, InboundMtls, MATCH_TLS_MODE_DISABLED, MATCH_TLS_MODE_ISTIO,
+    SDS_DEFAULT, SDS_ROOTCA, TLS_INSPECTOR, TRANSPORT_SOCKET_MATCH_KEY, istio_sni,
+    peer_authentication,
+};
 
 /// The configuration the control plane serves, with the registry built from it.
 #[derive(Debug, Clone)]
 pub struct MeshState {
     pub config: Arc<mesh_api::Config>,
     pub registry: Arc<Registry>,
+    /// The trust domain of workload identities (`spiffe://TRUST_DOMAIN/ns/NS/sa/SA`) that mesh
+    /// mTLS clusters expect from servers.
+    pub trust_domain: String,
 }
 
 impl MeshState {
-    /// Builds the registry of `config`.
+    /// Builds the registry of `config`; the trust domain is `cluster.local`.
     pub fn new(config: mesh_api::Config) -> MeshState {
         let registry = Registry::build(&config);
         MeshState {
             config: Arc::new(config),
             registry: Arc::new(registry),
+            trust_domain: DEFAULT_TRUST_DOMAIN.to_string(),
         }
+    }
+
+    /// The same state with identities in `trust_domain` (mesh-control's `--trust-domain`).
+    pub fn with_trust_domain(mut self, trust_domain: impl Into<String>) -> MeshState {
+        self.trust_domain = trust_domain.into();
+        self
     }
 }
 
@@ -127,6 +144,7 @@ pub(crate) fn qualify_gateway(reference: &str, namespace: &str) -> String {
 /// namespace (`exportTo`) and, when a `Sidecar` applies to it, listed in its egress hosts.
 pub(crate) struct Scope<'a> {
     pub proxy: &'a ProxyNode,
+    pub trust_domain: &'a str,
     pub registry: &'a Registry,
     pub config: &'a mesh_api::Config,
     pub services: Vec<&'a Service>,
@@ -182,6 +200,7 @@ impl<'a> Scope<'a> {
             .collect();
         Scope {
             proxy,
+            trust_domain: &state.trust_domain,
             registry,
             config,
             services,

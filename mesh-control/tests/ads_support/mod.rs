@@ -215,6 +215,33 @@ impl AdsClient {
         }
     }
 
+    /// Over an existing channel (TLS to the secure port), sending `token` as
+    /// `authorization: Bearer` on the stream.
+    pub async fn over(
+        channel: tonic::transport::Channel,
+        node: Node,
+        token: Option<&str>,
+    ) -> Result<AdsClient, tonic::Status> {
+        let mut client = AggregatedDiscoveryServiceClient::new(channel);
+        let (tx, rx) = mpsc::channel(16);
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some(token) = token {
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("header value"),
+            );
+        }
+        let responses = client
+            .stream_aggregated_resources(request)
+            .await?
+            .into_inner();
+        Ok(AdsClient {
+            requests: tx,
+            responses,
+            node: Some(node),
+        })
+    }
+
     /// Sends a request; the first one carries the node.
     pub async fn request(
         &mut self,

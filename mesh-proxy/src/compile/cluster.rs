@@ -41,6 +41,7 @@ pub fn compile_cluster(c: &pb::Cluster) -> Result<ClusterConfig, CompileError> {
         Some(ts) => upstream_tls(&ctx, "transport_socket", ts)?,
         None => None,
     };
+    let transport_socket_matches = transport_socket_matches(&ctx, c)?;
     Ok(ClusterConfig {
         name: c.name.clone(),
         discovery,
@@ -57,6 +58,7 @@ pub fn compile_cluster(c: &pb::Cluster) -> Result<ClusterConfig, CompileError> {
         max_connection_duration: http.max_connection_duration,
         max_requests_per_connection: http.max_requests_per_connection,
         tls,
+        transport_socket_matches,
         buffer_limit_bytes: u32_or(
             c.per_connection_buffer_limit_bytes.as_ref(),
             DEFAULT_BUFFER_LIMIT_BYTES,
@@ -64,13 +66,54 @@ pub fn compile_cluster(c: &pb::Cluster) -> Result<ClusterConfig, CompileError> {
     })
 }
 
+/// `transport_socket_matches`: labels from each entry's `match` (string or
+/// bool values, as Istio writes `tlsMode: istio`), its socket compiled like
+/// the cluster's own.
+fn transport_socket_matches(
+    ctx: &Ctx,
+    c: &pb::Cluster,
+) -> Result<Vec<crate::model::TransportSocketMatch>, CompileError> {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let mut out = Vec::new();
+    for (i, m) in c.transport_socket_matches.iter().enumerate() {
+        let field = format!("transport_socket_matches[{i}]");
+        let mut labels = std::collections::BTreeMap::new();
+        if let Some(s) = &m.r#match {
+            for (k, v) in &s.fields {
+                let value = match &v.kind {
+                    Some(Kind::StringValue(s)) => s.clone(),
+                    Some(Kind::BoolValue(b)) => b.to_string(),
+                    _ => {
+                        return Err(ctx.unsupported(
+                            &format!("{field}.match.{k}"),
+                            "values other than strings and booleans",
+                        ));
+                    }
+                };
+                labels.insert(k.clone(), value);
+            }
+        }
+        let ts = m
+            .transport_socket
+            .as_ref()
+            .ok_or_else(|| ctx.missing(&format!("{field}.transport_socket")))?;
+        let tls = upstream_tls(ctx, &format!("{field}.transport_socket"), ts)?;
+        out.push(crate::model::TransportSocketMatch {
+            name: m.name.clone(),
+            labels,
+            tls,
+        });
+    }
+    Ok(out)
+}
+
 #[allow(deprecated)]
 fn reject_unsupported(ctx: &Ctx, c: &pb::Cluster) -> Result<(), CompileError> {
     if !c.health_checks.is_empty() {
         return Err(ctx.unsupported("health_checks", "(active health checking)"));
     }
-    if !c.transport_socket_matches.is_empty() || c.transport_socket_matcher.is_some() {
-        return Err(ctx.unsupported("transport_socket_matches", ""));
+    if c.transport_socket_matcher.is_some() {
+        return Err(ctx.unsupported("transport_socket_matcher", ""));
     }
     if let Some(subset) = &c.lb_subset_config
         && !subset.subset_selectors.is_empty()
@@ -505,22 +548,24 @@ fn outlier_detection(
     ctx: &Ctx,
     o: &pb::OutlierDetection,
 ) -> Result<OutlierDetection, CompileError> {
-    // Success-rate and failure-percentage ejection are not implemented:
-    // turning them on explicitly is an error, their default is ignored.
-    if o.failure_percentage_threshold.is_some()
-        || u32_or(o.enforcing_failure_percentage.as_ref(), 0) > 0
-        || u32_or(o.enforcing_failure_percentage_local_origin.as_ref(), 0) > 0
-    {
+    // Success-rate and failure-percentage ejection run on external
+    // (HTTP status) outcomes; their local-origin variants are not
+    // implemented: turning them on explicitly is an error.
+    if u32_or(o.enforcing_failure_percentage_local_origin.as_ref(), 0) > 0 {
         return Err(ctx.unsupported(
-            "failure_percentage_threshold",
-            "(failure percentage ejection)",
+            "enforcing_failure_percentage_local_origin",
+            "(local-origin failure percentage ejection)",
         ));
     }
-    if o.success_rate_stdev_factor.is_some()
-        || o.success_rate_minimum_hosts.is_some()
-        || o.success_rate_request_volume.is_some()
+    if o.split_external_local_origin_errors
+        && o.enforcing_local_origin_success_rate
+            .as_ref()
+            .is_some_and(|v| v.value > 0)
     {
-        return Err(ctx.unsupported("success_rate_stdev_factor", "(success rate ejection)"));
+        return Err(ctx.unsupported(
+            "enforcing_local_origin_success_rate",
+            "(local-origin success rate ejection)",
+        ));
     }
     if !o.monitors.is_empty() {
         return Err(ctx.unsupported("monitors", ""));
@@ -549,6 +594,44 @@ fn outlier_detection(
     }
     .max(base_ejection_time);
     Ok(OutlierDetection {
+        success_rate_minimum_hosts: u32_or(
+            o.success_rate_minimum_hosts.as_ref(),
+            DEFAULT_OUTLIER_SUCCESS_RATE_MINIMUM_HOSTS,
+        ),
+        success_rate_request_volume: u32_or(
+            o.success_rate_request_volume.as_ref(),
+            DEFAULT_OUTLIER_SUCCESS_RATE_REQUEST_VOLUME,
+        ),
+        success_rate_stdev_factor: u32_or(
+            o.success_rate_stdev_factor.as_ref(),
+            DEFAULT_OUTLIER_SUCCESS_RATE_STDEV_FACTOR,
+        ),
+        enforcing_success_rate: percent_field(
+            ctx,
+            "enforcing_success_rate",
+            o.enforcing_success_rate.as_ref(),
+            DEFAULT_OUTLIER_ENFORCING_SUCCESS_RATE,
+        )?,
+        failure_percentage_threshold: percent_field(
+            ctx,
+            "failure_percentage_threshold",
+            o.failure_percentage_threshold.as_ref(),
+            DEFAULT_OUTLIER_FAILURE_PERCENTAGE_THRESHOLD,
+        )?,
+        failure_percentage_minimum_hosts: u32_or(
+            o.failure_percentage_minimum_hosts.as_ref(),
+            DEFAULT_OUTLIER_FAILURE_PERCENTAGE_MINIMUM_HOSTS,
+        ),
+        failure_percentage_request_volume: u32_or(
+            o.failure_percentage_request_volume.as_ref(),
+            DEFAULT_OUTLIER_FAILURE_PERCENTAGE_REQUEST_VOLUME,
+        ),
+        enforcing_failure_percentage: percent_field(
+            ctx,
+            "enforcing_failure_percentage",
+            o.enforcing_failure_percentage.as_ref(),
+            DEFAULT_OUTLIER_ENFORCING_FAILURE_PERCENTAGE,
+        )?,
         consecutive_5xx: u32_or(o.consecutive_5xx.as_ref(), DEFAULT_OUTLIER_CONSECUTIVE_5XX),
         consecutive_gateway_failure: u32_or(
             o.consecutive_gateway_failure.as_ref(),

@@ -96,6 +96,7 @@ fn lb_endpoint(
     }
     let health = health_status(ctx, e.health_status)?;
     let addresses = resolve(ctx, "endpoint.address", endpoint.address.as_ref())?;
+    let transport_socket_match = transport_socket_match(e);
     Ok(addresses
         .into_iter()
         .map(|address| Endpoint {
@@ -103,8 +104,29 @@ fn lb_endpoint(
             weight,
             health,
             hostname: endpoint.hostname.clone(),
+            transport_socket_match: transport_socket_match.clone(),
         })
         .collect())
+}
+
+/// The string values of `metadata.filter_metadata["envoy.transport_socket_match"]`
+/// (what `Cluster.transport_socket_matches` match on; Istio puts `tlsMode` there).
+fn transport_socket_match(e: &pb::LbEndpoint) -> std::collections::BTreeMap<String, String> {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    e.metadata
+        .as_ref()
+        .and_then(|m| m.filter_metadata.get("envoy.transport_socket_match"))
+        .map(|s| {
+            s.fields
+                .iter()
+                .filter_map(|(k, v)| match &v.kind {
+                    Some(Kind::StringValue(s)) => Some((k.clone(), s.clone())),
+                    Some(Kind::BoolValue(b)) => Some((k.clone(), b.to_string())),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn health_status(ctx: &Ctx, v: i32) -> Result<HealthStatus, CompileError> {

@@ -334,9 +334,6 @@ fn http_connection_manager(
     if !h.via.is_empty() {
         return Err(ctx.unsupported("via", &h.via));
     }
-    if h.forward_client_cert_details != 0 || h.set_current_client_cert_details.is_some() {
-        return Err(ctx.unsupported("forward_client_cert_details", ""));
-    }
     if h.always_set_request_id_in_response {
         return Err(ctx.unsupported("always_set_request_id_in_response", "true"));
     }
@@ -366,6 +363,19 @@ fn http_connection_manager(
     if h.tracing.is_some() {
         ctx.note_ignored("tracing", "tracing is not implemented");
     }
+    if h.request_headers_timeout
+        .is_some_and(|d| d.seconds != 0 || d.nanos != 0)
+    {
+        return Err(ctx.unsupported("request_headers_timeout", ""));
+    }
+    if h.internal_address_config.is_some() {
+        // Without it no request counts as internal, so `x-envoy-retry-on`
+        // and friends are stripped, never honoured: the safe reading.
+        ctx.note_ignored(
+            "internal_address_config",
+            "no request is treated as internal; x-envoy-* retry headers are stripped",
+        );
+    }
 
     let http_filters = http_filters(ctx, &h.http_filters)?;
     let access_log = access_logs(ctx, "access_log", &h.access_log)?;
@@ -387,7 +397,10 @@ fn http_connection_manager(
         .and_then(|o| o.allow_absolute_url.as_ref())
         .map(|b| b.value)
         .unwrap_or(true);
+    let (forward_client_cert, client_cert_details) = client_cert(ctx, h)?;
     Ok(HttpConnectionManagerConfig {
+        forward_client_cert,
+        client_cert_details,
         stat_prefix: h.stat_prefix.clone(),
         codec,
         routes,
@@ -686,4 +699,49 @@ fn json_format(
     // The proto map has no order; a stable one keeps log lines comparable.
     out.sort();
     Ok(AccessLogFormat::Json(out))
+}
+
+/// `forward_client_cert_details` and `set_current_client_cert_details`.
+fn client_cert(
+    ctx: &Ctx,
+    h: &envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager,
+) -> Result<
+    (
+        crate::model::ForwardClientCert,
+        crate::model::ClientCertDetails,
+    ),
+    CompileError,
+> {
+    use crate::model::{ClientCertDetails, ForwardClientCert as F};
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::ForwardClientCertDetails as Pb;
+    let mode = match Pb::try_from(h.forward_client_cert_details) {
+        Ok(Pb::Sanitize) => F::Sanitize,
+        Ok(Pb::ForwardOnly) => F::ForwardOnly,
+        Ok(Pb::AppendForward) => F::AppendForward,
+        Ok(Pb::SanitizeSet) => F::SanitizeSet,
+        Ok(Pb::AlwaysForwardOnly) => F::AlwaysForwardOnly,
+        Err(_) => {
+            return Err(ctx.invalid(
+                "forward_client_cert_details",
+                format!("unknown value {}", h.forward_client_cert_details),
+            ));
+        }
+    };
+    let details = match &h.set_current_client_cert_details {
+        None => ClientCertDetails::default(),
+        Some(d) => {
+            if d.cert || d.chain {
+                return Err(ctx.unsupported(
+                    "set_current_client_cert_details.cert",
+                    "(the PEM certificate or chain in XFCC)",
+                ));
+            }
+            ClientCertDetails {
+                subject: d.subject.as_ref().is_some_and(|b| b.value),
+                dns: d.dns,
+                uri: d.uri,
+            }
+        }
+    };
+    Ok((mode, details))
 }

@@ -469,7 +469,9 @@ fn forward(ctx: &Ctx, a: &pb::RouteAction) -> Result<ForwardAction, CompileError
             a.timeout.as_ref(),
             Some(DEFAULT_ROUTE_TIMEOUT),
         )?,
-        idle_timeout: timeout(ctx, "idle_timeout", a.idle_timeout.as_ref(), None)?,
+        // `0s` disables the stream idle timeout for this route; absent keeps
+        // the connection manager's.
+        idle_timeout: opt_duration(ctx, "idle_timeout", a.idle_timeout.as_ref())?,
         retry_policy: a
             .retry_policy
             .as_ref()
@@ -650,9 +652,6 @@ fn retry_policy(ctx: &Ctx, p: &pb::RetryPolicy) -> Result<RetryPolicy, CompileEr
     if p.rate_limited_retry_back_off.is_some() {
         return Err(ctx.unsupported("rate_limited_retry_back_off", ""));
     }
-    if !p.retriable_headers.is_empty() {
-        return Err(ctx.unsupported("retriable_headers", ""));
-    }
     if !p.retriable_request_headers.is_empty() {
         return Err(ctx.unsupported("retriable_request_headers", ""));
     }
@@ -721,6 +720,7 @@ fn retry_policy(ctx: &Ctx, p: &pb::RetryPolicy) -> Result<RetryPolicy, CompileEr
             None,
         )?,
         retriable_status_codes,
+        retriable_headers: header_matchers(ctx, "retriable_headers", &p.retriable_headers)?,
         avoid_previous_hosts,
         host_selection_retry_max_attempts: p
             .host_selection_retry_max_attempts

@@ -90,10 +90,20 @@ pub(crate) fn downstream_tls(
     let cf = format!("{f}.common_tls_context");
     let certificate = certificate(ctx, &cf, &common)?
         .ok_or_else(|| ctx.missing(&format!("{cf}.tls_certificates")))?;
+    let validation = validation(ctx, &cf, &common)?;
+    let require_client_certificate = bool_or(t.require_client_certificate.as_ref(), false);
+    if require_client_certificate && validation.is_none() {
+        // Requiring a certificate nobody checks would look like mTLS
+        // without being it.
+        return Err(ctx.invalid(
+            &format!("{f}.require_client_certificate"),
+            "needs a validation context with trusted_ca to verify client certificates",
+        ));
+    }
     Ok(Some(DownstreamTls {
         certificate,
-        validation: validation(ctx, &cf, &common)?,
-        require_client_certificate: bool_or(t.require_client_certificate.as_ref(), false),
+        validation,
+        require_client_certificate,
         alpn_protocols: common.alpn_protocols.clone(),
     }))
 }

@@ -15,7 +15,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpStream;
 
 use super::forward;
 use super::headers;
@@ -46,6 +45,9 @@ pub struct HcmStats {
     pub rq_direct_response: Counter,
     pub rq_redirect: Counter,
     pub fault: super::fault::FaultStats,
+    pub stream_timeouts: super::stream_timeout::StreamTimeoutStats,
+    pub downstream_cx_idle_timeout: Counter,
+    pub downstream_cx_max_duration_reached: Counter,
 }
 
 impl HcmStats {
@@ -66,6 +68,13 @@ impl HcmStats {
             rq_direct_response: st.counter(&s, "rq_direct_response"),
             rq_redirect: st.counter(&s, "rq_redirect"),
             fault: super::fault::FaultStats::new(st, prefix),
+            stream_timeouts: super::stream_timeout::StreamTimeoutStats {
+                downstream_rq_idle_timeout: st.counter(&s, "downstream_rq_idle_timeout"),
+                downstream_rq_timeout: st.counter(&s, "downstream_rq_timeout"),
+            },
+            downstream_cx_idle_timeout: st.counter(&s, "downstream_cx_idle_timeout"),
+            downstream_cx_max_duration_reached: st
+                .counter(&s, "downstream_cx_max_duration_reached"),
         }
     }
 
@@ -87,15 +96,19 @@ pub struct ConnContext {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub scheme: &'static str,
+    /// The downstream TLS session (peer certificate, our identity), if any.
+    pub tls: Option<Arc<crate::tls::DownstreamTlsInfo>>,
     pub stats: HcmStats,
     /// Requests seen on this connection, for `max_requests_per_connection`.
     pub requests: std::sync::atomic::AtomicU32,
+    /// Active streams and the connection's idle / max duration timers.
+    pub lifetime: Arc<super::connection_lifetime::DownstreamLifetime>,
 }
 
 pub async fn serve(
     shared: Arc<Shared>,
     hcm: Arc<HttpConnectionManagerConfig>,
-    stream: TcpStream,
+    stream: crate::tls::DownstreamStream,
     peer: SocketAddr,
     local: SocketAddr,
 ) {
@@ -103,14 +116,26 @@ pub async fn serve(
     stats.downstream_cx_total.inc();
     stats.downstream_cx_active.inc();
     let mut shutdown = shared.shutdown.subscribe();
+    let lifetime = super::connection_lifetime::DownstreamLifetime::new(
+        hcm.idle_timeout,
+        hcm.max_connection_duration,
+        stats.downstream_cx_idle_timeout.clone(),
+        stats.downstream_cx_max_duration_reached.clone(),
+    );
     let ctx = Arc::new(ConnContext {
         shared,
         hcm: hcm.clone(),
         peer,
         local,
-        scheme: "http",
+        scheme: if stream.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
+        tls: stream.tls.clone(),
         stats: stats.clone(),
         requests: Default::default(),
+        lifetime: lifetime.clone(),
     });
     let service = service_fn(move |req| {
         let ctx = ctx.clone();
@@ -124,11 +149,18 @@ pub async fn serve(
         HttpCodec::Http2 => builder = builder.http2_only(),
         HttpCodec::Auto => {}
     }
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream.io), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
         _ = crate::server::stopped(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        // Idle (no active stream) or past max_connection_duration: close
+        // after the streams in flight, HTTP/2 with a GOAWAY.
+        expiry = lifetime.expired() => {
+            tracing::debug!(%peer, ?expiry, "downstream connection timer fired");
             conn.as_mut().graceful_shutdown();
             conn.await
         }
@@ -145,6 +177,8 @@ pub async fn serve(
 async fn handle(ctx: Arc<ConnContext>, mut req: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
     let active = ctx.shared.active.load_full();
+    let stream = ctx.lifetime.stream_started();
+    let clock = super::stream_timeout::StreamClock::new(ctx.hcm.stream_idle_timeout);
     ctx.stats.downstream_rq_total.inc();
     ctx.stats.downstream_rq_active.inc();
 
@@ -155,6 +189,7 @@ async fn handle(ctx: Arc<ConnContext>, mut req: Request<Incoming>) -> Response<P
     let (mut parts, body) = req.into_parts();
     let received = Arc::new(AtomicU64::new(0));
     let body = boxed(ObservedBody::new(boxed(body), received.clone()));
+    let body = boxed(super::stream_timeout::RequestBody::new(body, clock.clone()));
 
     let protocol = if parts.version == Version::HTTP_2 {
         Protocol::Http2
@@ -190,6 +225,16 @@ async fn handle(ctx: Arc<ConnContext>, mut req: Request<Incoming>) -> Response<P
         ctx.scheme,
         ctx.hcm.use_remote_address,
     );
+    // mTLS: the peer's identity for routing/authorization, and XFCC.
+    crate::tls::xfcc::apply(
+        &mut parts.headers,
+        ctx.hcm.forward_client_cert,
+        ctx.hcm.client_cert_details,
+        ctx.tls.as_deref(),
+    );
+    if let Some(uri) = ctx.tls.as_ref().and_then(|t| t.peer.as_ref()?.uri.clone()) {
+        parts.extensions.insert(crate::tls::PeerIdentity(uri));
+    }
 
     let mut log = LogEntry {
         start: Some(SystemTime::now()),
@@ -207,10 +252,19 @@ async fn handle(ctx: Arc<ConnContext>, mut req: Request<Incoming>) -> Response<P
         ..LogEntry::default()
     };
 
-    let mut response = route(
-        &ctx, &active, parts, body, on_upgrade, &authority, &path, protocol, &mut log,
+    let routed = super::stream_timeout::guard(
+        clock.clone(),
+        ctx.hcm.request_timeout,
+        &ctx.stats.stream_timeouts,
+        route(
+            &ctx, &active, parts, body, on_upgrade, &authority, &path, protocol, &mut log,
+        ),
     )
     .await;
+    let mut response = match routed {
+        Ok(response) => response,
+        Err(timeout) => local(&mut log, timeout.into_reply()),
+    };
     *response.version_mut() = match protocol {
         Protocol::Http2 => Version::HTTP_2,
         Protocol::Http1 => Version::HTTP_11,
@@ -241,10 +295,20 @@ async fn handle(ctx: Arc<ConnContext>, mut req: Request<Incoming>) -> Response<P
     log.response_code = status;
     log.response_headers = response.headers().clone();
     let (parts, body) = response.into_parts();
+    let idle_clock = clock.clone();
+    let body = boxed(super::stream_timeout::IdleBody::new(
+        body,
+        clock,
+        ctx.stats.stream_timeouts.downstream_rq_idle_timeout.clone(),
+    ));
     let sent = Arc::new(AtomicU64::new(0));
     let writer_ctx = ctx.clone();
     let body = ObservedBody::new(body, sent).on_done(move |bytes_sent| {
         writer_ctx.stats.downstream_rq_active.dec();
+        drop(stream);
+        if idle_clock.idle_fired() {
+            log.flags.insert(ResponseFlag::StreamIdleTimeout);
+        }
         log.bytes_sent = bytes_sent;
         log.bytes_received = received.load(std::sync::atomic::Ordering::Relaxed);
         log.duration = started.elapsed();

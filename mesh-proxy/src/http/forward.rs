@@ -167,6 +167,10 @@ pub async fn forward(
         &[wc_headers, &route.headers, &vh.headers, &table.headers],
     );
 
+    // A route's `idle_timeout` replaces the connection manager's
+    // `stream_idle_timeout` for this stream.
+    super::stream_timeout::StreamClock::apply_route_idle_timeout(action.idle_timeout);
+
     // Envoy tells the upstream how long the proxy will wait.
     if let Some(t) = action.timeout
         && let Ok(v) = HeaderValue::from_str(&t.as_millis().to_string())
@@ -175,6 +179,17 @@ pub async fn forward(
             .headers
             .insert(headers::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, v);
     }
+    // The `x-envoy-*` retry headers count only on internal requests; Envoy
+    // strips them from the others. The connection manager's
+    // `internal_address_config` is not in the model yet, so, like Envoy
+    // 1.40 without one, no request is internal.
+    if !retry::request_is_internal(&parts.headers, &[]) {
+        retry::strip_retry_headers(&mut parts.headers);
+    }
+    let effective_policy = retry::effective_policy(
+        action.retry_policy.as_ref().or(vh.retry_policy.as_ref()),
+        &parts.headers,
+    );
     let wire = cluster.protocol(protocol);
     let template = shape(
         &parts.method,
@@ -186,11 +201,7 @@ pub async fn forward(
 
     // Bodies are buffered when a retry or a mirror may need them again.
     // A route's policy replaces its virtual host's.
-    let policy = action
-        .retry_policy
-        .as_ref()
-        .or(vh.retry_policy.as_ref())
-        .filter(|p| p.num_retries > 0);
+    let policy = effective_policy.as_ref().filter(|p| p.num_retries > 0);
     let mirrors: Vec<_> = action
         .mirrors
         .iter()
@@ -309,9 +320,17 @@ pub async fn forward(
     if let Some(w) = weighted {
         headers::apply_response_mutations(&mut resp_parts.headers, &[&w.headers]);
     }
+    // `per_try_idle_timeout` keeps bounding the gaps in the response body.
+    let resp_body = match policy.and_then(|p| p.per_try_idle_timeout) {
+        Some(t) => boxed(super::stream_timeout::IdleBody::new(
+            boxed(resp_body),
+            super::stream_timeout::StreamClock::new(Some(t)),
+            cluster.stats.upstream_rq_per_try_idle_timeout.clone(),
+        )),
+        None => boxed(resp_body),
+    };
     // The host counts as busy (for least request) until the body is done.
-    let body =
-        ObservedBody::new(boxed(resp_body), Default::default()).on_done(move |_| drop(guard));
+    let body = ObservedBody::new(resp_body, Default::default()).on_done(move |_| drop(guard));
     Ok(Response::from_parts(resp_parts, boxed(body)))
 }
 

@@ -17,60 +17,67 @@ pub const X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: &str = "x-envoy-expected-rq-timeout-ms
 
 /// Connection-specific headers that never cross the proxy (RFC 9110 §7.6.1).
 /// `upgrade` and `connection: upgrade` are put back for upgrade requests.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Pre-parsed names: removal by `&str` would parse and hash each name on
+/// every request.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
 ];
 
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers listed in `Connection` are hop-by-hop too.
-    let listed: Vec<HeaderName> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
+    // Headers listed in `Connection` are hop-by-hop too (most requests have
+    // no `Connection` header: no allocation then).
+    if headers.contains_key(http::header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
     }
 }
 
 /// Adds `x-request-id` (a random UUID v4) when the request has none.
-pub fn ensure_request_id(headers: &mut HeaderMap) -> String {
-    if let Some(id) = headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        return id.to_string();
+pub fn ensure_request_id(headers: &mut HeaderMap) {
+    if !headers.contains_key(X_REQUEST_ID) {
+        headers.insert(X_REQUEST_ID, uuid_v4());
     }
-    let id = uuid_v4();
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        headers.insert(X_REQUEST_ID, v);
-    }
-    id
 }
 
-fn uuid_v4() -> String {
+/// A random UUID v4, formatted straight into the header value: this runs on
+/// every request, so no intermediate strings.
+fn uuid_v4() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    let mut out = [0u8; 36];
+    let mut i = 0;
+    for (n, byte) in b.iter().enumerate() {
+        if matches!(n, 4 | 6 | 8 | 10) {
+            out[i] = b'-';
+            i += 1;
+        }
+        out[i] = HEX[usize::from(byte >> 4)];
+        out[i + 1] = HEX[usize::from(byte & 0x0f)];
+        i += 2;
+    }
+    // Only hex digits and dashes: always a valid header value.
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("invalid-uuid"))
 }
 
 /// Envoy's forwarding headers: with `use_remote_address`, the peer address
@@ -155,9 +162,23 @@ mod tests {
     #[test]
     fn request_id_kept_or_generated() {
         let mut h = HeaderMap::new();
-        let id = ensure_request_id(&mut h);
-        assert_eq!(id.len(), 36);
-        assert_eq!(ensure_request_id(&mut h), id);
+        ensure_request_id(&mut h);
+        let id = h[X_REQUEST_ID].to_str().unwrap().to_string();
+        // 8-4-4-4-12 lowercase hex, version 4, RFC 4122 variant.
+        let groups: Vec<&str> = id.split('-').collect();
+        let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+        assert_eq!(lens, [8, 4, 4, 4, 12], "{id}");
+        assert!(
+            id.bytes()
+                .all(|c| c == b'-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert!(groups[2].starts_with('4'), "{id}");
+        assert!(matches!(&groups[3][..1], "8" | "9" | "a" | "b"), "{id}");
+        ensure_request_id(&mut h);
+        assert_eq!(h[X_REQUEST_ID], id.as_str());
+        let mut other = HeaderMap::new();
+        ensure_request_id(&mut other);
+        assert_ne!(other[X_REQUEST_ID], id.as_str());
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub enum ResponseFlag {
     DownstreamProtocolError,
     /// UPE: upstream protocol error.
     UpstreamProtocolError,
+    /// SI: stream idle timeout (`stream_idle_timeout`).
+    StreamIdleTimeout,
 }
 
 impl ResponseFlag {
@@ -57,6 +59,7 @@ impl ResponseFlag {
             ResponseFlag::FaultInjected => 10,
             ResponseFlag::DownstreamConnectionTermination => 14,
             ResponseFlag::UpstreamRetryLimitExceeded => 15,
+            ResponseFlag::StreamIdleTimeout => 16,
             ResponseFlag::NoClusterFound => 21,
             ResponseFlag::DownstreamProtocolError => 23,
             ResponseFlag::UpstreamProtocolError => 25,
@@ -79,6 +82,7 @@ impl ResponseFlag {
             ResponseFlag::FaultInjected => "FI",
             ResponseFlag::DownstreamProtocolError => "DPE",
             ResponseFlag::UpstreamProtocolError => "UPE",
+            ResponseFlag::StreamIdleTimeout => "SI",
         }
     }
 }

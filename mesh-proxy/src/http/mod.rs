@@ -2,7 +2,9 @@
 //! request passes through, one module each.
 //!
 //! ```text
-//! conn_manager (hyper server) --> router::select (virtual host, route)
+//! conn_manager (hyper server; connection_lifetime: idle, max duration)
+//!   --> stream_timeout (stream idle 408/504 SI, request_timeout 408)
+//!   --> router::select (virtual host, route)
 //!   --> headers (request id, forwarding, mutations)
 //!   --> fault (delay DI, abort FI; before anything goes upstream)
 //!   --> forward (cluster choice, request hash, rewrites, mirror copies)
@@ -14,6 +16,7 @@
 
 pub mod attempt;
 pub mod conn_manager;
+pub mod connection_lifetime;
 pub mod fault;
 pub mod forward;
 pub mod headers;
@@ -22,4 +25,5 @@ pub mod matcher;
 pub mod mirror;
 pub mod retry;
 pub mod router;
+pub mod stream_timeout;
 pub mod timeout;

@@ -8,6 +8,19 @@
 //! be replayed; a bigger body streams through once and is never retried.
 //! When retries run out on a retriable outcome the request is flagged
 //! `URX`; an upstream response is still passed through unchanged.
+//!
+//! The policy in force merges the route's (or virtual host's) with the
+//! request headers Envoy's router reads (`x-envoy-retry-on`,
+//! `x-envoy-retry-grpc-on`, `x-envoy-max-retries`,
+//! `x-envoy-retriable-status-codes`, `x-envoy-retriable-header-names`),
+//! which only count on internal requests. As Envoy decides it, a request
+//! is internal when, after the connection manager's `x-forwarded-for`
+//! handling, that header holds exactly one address and it lies in the
+//! connection manager's `internal_address_config` ranges; every other
+//! request has these headers removed (Envoy 1.40 with no
+//! `internal_address_config` treats no address as internal).
+//! `per_try_idle_timeout` bounds each attempt's wait for its response
+//! head, and the gaps between response body frames afterwards.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -24,9 +37,14 @@ use hyper::body::Incoming;
 
 use super::attempt::{self, AttemptFailure, RequestGuard};
 use super::local_reply::{LocalReply, ResponseFlag};
+use super::matcher::{RequestHead, header_matches};
 use crate::access_log::LogEntry;
 use crate::body::{BoxError, ProxyBody};
-use crate::model::RetryPolicy;
+use crate::model::ipnet_like::Cidr;
+use crate::model::{
+    DEFAULT_NUM_RETRIES, DEFAULT_RETRY_BASE_INTERVAL, DEFAULT_RETRY_MAX_INTERVAL_FACTOR,
+    HeaderMatchKind, HeaderMatcher, RetryOn, RetryPolicy,
+};
 use crate::upstream::cluster::{ClusterRuntime, Host};
 use crate::upstream::outlier::Outcome;
 use crate::upstream::pool::Protocol;
@@ -332,6 +350,22 @@ pub fn retriable_head(policy: &RetryPolicy, status: StatusCode, headers: &Header
     {
         return true;
     }
+    if on.retriable_headers && !policy.retriable_headers.is_empty() {
+        let head = RequestHead {
+            method: "",
+            authority: "",
+            path: "",
+            scheme: "",
+            headers,
+        };
+        if policy
+            .retriable_headers
+            .iter()
+            .any(|m| header_matches(m, &head))
+        {
+            return true;
+        }
+    }
     // gRPC conditions read `grpc-status` of a trailers-only response.
     let grpc = headers
         .get("grpc-status")
@@ -358,7 +392,7 @@ fn retriable_failure(policy: &RetryPolicy, failure: &Failure) -> bool {
                 reset_like || (on.refused_stream && error.is_refused_stream())
             }
         }
-        Failure::PerTryTimeout { .. } => reset_like,
+        Failure::PerTryTimeout { .. } | Failure::PerTryIdleTimeout { .. } => reset_like,
         // No host and overflow are not retried, as in Envoy.
         Failure::Attempt(_) => false,
     }
@@ -367,6 +401,7 @@ fn retriable_failure(policy: &RetryPolicy, failure: &Failure) -> bool {
 enum Failure {
     Attempt(AttemptFailure),
     PerTryTimeout { timeout: Duration },
+    PerTryIdleTimeout { timeout: Duration },
 }
 
 /// What the stage hands back on success.
@@ -406,16 +441,34 @@ pub async fn run(
             _ => (&[][..], 0),
         };
         let fut = attempt::send(cluster, hash, request, protocol, chosen, avoid, reselect);
-        let outcome = match policy.and_then(|p| p.per_try_timeout) {
-            Some(t) => match tokio::time::timeout(t, fut).await {
+        // The per-try timeout and, before the response head, the per-try
+        // idle timeout (nothing comes back at all) bound the attempt.
+        let per_try = policy.and_then(|p| p.per_try_timeout);
+        let per_try_idle = policy.and_then(|p| p.per_try_idle_timeout);
+        let limit = match (per_try, per_try_idle) {
+            (Some(a), Some(b)) => Some((a.min(b), b < a)),
+            (Some(a), None) => Some((a, false)),
+            (None, Some(b)) => Some((b, true)),
+            (None, None) => None,
+        };
+        let outcome = match limit {
+            Some((t, idle)) => match tokio::time::timeout(t, fut).await {
                 Ok(r) => r.map_err(Failure::Attempt),
                 Err(_) => {
-                    cluster.stats.upstream_rq_per_try_timeout.inc();
+                    if idle {
+                        cluster.stats.upstream_rq_per_try_idle_timeout.inc();
+                    } else {
+                        cluster.stats.upstream_rq_per_try_timeout.inc();
+                    }
                     if let Some(host) = chosen.as_ref() {
                         host.state.stats.rq_timeout.inc();
                         cluster.record_outcome(host, Outcome::LocalFailure);
                     }
-                    Err(Failure::PerTryTimeout { timeout: t })
+                    if idle {
+                        Err(Failure::PerTryIdleTimeout { timeout: t })
+                    } else {
+                        Err(Failure::PerTryTimeout { timeout: t })
+                    }
                 }
             },
             None => fut.await.map_err(Failure::Attempt),
@@ -488,6 +541,13 @@ fn finish(
             reply.reason.push_str(&suffix);
             Err(reply)
         }
+        Err(Failure::PerTryIdleTimeout { timeout }) => Err(LocalReply::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            ResponseFlag::UpstreamRequestTimeout,
+            format!(
+                "upstream request timeout: nothing back within the per-try idle timeout of {timeout:?} from cluster {cluster}{suffix}"
+            ),
+        )),
         Err(Failure::PerTryTimeout { timeout }) => Err(LocalReply::new(
             StatusCode::GATEWAY_TIMEOUT,
             ResponseFlag::UpstreamRequestTimeout,
@@ -498,10 +558,154 @@ fn finish(
     }
 }
 
+/// Request headers that shape retries, as Envoy's router reads them.
+pub const X_ENVOY_RETRY_ON: &str = "x-envoy-retry-on";
+pub const X_ENVOY_RETRY_GRPC_ON: &str = "x-envoy-retry-grpc-on";
+pub const X_ENVOY_MAX_RETRIES: &str = "x-envoy-max-retries";
+pub const X_ENVOY_RETRIABLE_STATUS_CODES: &str = "x-envoy-retriable-status-codes";
+pub const X_ENVOY_RETRIABLE_HEADER_NAMES: &str = "x-envoy-retriable-header-names";
+const RETRY_HEADERS: [&str; 5] = [
+    X_ENVOY_RETRY_ON,
+    X_ENVOY_RETRY_GRPC_ON,
+    X_ENVOY_MAX_RETRIES,
+    X_ENVOY_RETRIABLE_STATUS_CODES,
+    X_ENVOY_RETRIABLE_HEADER_NAMES,
+];
+
+/// Whether a request is internal, Envoy's way: `x-forwarded-for` (as the
+/// connection manager left it, the peer appended under
+/// `use_remote_address`) holds exactly one address, inside `internal`
+/// (the `internal_address_config` CIDR ranges).
+pub fn request_is_internal(headers: &HeaderMap, internal: &[Cidr]) -> bool {
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    match entries.as_slice() {
+        [one] => one
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| internal.iter().any(|c| c.contains(ip))),
+        _ => false,
+    }
+}
+
+/// Removes the retry headers of an untrusted request, so they neither
+/// count here nor travel upstream.
+pub fn strip_retry_headers(headers: &mut HeaderMap) {
+    for h in RETRY_HEADERS {
+        headers.remove(h);
+    }
+}
+
+/// The policy in force for one request: `configured` (route, else virtual
+/// host) merged with the request's retry headers. Conditions from
+/// `x-envoy-retry-on` / `x-envoy-retry-grpc-on` add to the configured
+/// ones (unknown ones are ignored, as Envoy does); with no configured
+/// policy they alone enable retries (one by default);
+/// `x-envoy-max-retries` replaces the number of retries whenever some
+/// condition is on.
+pub fn effective_policy(
+    configured: Option<&RetryPolicy>,
+    headers: &HeaderMap,
+) -> Option<RetryPolicy> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let header_on = [text(X_ENVOY_RETRY_ON), text(X_ENVOY_RETRY_GRPC_ON)]
+        .into_iter()
+        .flatten()
+        .fold(RetryOn::default(), |mut on, s| {
+            merge_conditions(&mut on, s);
+            on
+        });
+    let mut policy = match configured {
+        Some(p) => p.clone(),
+        None if header_on == RetryOn::default() => return None,
+        None => RetryPolicy {
+            retry_on: RetryOn::default(),
+            num_retries: DEFAULT_NUM_RETRIES,
+            per_try_timeout: None,
+            per_try_idle_timeout: None,
+            retriable_status_codes: vec![],
+            retriable_headers: vec![],
+            avoid_previous_hosts: false,
+            host_selection_retry_max_attempts: 1,
+            base_interval: DEFAULT_RETRY_BASE_INTERVAL,
+            max_interval: DEFAULT_RETRY_BASE_INTERVAL * DEFAULT_RETRY_MAX_INTERVAL_FACTOR,
+        },
+    };
+    let on = &mut policy.retry_on;
+    let h = header_on;
+    on.server_error_5xx |= h.server_error_5xx;
+    on.gateway_error |= h.gateway_error;
+    on.reset |= h.reset;
+    on.connect_failure |= h.connect_failure;
+    on.refused_stream |= h.refused_stream;
+    on.retriable_4xx |= h.retriable_4xx;
+    on.retriable_status_codes |= h.retriable_status_codes;
+    on.retriable_headers |= h.retriable_headers;
+    on.grpc_cancelled |= h.grpc_cancelled;
+    on.grpc_deadline_exceeded |= h.grpc_deadline_exceeded;
+    on.grpc_internal |= h.grpc_internal;
+    on.grpc_resource_exhausted |= h.grpc_resource_exhausted;
+    on.grpc_unavailable |= h.grpc_unavailable;
+    if let Some(codes) = text(X_ENVOY_RETRIABLE_STATUS_CODES) {
+        policy.retriable_status_codes.extend(
+            codes
+                .split(',')
+                .filter_map(|c| c.trim().parse::<u16>().ok())
+                .filter(|c| (100..=599).contains(c)),
+        );
+    }
+    if let Some(names) = text(X_ENVOY_RETRIABLE_HEADER_NAMES) {
+        policy.retriable_headers.extend(
+            names
+                .split(',')
+                .map(|n| n.trim().to_ascii_lowercase())
+                .filter(|n| !n.is_empty())
+                .map(|name| HeaderMatcher {
+                    name,
+                    kind: HeaderMatchKind::Present(true),
+                    invert: false,
+                    treat_missing_as_empty: false,
+                }),
+        );
+    }
+    if policy.retry_on != RetryOn::default()
+        && let Some(n) = text(X_ENVOY_MAX_RETRIES).and_then(|v| v.trim().parse::<u32>().ok())
+    {
+        policy.num_retries = n;
+    }
+    Some(policy)
+}
+
+/// Adds the conditions named in a header value; unknown names are skipped.
+fn merge_conditions(on: &mut RetryOn, s: &str) {
+    for cond in s.split(',').map(str::trim) {
+        match cond {
+            "5xx" => on.server_error_5xx = true,
+            "gateway-error" => on.gateway_error = true,
+            "reset" => on.reset = true,
+            "connect-failure" => on.connect_failure = true,
+            "refused-stream" => on.refused_stream = true,
+            "retriable-4xx" => on.retriable_4xx = true,
+            "retriable-status-codes" => on.retriable_status_codes = true,
+            "retriable-headers" => on.retriable_headers = true,
+            "cancelled" => on.grpc_cancelled = true,
+            "deadline-exceeded" => on.grpc_deadline_exceeded = true,
+            "internal" => on.grpc_internal = true,
+            "resource-exhausted" => on.grpc_resource_exhausted = true,
+            "unavailable" => on.grpc_unavailable = true,
+            _ => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::RetryOn;
 
     fn policy(on: RetryOn) -> RetryPolicy {
         RetryPolicy {
@@ -510,6 +714,7 @@ mod tests {
             per_try_timeout: None,
             per_try_idle_timeout: None,
             retriable_status_codes: vec![418],
+            retriable_headers: vec![],
             avoid_previous_hosts: false,
             host_selection_retry_max_attempts: 1,
             base_interval: Duration::from_millis(25),
@@ -579,5 +784,54 @@ mod tests {
         };
         let all = s.collect().await.unwrap().to_bytes();
         assert_eq!(all, Bytes::from("hello world"));
+    }
+
+    #[test]
+    fn request_headers_merge_into_the_policy() {
+        let mut h = HeaderMap::new();
+        assert!(effective_policy(None, &h).is_none());
+        h.insert(X_ENVOY_MAX_RETRIES, "4".parse().unwrap());
+        assert!(
+            effective_policy(None, &h).is_none(),
+            "no condition, no retries"
+        );
+        h.insert(X_ENVOY_RETRY_ON, "5xx, bogus".parse().unwrap());
+        let p = effective_policy(None, &h).unwrap();
+        assert!(p.retry_on.server_error_5xx);
+        assert_eq!(p.num_retries, 4);
+        let configured = policy(RetryOn {
+            gateway_error: true,
+            ..Default::default()
+        });
+        h.insert(X_ENVOY_RETRY_ON, "retriable-headers".parse().unwrap());
+        h.insert(
+            X_ENVOY_RETRIABLE_HEADER_NAMES,
+            "X-Retry-Me".parse().unwrap(),
+        );
+        h.insert(X_ENVOY_RETRIABLE_STATUS_CODES, "429,bad".parse().unwrap());
+        let p = effective_policy(Some(&configured), &h).unwrap();
+        assert!(p.retry_on.gateway_error && p.retry_on.retriable_headers);
+        assert_eq!(p.retriable_status_codes, vec![418, 429]);
+        let mut resp = HeaderMap::new();
+        assert!(!retriable_head(&p, StatusCode::OK, &resp));
+        resp.insert("x-retry-me", "1".parse().unwrap());
+        assert!(retriable_head(&p, StatusCode::OK, &resp));
+    }
+
+    #[test]
+    fn internal_requests_have_one_forwarded_address_in_range() {
+        let loopback = [Cidr {
+            address: "127.0.0.0".parse().unwrap(),
+            prefix_len: 8,
+        }];
+        let mut h = HeaderMap::new();
+        assert!(!request_is_internal(&h, &loopback), "no address at all");
+        h.insert("x-forwarded-for", "127.0.0.1".parse().unwrap());
+        assert!(request_is_internal(&h, &loopback));
+        assert!(!request_is_internal(&h, &[]), "no internal ranges");
+        h.insert("x-forwarded-for", "10.0.0.1, 127.0.0.1".parse().unwrap());
+        assert!(!request_is_internal(&h, &loopback), "two hops");
+        h.insert("x-forwarded-for", "8.8.8.8".parse().unwrap());
+        assert!(!request_is_internal(&h, &loopback));
     }
 }

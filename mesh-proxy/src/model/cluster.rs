@@ -33,6 +33,17 @@ pub const DEFAULT_OUTLIER_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_OUTLIER_BASE_EJECTION_TIME: Duration = Duration::from_secs(30);
 pub const DEFAULT_OUTLIER_MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
 pub const DEFAULT_OUTLIER_MAX_EJECTION_PERCENT: u32 = 10;
+/// `OutlierDetection` success-rate defaults (`success_rate_stdev_factor` is
+/// in thousandths: 1900 is 1.9 standard deviations).
+pub const DEFAULT_OUTLIER_SUCCESS_RATE_MINIMUM_HOSTS: u32 = 5;
+pub const DEFAULT_OUTLIER_SUCCESS_RATE_REQUEST_VOLUME: u32 = 100;
+pub const DEFAULT_OUTLIER_SUCCESS_RATE_STDEV_FACTOR: u32 = 1900;
+pub const DEFAULT_OUTLIER_ENFORCING_SUCCESS_RATE: u32 = 100;
+/// `OutlierDetection` failure-percentage defaults (enforcing is off).
+pub const DEFAULT_OUTLIER_FAILURE_PERCENTAGE_THRESHOLD: u32 = 85;
+pub const DEFAULT_OUTLIER_FAILURE_PERCENTAGE_MINIMUM_HOSTS: u32 = 5;
+pub const DEFAULT_OUTLIER_FAILURE_PERCENTAGE_REQUEST_VOLUME: u32 = 50;
+pub const DEFAULT_OUTLIER_ENFORCING_FAILURE_PERCENTAGE: u32 = 0;
 
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -48,8 +59,12 @@ pub struct ClusterConfig {
     pub max_connection_duration: Option<Duration>,
     /// `max_requests_per_connection`; 1 disables keep-alive.
     pub max_requests_per_connection: Option<u32>,
-    /// Upstream TLS (`transport_socket`); wired by the mTLS work.
+    /// Upstream TLS (`transport_socket`); `None` is plaintext.
     pub tls: Option<UpstreamTls>,
+    /// `transport_socket_matches`: per endpoint, the first entry whose
+    /// labels all appear in the endpoint's `envoy.transport_socket_match`
+    /// metadata picks the transport; no match falls back to `tls`.
+    pub transport_socket_matches: Vec<TransportSocketMatch>,
     /// `per_connection_buffer_limit_bytes`, used as the retry replay limit.
     pub buffer_limit_bytes: u32,
 }
@@ -133,6 +148,45 @@ pub struct OutlierDetection {
     pub enforcing_consecutive_5xx: u32,
     pub enforcing_consecutive_gateway_failure: u32,
     pub enforcing_consecutive_local_origin_failure: u32,
+    /// Success-rate ejection, run at each `interval` over the hosts with
+    /// at least `success_rate_request_volume` requests in it.
+    pub success_rate_minimum_hosts: u32,
+    pub success_rate_request_volume: u32,
+    /// Thousandths of a standard deviation below the mean.
+    pub success_rate_stdev_factor: u32,
+    pub enforcing_success_rate: u32,
+    /// Failure-percentage ejection, run at each `interval`.
+    pub failure_percentage_threshold: u32,
+    pub failure_percentage_minimum_hosts: u32,
+    pub failure_percentage_request_volume: u32,
+    pub enforcing_failure_percentage: u32,
+}
+
+impl Default for OutlierDetection {
+    /// Envoy's defaults for every field.
+    fn default() -> Self {
+        OutlierDetection {
+            consecutive_5xx: DEFAULT_OUTLIER_CONSECUTIVE_5XX,
+            consecutive_gateway_failure: DEFAULT_OUTLIER_CONSECUTIVE_GATEWAY_FAILURE,
+            consecutive_local_origin_failure: DEFAULT_OUTLIER_CONSECUTIVE_LOCAL_ORIGIN_FAILURE,
+            split_external_local_origin_failure: false,
+            interval: DEFAULT_OUTLIER_INTERVAL,
+            base_ejection_time: DEFAULT_OUTLIER_BASE_EJECTION_TIME,
+            max_ejection_time: DEFAULT_OUTLIER_MAX_EJECTION_TIME,
+            max_ejection_percent: DEFAULT_OUTLIER_MAX_EJECTION_PERCENT,
+            enforcing_consecutive_5xx: 100,
+            enforcing_consecutive_gateway_failure: 0,
+            enforcing_consecutive_local_origin_failure: 100,
+            success_rate_minimum_hosts: DEFAULT_OUTLIER_SUCCESS_RATE_MINIMUM_HOSTS,
+            success_rate_request_volume: DEFAULT_OUTLIER_SUCCESS_RATE_REQUEST_VOLUME,
+            success_rate_stdev_factor: DEFAULT_OUTLIER_SUCCESS_RATE_STDEV_FACTOR,
+            enforcing_success_rate: DEFAULT_OUTLIER_ENFORCING_SUCCESS_RATE,
+            failure_percentage_threshold: DEFAULT_OUTLIER_FAILURE_PERCENTAGE_THRESHOLD,
+            failure_percentage_minimum_hosts: DEFAULT_OUTLIER_FAILURE_PERCENTAGE_MINIMUM_HOSTS,
+            failure_percentage_request_volume: DEFAULT_OUTLIER_FAILURE_PERCENTAGE_REQUEST_VOLUME,
+            enforcing_failure_percentage: DEFAULT_OUTLIER_ENFORCING_FAILURE_PERCENTAGE,
+        }
+    }
 }
 
 /// Upstream TLS settings of a cluster (filled in by the mTLS work).
@@ -144,6 +198,33 @@ pub struct UpstreamTls {
     pub trusted_ca: Option<super::TlsCaSource>,
     /// Acceptable server identities (SPIFFE URI SANs).
     pub match_subject_alt_names: Vec<StringMatcher>,
+}
+
+/// One `Cluster.TransportSocketMatch`.
+#[derive(Debug, Clone)]
+pub struct TransportSocketMatch {
+    pub name: String,
+    /// `match`: every pair must be in the endpoint's metadata; empty
+    /// matches every endpoint.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `None`: plaintext (`raw_buffer`).
+    pub tls: Option<UpstreamTls>,
+}
+
+impl ClusterConfig {
+    /// The transport for an endpoint: the first matching
+    /// `transport_socket_matches` entry, else the cluster's own.
+    pub fn transport_for(&self, endpoint: &Endpoint) -> Option<&UpstreamTls> {
+        for m in &self.transport_socket_matches {
+            if m.labels
+                .iter()
+                .all(|(k, v)| endpoint.transport_socket_match.get(k) == Some(v))
+            {
+                return m.tls.as_ref();
+            }
+        }
+        self.tls.as_ref()
+    }
 }
 
 /// A `ClusterLoadAssignment`.
@@ -178,6 +259,9 @@ pub struct Endpoint {
     pub weight: u32,
     pub health: HealthStatus,
     pub hostname: String,
+    /// `metadata.filter_metadata["envoy.transport_socket_match"]` (string
+    /// values), matched by `transport_socket_matches`.
+    pub transport_socket_match: std::collections::BTreeMap<String, String>,
 }
 
 /// `core.v3.HealthStatus` as reported by EDS.

@@ -167,6 +167,35 @@ pub struct HttpConnectionManagerConfig {
     /// Accept absolute-form request targets (`GET http://host/path`), so the
     /// listener also works as an `http_proxy`. Always on for outbound listeners.
     pub accept_absolute_form: bool,
+    /// `forward_client_cert_details` (XFCC handling).
+    pub forward_client_cert: ForwardClientCert,
+    /// `set_current_client_cert_details`.
+    pub client_cert_details: ClientCertDetails,
+}
+
+/// `HttpConnectionManager.ForwardClientCertDetails`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardClientCert {
+    /// Drop the header (Envoy's default).
+    #[default]
+    Sanitize,
+    /// mTLS: forward as received.
+    ForwardOnly,
+    /// mTLS: append this hop's element.
+    AppendForward,
+    /// mTLS: replace with this hop's element.
+    SanitizeSet,
+    /// Forward as received, mTLS or not.
+    AlwaysForwardOnly,
+}
+
+/// `HttpConnectionManager.SetCurrentClientCertDetails` (`cert`/`chain`
+/// are refused by the compiler: they would copy whole PEMs into a header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClientCertDetails {
+    pub subject: bool,
+    pub dns: bool,
+    pub uri: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -130,7 +130,8 @@ pub struct ForwardAction {
     /// `timeout`; `None` disables it (`0s` in xDS). Absent in xDS is
     /// [`DEFAULT_ROUTE_TIMEOUT`], applied by the compiler.
     pub timeout: Option<Duration>,
-    /// `idle_timeout` of the stream.
+    /// `idle_timeout` of the stream: replaces the connection manager's
+    /// `stream_idle_timeout`; `Some(0)` disables it, `None` keeps the HCM's.
     pub idle_timeout: Option<Duration>,
     pub retry_policy: Option<RetryPolicy>,
     pub hash_policy: Vec<HashPolicy>,
@@ -195,6 +196,9 @@ pub struct RetryPolicy {
     pub per_try_timeout: Option<Duration>,
     pub per_try_idle_timeout: Option<Duration>,
     pub retriable_status_codes: Vec<u16>,
+    /// `retriable_headers`: with the `retriable-headers` condition, a
+    /// response matching any of these is retried.
+    pub retriable_headers: Vec<HeaderMatcher>,
     /// `envoy.retry_host_predicates.previous_hosts`.
     pub avoid_previous_hosts: bool,
     /// `host_selection_retry_max_attempts` (default 1).

@@ -14,10 +14,9 @@ use super::circuit_breaker::{BreakerStats, CircuitBreaker};
 use super::lb::LoadBalancer;
 use super::outlier::{OutlierState, OutlierStats};
 use super::pool::{Pool, PoolClusterStats, PoolSettings, Protocol};
-use crate::model::{
-    ClusterConfig, DEFAULT_UPSTREAM_IDLE_TIMEOUT, HealthStatus, Snapshot, UpstreamProtocol,
-};
+use crate::model::{ClusterConfig, HealthStatus, Snapshot, UpstreamProtocol};
 use crate::stats::{Counter, Gauge, Scope, Stats};
+use crate::tls::{TlsContexts, UpstreamTlsStats, UpstreamTransport};
 
 /// Per-host counters shown by `/clusters`.
 #[derive(Debug, Default)]
@@ -215,6 +214,8 @@ pub struct ClusterStats {
     pub upstream_rq_retry_success: Counter,
     pub upstream_rq_retry_limit_exceeded: Counter,
     pub upstream_rq_per_try_timeout: Counter,
+    /// `per_try_idle_timeout` fired (resilience).
+    pub upstream_rq_per_try_idle_timeout: Counter,
     pub pool: PoolClusterStats,
     pub outlier: OutlierStats,
 }
@@ -238,12 +239,15 @@ impl ClusterStats {
             upstream_rq_retry_success: stats.counter(&s, "upstream_rq_retry_success"),
             upstream_rq_retry_limit_exceeded: stats.counter(&s, "upstream_rq_retry_limit_exceeded"),
             upstream_rq_per_try_timeout: stats.counter(&s, "upstream_rq_per_try_timeout"),
+            upstream_rq_per_try_idle_timeout: stats.counter(&s, "upstream_rq_per_try_idle_timeout"),
             outlier: OutlierStats::new(stats, name),
             pool: PoolClusterStats {
                 cx_total: stats.counter(&s, "upstream_cx_total"),
                 cx_active: stats.gauge(&s, "upstream_cx_active"),
                 cx_connect_fail: stats.counter(&s, "upstream_cx_connect_fail"),
                 cx_connect_timeout: stats.counter(&s, "upstream_cx_connect_timeout"),
+                cx_idle_timeout: stats.counter(&s, "upstream_cx_idle_timeout"),
+                cx_max_duration_reached: stats.counter(&s, "upstream_cx_max_duration_reached"),
             },
         }
     }
@@ -307,7 +311,12 @@ impl ClusterRuntime {
         let mut tries = 0;
         while tries < ejection_tries {
             let host = self.lb.pick(&self.hosts, hash)?;
-            if detecting && host.state.outlier.is_ejected(Some(&self.stats.outlier)) {
+            if detecting
+                && host.state.outlier.is_ejected(
+                    self.config.outlier_detection.as_ref(),
+                    Some(&self.stats.outlier),
+                )
+            {
                 tries += 1;
                 last = Some(host);
                 continue;
@@ -323,45 +332,9 @@ impl ClusterRuntime {
     }
 
     /// Counts an outcome for the host and ejects it when a threshold fires
-    /// and `max_ejection_percent` allows.
+    /// and `max_ejection_percent` allows (see `outlier`, resilience).
     pub fn record_outcome(&self, host: &Host, outcome: super::outlier::Outcome) {
-        let Some(cfg) = &self.config.outlier_detection else {
-            return;
-        };
-        let Some(reason) = host.state.outlier.record(cfg, outcome) else {
-            return;
-        };
-        let ejected = self
-            .hosts
-            .all
-            .iter()
-            .filter(|h| h.state.outlier.marked_ejected())
-            .count();
-        if !super::outlier::may_eject(ejected, self.hosts.all.len(), cfg.max_ejection_percent) {
-            self.stats.outlier.ejections_overflow.inc();
-            host.state.outlier.reset_counts();
-            return;
-        }
-        let time = host.state.outlier.eject(cfg);
-        let s = &self.stats.outlier;
-        s.ejections_enforced_total.inc();
-        s.ejections_active.inc();
-        match reason {
-            super::outlier::Reason::Consecutive5xx => s.ejections_enforced_consecutive_5xx.inc(),
-            super::outlier::Reason::GatewayFailure => {
-                s.ejections_enforced_consecutive_gateway_failure.inc()
-            }
-            super::outlier::Reason::LocalOrigin => {
-                s.ejections_enforced_consecutive_local_origin_failure.inc()
-            }
-        }
-        tracing::info!(
-            cluster = %self.config.name,
-            host = %host.state.address,
-            ?reason,
-            ejection_time = ?time,
-            "outlier detection ejected a host"
-        );
+        super::outlier::record_outcome(self, host, outcome);
     }
 }
 
@@ -370,7 +343,12 @@ pub type ClusterMap = HashMap<String, Arc<ClusterRuntime>>;
 
 /// Builds runtimes for `snapshot`, reusing what `previous` has for
 /// unchanged clusters and unchanged addresses.
-pub fn build_clusters(snapshot: &Snapshot, previous: &ClusterMap, stats: &Stats) -> ClusterMap {
+pub fn build_clusters(
+    snapshot: &Snapshot,
+    previous: &ClusterMap,
+    stats: &Stats,
+    tls: &Arc<TlsContexts>,
+) -> ClusterMap {
     let mut out = ClusterMap::new();
     for (name, config) in &snapshot.clusters {
         let endpoints = snapshot.endpoints_of(config);
@@ -393,17 +371,26 @@ pub fn build_clusters(snapshot: &Snapshot, previous: &ClusterMap, stats: &Stats)
                 BreakerStats::new(stats, name),
             )),
         };
-        let settings = PoolSettings {
+        let base_settings = PoolSettings {
             connect_timeout: config.connect_timeout,
-            idle_timeout: Some(config.idle_timeout.unwrap_or(DEFAULT_UPSTREAM_IDLE_TIMEOUT)),
+            // The compiler already put in Envoy's 1 h default; `None` is `0s`
+            // (disabled).
+            idle_timeout: config.idle_timeout,
             max_requests_per_connection: config.max_requests_per_connection,
+            max_connection_duration: config.max_connection_duration,
+            tls: None,
         };
+        let tls_stats = (config.tls.is_some()
+            || config
+                .transport_socket_matches
+                .iter()
+                .any(|m| m.tls.is_some()))
+        .then(|| UpstreamTlsStats::new(stats, name));
         let reusable: HashMap<SocketAddr, Arc<HostState>> = old
             .map(|o| {
                 o.hosts
                     .all
                     .iter()
-                    .filter(|h| *h.state.pool.settings() == settings)
                     .map(|h| (h.state.address, h.state.clone()))
                     .collect()
             })
@@ -412,7 +399,19 @@ pub fn build_clusters(snapshot: &Snapshot, previous: &ClusterMap, stats: &Stats)
         if let Some(set) = &endpoints {
             for locality in &set.localities {
                 for ep in &locality.endpoints {
-                    let state = reusable.get(&ep.address).cloned().unwrap_or_else(|| {
+                    let mut settings = base_settings.clone();
+                    settings.tls = config.transport_for(ep).map(|t| {
+                        Arc::new(UpstreamTransport::new(
+                            t.clone(),
+                            tls.clone(),
+                            tls_stats.clone().unwrap_or_default(),
+                        ))
+                    });
+                    let reused = reusable
+                        .get(&ep.address)
+                        .filter(|s| *s.pool.settings() == settings)
+                        .cloned();
+                    let state = reused.unwrap_or_else(|| {
                         let host_stats = Arc::new(HostStats::default());
                         Arc::new(HostState {
                             address: ep.address,
@@ -455,17 +454,17 @@ pub fn build_clusters(snapshot: &Snapshot, previous: &ClusterMap, stats: &Stats)
             .membership_healthy
             .set(hosts.healthy_count() as i64);
         let lb = LoadBalancer::new(&config.lb_policy, &hosts);
-        out.insert(
-            name.clone(),
-            Arc::new(ClusterRuntime {
-                config: config.clone(),
-                hosts,
-                lb,
-                stats: cluster_stats,
-                breaker,
-                fingerprint,
-            }),
-        );
+        let runtime = Arc::new(ClusterRuntime {
+            config: config.clone(),
+            hosts,
+            lb,
+            stats: cluster_stats,
+            breaker,
+            fingerprint,
+        });
+        // Outlier detection's `interval` sweeps (resilience).
+        super::outlier::spawn_interval_timer(&runtime);
+        out.insert(name.clone(), runtime);
     }
     out
 }
@@ -483,6 +482,8 @@ pub(crate) mod tests {
             connect_timeout: Duration::from_secs(1),
             idle_timeout: None,
             max_requests_per_connection: None,
+            max_connection_duration: None,
+            tls: None,
         };
         Arc::new(Host {
             state: Arc::new(HostState {

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -15,6 +15,7 @@ use super::circuit_breaker::{CircuitBreaker, Overflow};
 use super::cluster::HostStats;
 use crate::body::ProxyBody;
 use crate::stats::{Counter, Gauge};
+use crate::tls::stream::{MaybeTls, UpstreamIo};
 
 /// Which wire protocol a request goes upstream with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +31,12 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     pub idle_timeout: Option<Duration>,
     pub max_requests_per_connection: Option<u32>,
+    /// `max_connection_duration` (resilience; HTTP/1.1 connections).
+    pub max_connection_duration: Option<Duration>,
+    /// TLS for this endpoint (the cluster's `transport_socket` or the
+    /// matching `transport_socket_matches` entry); part of the pool's
+    /// identity, so TLS and plaintext connections never share a pool.
+    pub tls: Option<Arc<crate::tls::UpstreamTransport>>,
 }
 
 /// Cluster-wide connection counters the pool updates.
@@ -39,6 +46,9 @@ pub struct PoolClusterStats {
     pub cx_active: Gauge,
     pub cx_connect_fail: Counter,
     pub cx_connect_timeout: Counter,
+    /// `upstream_cx_idle_timeout` / `upstream_cx_max_duration_reached`.
+    pub cx_idle_timeout: Counter,
+    pub cx_max_duration_reached: Counter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +70,8 @@ pub enum UpstreamError {
         #[source]
         source: hyper::Error,
     },
+    #[error("upstream connect error: upstream TLS: {reason} (connecting to {address})")]
+    Tls { address: SocketAddr, reason: String },
     #[error("upstream overflow: circuit breaker of {address}'s cluster: {overflow}")]
     Overflow {
         address: SocketAddr,
@@ -104,8 +116,9 @@ impl UpstreamError {
 
 struct IdleConnection {
     sender: http1::SendRequest<ProxyBody>,
-    idle_since: Instant,
     used: u32,
+    /// Idle timeout and max duration timers (resilience).
+    lifetime: Arc<crate::http::connection_lifetime::UpstreamLifetime>,
 }
 
 pub struct Pool {
@@ -229,7 +242,7 @@ impl Pool {
             self.breaker.wait_released().await;
         }
         drop(pending);
-        let stream = match self.connect().await {
+        let stream = match self.connect(Some(false)).await {
             Ok(s) => s,
             Err(e) => {
                 self.release_connection();
@@ -245,13 +258,25 @@ impl Pool {
                     source,
                 }
             })?;
+        // Resilience: the connection's I/O task also ends (closing it) when
+        // its idle timeout or max duration fires while it waits in the pool.
+        let lifetime = crate::http::connection_lifetime::UpstreamLifetime::new(
+            self.settings.idle_timeout,
+            self.settings.max_connection_duration,
+            self.cluster_stats.cx_idle_timeout.clone(),
+            self.cluster_stats.cx_max_duration_reached.clone(),
+        );
+        let timers = lifetime.clone();
         self.spawn_connection(async move {
-            let _ = conn.with_upgrades().await;
+            tokio::select! {
+                _ = conn.with_upgrades() => {}
+                _ = timers.expired() => {}
+            }
         });
         let mut conn = IdleConnection {
             sender,
-            idle_since: Instant::now(),
             used: 0,
+            lifetime,
         };
         let resp = conn
             .sender
@@ -271,11 +296,8 @@ impl Pool {
     fn take_idle(&self) -> Option<IdleConnection> {
         let mut idle = self.idle_http1.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(conn) = idle.pop() {
-            let expired = self
-                .settings
-                .idle_timeout
-                .is_some_and(|t| conn.idle_since.elapsed() >= t);
-            if !expired && conn.sender.is_ready() {
+            // `take` refuses a connection its timers closed (resilience).
+            if conn.sender.is_ready() && conn.lifetime.take() {
                 return Some(conn);
             }
         }
@@ -305,7 +327,10 @@ impl Pool {
             if draining.load(std::sync::atomic::Ordering::Acquire) {
                 return;
             }
-            conn.idle_since = Instant::now();
+            // Past max_connection_duration: close instead (resilience).
+            if !conn.lifetime.went_idle() {
+                return;
+            }
             idle.push(conn);
             drop(idle);
             breaker.connection_idle();
@@ -330,7 +355,7 @@ impl Pool {
                             overflow: Overflow::Pending(0),
                         });
                     }
-                    let stream = match self.connect().await {
+                    let stream = match self.connect(Some(true)).await {
                         Ok(s) => s,
                         Err(e) => {
                             self.release_connection();
@@ -396,7 +421,9 @@ impl Pool {
         self.breaker.release_connection();
     }
 
-    async fn connect(&self) -> Result<TcpStream, UpstreamError> {
+    /// Connects, then runs the TLS handshake when this endpoint uses TLS;
+    /// `http2` is the HTTP version the connection will carry (for ALPN).
+    async fn connect(&self, http2: Option<bool>) -> Result<UpstreamIo, UpstreamError> {
         let timeout = self.settings.connect_timeout;
         let result = tokio::time::timeout(timeout, TcpStream::connect(self.address)).await;
         let stream = match result {
@@ -420,7 +447,20 @@ impl Pool {
             }
         };
         let _ = stream.set_nodelay(true);
-        Ok(stream)
+        let Some(tls) = &self.settings.tls else {
+            return Ok(MaybeTls::Plain(stream));
+        };
+        match tls.handshake(stream, self.address, http2, timeout).await {
+            Ok(s) => Ok(MaybeTls::Tls(Box::new(s))),
+            Err(reason) => {
+                self.host_stats.cx_connect_fail.inc();
+                self.cluster_stats.cx_connect_fail.inc();
+                Err(UpstreamError::Tls {
+                    address: self.address,
+                    reason,
+                })
+            }
+        }
     }
 
     /// Runs a connection's I/O task, counting it while it lives.

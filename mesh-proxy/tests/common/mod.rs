@@ -16,6 +16,7 @@ pub fn endpoint(address: SocketAddr) -> Endpoint {
         weight: 1,
         health: HealthStatus::Healthy,
         hostname: String::new(),
+        transport_socket_match: Default::default(),
     }
 }
 
@@ -42,6 +43,7 @@ pub fn cluster_with(name: &str, set: EndpointSet, lb_policy: LbPolicy) -> Cluste
         max_connection_duration: None,
         max_requests_per_connection: None,
         tls: None,
+        transport_socket_matches: vec![],
         buffer_limit_bytes: 1024 * 1024,
     }
 }
@@ -139,6 +141,8 @@ pub fn hcm(routes: RouteSource, access_log: Vec<AccessLogConfig>) -> HttpConnect
         upgrades: vec!["websocket".into()],
         server_name: "mesh-proxy".into(),
         accept_absolute_form: true,
+        forward_client_cert: Default::default(),
+        client_cert_details: Default::default(),
     }
 }
 

@@ -266,11 +266,22 @@ fn outlier_detection_defaults_and_values() {
         "outlier_detection.max_ejection_percent",
         "above 100",
     );
+    let c = cluster(&format!(
+        "name: c\noutlier_detection: {{failure_percentage_threshold: 50, enforcing_failure_percentage: 100, failure_percentage_minimum_hosts: 2, success_rate_stdev_factor: 1000}}\n{ONE_ENDPOINT}"
+    ))
+    .unwrap();
+    let o = c.outlier_detection.unwrap();
+    assert_eq!(o.failure_percentage_threshold, 50);
+    assert_eq!(o.enforcing_failure_percentage, 100);
+    assert_eq!(o.failure_percentage_minimum_hosts, 2);
+    assert_eq!(o.failure_percentage_request_volume, 50);
+    assert_eq!(o.success_rate_stdev_factor, 1000);
+    assert_eq!(o.enforcing_success_rate, 100);
     assert_err(
         cluster(&format!(
-            "name: c\noutlier_detection: {{failure_percentage_threshold: 50}}\n{ONE_ENDPOINT}"
+            "name: c\noutlier_detection: {{enforcing_failure_percentage_local_origin: 50}}\n{ONE_ENDPOINT}"
         )),
-        "outlier_detection.failure_percentage_threshold",
+        "outlier_detection.enforcing_failure_percentage_local_origin",
         "not supported",
     );
 }
@@ -323,8 +334,8 @@ fn cluster_discovery_types() {
         cluster(&format!(
             "name: c\ntransport_socket_matches: [{{name: m, transport_socket: {{name: raw}}}}]\n{ONE_ENDPOINT}"
         )),
-        "transport_socket_matches",
-        "not supported",
+        "transport_socket_matches[0].transport_socket.typed_config",
+        "required",
     );
     assert_err(cluster("connect_timeout: 1s"), "name", "required");
 }
@@ -388,5 +399,53 @@ fn upstream_tls_without_ca_does_not_verify() {
         )),
         "common_tls_context.validation_context.trusted_ca",
         "subject alt names",
+    );
+}
+
+#[test]
+fn transport_socket_matches_pick_per_endpoint() {
+    let c = cluster(
+        r#"
+name: c
+transport_socket_matches:
+- name: tlsMode-istio
+  match: {tlsMode: istio}
+  transport_socket:
+    name: tls
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+      sni: outbound_.80_._.a
+      common_tls_context:
+        tls_certificate_sds_secret_configs: [{name: default}]
+        combined_validation_context:
+          default_validation_context: {match_typed_subject_alt_names: [{san_type: URI, matcher: {exact: "spiffe://cluster.local/ns/a/sa/a"}}]}
+          validation_context_sds_secret_config: {name: ROOTCA}
+- name: tlsMode-disabled
+  match: {}
+  transport_socket: {name: envoy.transport_sockets.raw_buffer}
+load_assignment:
+  endpoints:
+  - lb_endpoints:
+    - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 5001}}}
+      metadata: {filter_metadata: {envoy.transport_socket_match: {tlsMode: istio}}}
+    - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 5002}}}
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.transport_socket_matches.len(), 2);
+    let Discovery::Static(set) = &c.discovery else {
+        panic!()
+    };
+    let eps: Vec<&Endpoint> = set.endpoints().collect();
+    let tls = c.transport_for(eps[0]).expect("labelled endpoint uses TLS");
+    assert_eq!(tls.sni.as_deref(), Some("outbound_.80_._.a"));
+    assert!(matches!(&tls.certificate, Some(TlsCertificateSource::Sds(n)) if n == "default"));
+    assert!(c.transport_for(eps[1]).is_none(), "unlabelled: plaintext");
+    assert_err(
+        cluster(&format!(
+            "name: c\ntransport_socket_matches: [{{name: m, match: {{n: 1}}, transport_socket: {{name: envoy.transport_sockets.raw_buffer}}}}]\n{ONE_ENDPOINT}"
+        )),
+        "transport_socket_matches[0].match.n",
+        "not supported",
     );
 }

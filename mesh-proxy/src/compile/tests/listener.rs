@@ -374,4 +374,46 @@ fn hcm_common_options_that_change_traffic_are_refused() {
         "common_http_protocol_options.max_stream_duration",
         "not supported",
     );
+    assert_err(
+        listener(&hcm_listener(&format!(
+            "      rds: {{route_config_name: r}}\n      request_headers_timeout: 2s{ROUTER}"
+        ))),
+        "request_headers_timeout",
+        "not supported",
+    );
+    // Zero means "disabled", Envoy's default: nothing to honour.
+    listener(&hcm_listener(&format!(
+        "      rds: {{route_config_name: r}}\n      request_headers_timeout: 0s{ROUTER}"
+    )))
+    .unwrap();
+}
+
+#[test]
+fn forward_client_cert_details_compile() {
+    let l = listener(&hcm_listener(&format!(
+        "      rds: {{route_config_name: r}}\n      forward_client_cert_details: APPEND_FORWARD\n      set_current_client_cert_details: {{subject: true, dns: true, uri: true}}{ROUTER}"
+    )))
+    .unwrap();
+    let h = hcm_of(&l);
+    assert_eq!(h.forward_client_cert, ForwardClientCert::AppendForward);
+    assert_eq!(
+        h.client_cert_details,
+        ClientCertDetails {
+            subject: true,
+            dns: true,
+            uri: true
+        }
+    );
+    let l = listener(&hcm_listener(&format!(
+        "      rds: {{route_config_name: r}}{ROUTER}"
+    )))
+    .unwrap();
+    assert_eq!(hcm_of(&l).forward_client_cert, ForwardClientCert::Sanitize);
+    assert_err(
+        listener(&hcm_listener(&format!(
+            "      rds: {{route_config_name: r}}\n      forward_client_cert_details: SANITIZE_SET\n      set_current_client_cert_details: {{cert: true}}{ROUTER}"
+        ))),
+        "set_current_client_cert_details.cert",
+        "not supported",
+    );
 }

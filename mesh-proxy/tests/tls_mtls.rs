@@ -1,0 +1,378 @@
+//! mTLS between two mesh-proxies on real sockets, with certificates from
+//! the mesh CA given as SDS-named static secrets (`default`, `ROOTCA`):
+//! the success path with XFCC, STRICT and PERMISSIVE inbound listeners, and
+//! each refusal (other CA, expired, wrong service account) with its
+//! reason in the log and its counter.
+
+mod tls_support;
+
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use mesh_test_util::{HttpUpstream, send, wait_until};
+use tls_support::*;
+
+const TD: &str = "cluster.local";
+
+fn get(host: &str) -> Request<&'static str> {
+    Request::get("/hello")
+        .header("host", host)
+        .body("")
+        .unwrap()
+}
+
+struct Mesh {
+    app: HttpUpstream,
+    server: mesh_proxy::Bound,
+    client: mesh_proxy::Bound,
+}
+
+/// app <- server sidecar (inbound mTLS) <- client sidecar (outbound mTLS).
+async fn mesh(mode: Mode, client_cert: Pem, server_sans: &[&str], client_sans: &[&str]) -> Mesh {
+    logs();
+    let ca = ca(TD);
+    let server_cert = issue(&ca, "default", "server");
+    let app = HttpUpstream::start("app").await.unwrap();
+    let mut server_roots = server_cert.roots.clone();
+    if client_cert.roots != server_cert.roots && client_cert.uri.contains("expired") {
+        // The expired leaf's own CA is trusted: only the date is wrong.
+        server_roots.push_str(&client_cert.roots);
+    }
+    let server = start(&server_bootstrap(
+        mode,
+        app.addr(),
+        &secrets(&server_cert, &server_roots),
+        client_sans,
+    ))
+    .await;
+    let inbound = server.listener("inbound").unwrap();
+    let client = start(&client_bootstrap(
+        &[(inbound, true)],
+        &tls_transport(server_sans),
+        &secrets(&client_cert, &server_cert.roots),
+    ))
+    .await;
+    Mesh {
+        app,
+        server,
+        client,
+    }
+}
+
+fn inbound_stat(m: &Mesh, stat: &str) -> i64 {
+    let addr = m.server.listener("inbound").unwrap();
+    stat_of(&m.server, &format!("listener.{addr}.{stat}"))
+}
+
+fn stat_of(b: &mesh_proxy::Bound, name: &str) -> i64 {
+    stat(b, name)
+}
+
+#[tokio::test]
+async fn mtls_between_two_proxies_with_xfcc_and_peer_identity() {
+    let ca = ca(TD);
+    let client_cert = issue(&ca, "default", "client");
+    let server_cert = issue(&ca, "default", "server");
+    let app = HttpUpstream::start("app").await.unwrap();
+    let server = start(&server_bootstrap(
+        Mode::Strict,
+        app.addr(),
+        &secrets(&server_cert, &server_cert.roots),
+        &[&client_cert.uri],
+    ))
+    .await;
+    let inbound = server.listener("inbound").unwrap();
+    let client = start(&client_bootstrap(
+        &[(inbound, true)],
+        &tls_transport(&[&server_cert.uri]),
+        &secrets(&client_cert, &client_cert.roots),
+    ))
+    .await;
+    let outbound = client.listener("outbound").unwrap();
+
+    let resp = send(outbound, get("server")).await.unwrap();
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let seen = app.last_request().unwrap();
+    let xfcc = seen
+        .header("x-forwarded-client-cert")
+        .expect("XFCC reaches the app");
+    assert!(
+        xfcc.starts_with(&format!(
+            "By={};Hash={};Subject=\"",
+            server_cert.uri,
+            sha256_hex(&client_cert.leaf_der)
+        )),
+        "{xfcc}"
+    );
+    assert!(
+        xfcc.ends_with(&format!(";URI={}", client_cert.uri)),
+        "{xfcc}"
+    );
+    let addr = server.listener("inbound").unwrap();
+    assert!(stat(&server, &format!("listener.{addr}.ssl.handshake")) >= 1);
+    assert!(stat(&client, "cluster.server.ssl.handshake") >= 1);
+
+    // A forged XFCC from the app does not survive its sidecar: on a
+    // plaintext hop APPEND_FORWARD drops what the client wrote.
+    let mut forged = get("server");
+    forged.headers_mut().insert(
+        "x-forwarded-client-cert",
+        "By=evil;URI=spiffe://evil".parse().unwrap(),
+    );
+    let resp = send(outbound, forged).await.unwrap();
+    assert_eq!(resp.status, StatusCode::OK);
+    let xfcc = app.last_request().unwrap();
+    let xfcc = xfcc.header("x-forwarded-client-cert").unwrap();
+    assert!(!xfcc.contains("evil"), "{xfcc}");
+}
+
+#[tokio::test]
+async fn strict_refuses_plaintext_and_counts_it() {
+    let ca = ca(TD);
+    let client = issue(&ca, "default", "client");
+    let m = mesh(Mode::Strict, client, &[], &[]).await;
+    let inbound = m.server.listener("inbound").unwrap();
+    let err = send(inbound, get("server")).await;
+    assert!(
+        err.is_err(),
+        "plaintext must be refused: {:?}",
+        err.map(|r| r.status)
+    );
+    wait_until(Duration::from_secs(5), async || {
+        inbound_stat(&m, "no_filter_chain_match") >= 1
+    })
+    .await
+    .unwrap();
+    assert!(
+        log_text().contains("plaintext connection refused: listener inbound requires TLS (STRICT)"),
+        "log: {}",
+        log_text()
+    );
+    assert_eq!(m.app.request_count(), 0);
+}
+
+#[tokio::test]
+async fn permissive_serves_plaintext_and_mtls() {
+    let ca = ca(TD);
+    let client_cert = issue(&ca, "default", "client");
+    let server_cert = issue(&ca, "default", "server");
+    let app = HttpUpstream::start("app").await.unwrap();
+    let server = start(&server_bootstrap(
+        Mode::Permissive,
+        app.addr(),
+        &secrets(&server_cert, &server_cert.roots),
+        &[],
+    ))
+    .await;
+    let inbound = server.listener("inbound").unwrap();
+    let plain = send(inbound, get("server")).await.unwrap();
+    assert_eq!(plain.status, StatusCode::OK);
+    assert!(
+        app.last_request()
+            .unwrap()
+            .header("x-forwarded-client-cert")
+            .is_none()
+    );
+
+    let client = start(&client_bootstrap(
+        &[(inbound, true)],
+        &tls_transport(&[&server_cert.uri]),
+        &secrets(&client_cert, &client_cert.roots),
+    ))
+    .await;
+    let resp = send(client.listener("outbound").unwrap(), get("server"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let xfcc = app.last_request().unwrap();
+    assert!(
+        xfcc.header("x-forwarded-client-cert")
+            .unwrap()
+            .contains(&client_cert.uri)
+    );
+    assert!(stat(&server, &format!("listener.{inbound}.ssl.handshake")) >= 1);
+}
+
+/// The client sidecar's request fails (503) and the server says why.
+async fn refused(m: &Mesh, counter: &str, reason: &str) {
+    let outbound = m.client.listener("outbound").unwrap();
+    let resp = send(outbound, get("server")).await.unwrap();
+    assert_eq!(
+        resp.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        resp.text()
+    );
+    wait_until(Duration::from_secs(5), async || {
+        inbound_stat(m, counter) >= 1 && inbound_stat(m, "ssl.connection_error") >= 1
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{counter}: {e}\n{}", m.server.proxy.stats().render_text()));
+    wait_until(Duration::from_secs(5), async || log_text().contains(reason))
+        .await
+        .unwrap_or_else(|_| panic!("no {reason:?} in the log:\n{}", log_text()));
+    assert_eq!(m.app.request_count(), 0);
+}
+
+#[tokio::test]
+async fn other_trust_domain_and_ca_is_refused() {
+    let other = ca("other.example");
+    let client = issue(&other, "default", "client");
+    let m = mesh(Mode::Strict, client, &[], &[]).await;
+    refused(&m, "ssl.fail_verify_error", "unknown CA").await;
+}
+
+#[tokio::test]
+async fn expired_client_certificate_is_refused() {
+    let client = expired("spiffe://cluster.local/ns/default/sa/expired");
+    let m = mesh(Mode::Strict, client, &[], &[]).await;
+    refused(&m, "ssl.fail_verify_error", "peer certificate expired").await;
+}
+
+#[tokio::test]
+async fn wrong_service_account_is_refused_by_the_server() {
+    let ca = ca(TD);
+    let client_cert = issue(&ca, "default", "intruder");
+    let server_cert = issue(&ca, "default", "server");
+    let app = HttpUpstream::start("app").await.unwrap();
+    logs();
+    let server = start(&server_bootstrap(
+        Mode::Strict,
+        app.addr(),
+        &secrets(&server_cert, &server_cert.roots),
+        &["spiffe://cluster.local/ns/default/sa/client"],
+    ))
+    .await;
+    let inbound = server.listener("inbound").unwrap();
+    let client = start(&client_bootstrap(
+        &[(inbound, true)],
+        &tls_transport(&[&server_cert.uri]),
+        &secrets(&client_cert, &client_cert.roots),
+    ))
+    .await;
+    let m = Mesh {
+        app,
+        server,
+        client,
+    };
+    refused(
+        &m,
+        "ssl.fail_verify_san",
+        "peer identity spiffe://cluster.local/ns/default/sa/intruder not in [spiffe://cluster.local/ns/default/sa/client]",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn wrong_server_identity_is_an_upstream_failure_with_reason() {
+    let ca = ca(TD);
+    let client_cert = issue(&ca, "default", "client");
+    let server_cert = issue(&ca, "default", "impostor");
+    let app = HttpUpstream::start("app").await.unwrap();
+    let server = start(&server_bootstrap(
+        Mode::Strict,
+        app.addr(),
+        &secrets(&server_cert, &server_cert.roots),
+        &[],
+    ))
+    .await;
+    let inbound = server.listener("inbound").unwrap();
+    let client = start(&client_bootstrap(
+        &[(inbound, true)],
+        &tls_transport(&["spiffe://cluster.local/ns/default/sa/server"]),
+        &secrets(&client_cert, &client_cert.roots),
+    ))
+    .await;
+    let resp = send(client.listener("outbound").unwrap(), get("server"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
+    let body = resp.text();
+    assert!(
+        body.contains("upstream TLS: peer identity spiffe://cluster.local/ns/default/sa/impostor not in [spiffe://cluster.local/ns/default/sa/server]"),
+        "{body}"
+    );
+    assert_eq!(stat(&client, "cluster.server.ssl.fail_verify_san"), 1);
+    assert_eq!(app.request_count(), 0);
+}
+
+#[tokio::test]
+async fn missing_secret_fails_the_handshake_with_its_name() {
+    let ca = ca(TD);
+    let client_cert = issue(&ca, "default", "client");
+    let app = HttpUpstream::start("app").await.unwrap();
+    logs();
+    // The server's `default` is absent (no identity yet).
+    let server_cert = issue(&ca, "default", "server");
+    let server_yaml = server_bootstrap(
+        Mode::Strict,
+        app.addr(),
+        &secrets(&server_cert, &server_cert.roots).replace("name: default", "name: other"),
+        &[],
+    );
+    let server = start(&server_yaml).await;
+    let inbound = server.listener("inbound").unwrap();
+    let client = start(&client_bootstrap(
+        &[(inbound, true)],
+        &tls_transport(&[]),
+        &secrets(&client_cert, &client_cert.roots),
+    ))
+    .await;
+    let resp = send(client.listener("outbound").unwrap(), get("server"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
+    wait_until(Duration::from_secs(5), async || {
+        log_text().contains("secret \\\"default\\\" not available yet")
+            || log_text().contains("secret \"default\" not available yet")
+    })
+    .await
+    .unwrap();
+    // Installing it (as the identity manager does) fixes the next handshake.
+    server.proxy.secrets().set_local(
+        "default",
+        mesh_proxy::model::TlsSecret::Certificate(
+            mesh_proxy::model::TlsCertificateSource::InlinePem {
+                cert_chain: server_cert.chain.clone(),
+                private_key: server_cert.key.clone(),
+            },
+        ),
+    );
+    let resp = send(client.listener("outbound").unwrap(), get("server"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+}
+
+#[tokio::test]
+async fn silent_tls_server_is_a_connect_failure_within_connect_timeout() {
+    let ca = ca(TD);
+    let client_cert = issue(&ca, "default", "client");
+    // Accepts TCP and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let client = start(&client_bootstrap(
+        &[(addr, true)],
+        &tls_transport(&[]),
+        &secrets(&client_cert, &client_cert.roots),
+    ))
+    .await;
+    let resp = send(client.listener("outbound").unwrap(), get("server"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        resp.text()
+            .contains("upstream TLS: handshake not done within"),
+        "{}",
+        resp.text()
+    );
+    assert!(stat(&client, "cluster.server.ssl.connection_error") >= 1);
+    holder.abort();
+}
