@@ -2,6 +2,7 @@
 //! present lives in the library crates.
 
 pub mod analyze;
+pub mod explain;
 pub mod proxy_config;
 pub mod proxy_status;
 pub mod up;

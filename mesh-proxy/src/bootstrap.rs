@@ -72,6 +72,26 @@ pub struct AdsConfig {
     /// them only RDS/EDS referenced by static resources use ADS.
     pub lds: bool,
     pub cds: bool,
+    /// `grpc_services[0].initial_metadata`: sent on every ADS stream (the
+    /// control plane's secure port reads `authorization: Bearer TOKEN`).
+    pub initial_metadata: Vec<GrpcMetadata>,
+}
+
+/// One `initial_metadata` entry, checked to be a valid gRPC ASCII header.
+/// Values are credentials, so `Debug` never shows them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GrpcMetadata {
+    pub key: String,
+    pub value: String,
+}
+
+impl std::fmt::Debug for GrpcMetadata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcMetadata")
+            .field("key", &self.key)
+            .field("value", &"[redacted]")
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -411,12 +431,52 @@ fn ads_config(b: &Bootstrap) -> Result<Option<AdsConfig>, BootstrapError> {
             ));
         }
     };
+    let initial_metadata = initial_metadata(
+        &format!("{field}.grpc_services[0].initial_metadata"),
+        &ads.grpc_services[0].initial_metadata,
+    )?;
     Ok(Some(AdsConfig {
         cluster,
         set_node_on_first_message_only: ads.set_node_on_first_message_only,
         lds,
         cds,
+        initial_metadata,
     }))
+}
+
+/// `GrpcService.initial_metadata`, checked here so that a bad header fails
+/// the bootstrap with its field rather than every stream at run time.
+fn initial_metadata(
+    field: &str,
+    headers: &[core::HeaderValue],
+) -> Result<Vec<GrpcMetadata>, BootstrapError> {
+    use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
+    let mut out = Vec::with_capacity(headers.len());
+    for (i, h) in headers.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        let key = h.key.to_ascii_lowercase();
+        if key.ends_with("-bin") || !h.raw_value.is_empty() {
+            return Err(unsupported(&f, "binary metadata (-bin keys, raw_value)"));
+        }
+        if AsciiMetadataKey::from_bytes(key.as_bytes()).is_err() || key.starts_with(':') {
+            return Err(invalid(
+                &format!("{f}.key"),
+                format!("{:?} is not a valid gRPC metadata key", h.key),
+            ));
+        }
+        // The value is a credential: the error never echoes it.
+        if AsciiMetadataValue::try_from(h.value.as_str()).is_err() {
+            return Err(invalid(
+                &format!("{f}.value"),
+                "is not a valid header value (printable ASCII only)",
+            ));
+        }
+        out.push(GrpcMetadata {
+            key,
+            value: h.value.clone(),
+        });
+    }
+    Ok(out)
 }
 
 /// The route configurations inline in static listeners' HTTP connection
@@ -873,6 +933,41 @@ CLUSTER
     }
 
     #[test]
+    fn ads_initial_metadata_is_checked_and_never_shown() {
+        let with = |metadata: &str| {
+            parse_bootstrap(&format!(
+                "dynamic_resources:\n  ads_config:\n    api_type: GRPC\n    grpc_services:\n    - envoy_grpc: {{cluster_name: xds}}\n      initial_metadata: {metadata}\nstatic_resources:\n  clusters:\n  - {{name: xds, type: STATIC, load_assignment: {{cluster_name: xds, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 15012}}}}}}}}]}}]}}}}\n"
+            ))
+        };
+        let b = with("[{key: Authorization, value: \"Bearer t0ken\"}]").unwrap();
+        let ads = b.ads.unwrap();
+        assert_eq!(
+            ads.initial_metadata,
+            vec![GrpcMetadata {
+                key: "authorization".into(),
+                value: "Bearer t0ken".into()
+            }]
+        );
+        assert!(!format!("{ads:?}").contains("t0ken"));
+        let e = with("[{key: \"bad key\", value: v}]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("initial_metadata[0].key") && e.contains("bad key"),
+            "{e}"
+        );
+        let e = with("[{key: authorization, value: \"Bearer t0ken\\n\"}]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("initial_metadata[0].value"), "{e}");
+        assert!(!e.contains("t0ken"), "the value is a credential: {e}");
+        let e = with("[{key: x-id-bin, value: AAAA}]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("binary metadata"), "{e}");
+    }
+
+    #[test]
     fn json_bootstrap_and_ads() {
         let b = parse_bootstrap(
             r#"{
@@ -897,7 +992,8 @@ CLUSTER
                 cluster: "xds-grpc".into(),
                 set_node_on_first_message_only: true,
                 lds: true,
-                cds: true
+                cds: true,
+                initial_metadata: vec![],
             })
         );
         assert!(b.admin_address.is_none());

@@ -1,8 +1,10 @@
-//! `mesh-proxy --config bootstrap.yaml [--ca-address HOST:PORT ...]`: load the
-//! bootstrap, obtain the workload certificate when a CA is given, build the
-//! proxy, log what it bound, serve until a signal or `/quitquitquit`.
+//! `mesh-proxy --config bootstrap.yaml [--concurrency N] [--ca-address HOST:PORT ...]`:
+//! load the bootstrap, obtain the workload certificate when a CA is given,
+//! build the proxy on a runtime of N worker threads, log what it bound, serve
+//! until a signal or `/quitquitquit`.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,9 +53,22 @@ struct Args {
     /// How long start waits for the first certificate before failing.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     ca_timeout: Duration,
+    /// Worker threads serving connections (Envoy's `--concurrency`); default:
+    /// the CPUs this process may run on.
+    #[arg(long)]
+    concurrency: Option<NonZeroUsize>,
 }
 
 impl Args {
+    /// Worker threads to run: `--concurrency`, else one per CPU available to
+    /// the process (which honours `taskset` and cgroup CPU sets), as Envoy
+    /// defaults to one worker per hardware thread.
+    fn worker_threads(&self) -> usize {
+        self.concurrency
+            .or_else(|| std::thread::available_parallelism().ok())
+            .map_or(1, NonZeroUsize::get)
+    }
+
     /// The identity manager's settings, when `--ca-address` is given.
     fn identity_config(&self) -> Option<IdentityConfig> {
         let (address, roots) = (self.ca_address.as_ref()?, self.ca_root_cert.as_ref()?);
@@ -67,9 +82,20 @@ impl Args {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Built by hand rather than with `#[tokio::main]` so that the worker count
+    // is a flag, not tokio's TOKIO_WORKER_THREADS environment variable.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.worker_threads())
+        .thread_name("mesh-worker")
+        .enable_all()
+        .build()
+        .context("start the runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
     let log_control = logging::install(&args.log_level, std::io::stderr).context("--log-level")?;
     let bootstrap = load_bootstrap(&args.config)?;
 
@@ -118,4 +144,34 @@ async fn main() -> anyhow::Result<()> {
     drop(workload);
     proxy.shutdown();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(["mesh-proxy", "-c", "bootstrap.yaml"].iter().chain(extra))
+    }
+
+    #[test]
+    fn concurrency_sets_the_worker_count() {
+        assert_eq!(parse(&["--concurrency", "3"]).unwrap().worker_threads(), 3);
+        assert_eq!(parse(&["--concurrency=1"]).unwrap().worker_threads(), 1);
+    }
+
+    #[test]
+    fn concurrency_defaults_to_the_available_cpus() {
+        let cpus = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+        assert_eq!(parse(&[]).unwrap().worker_threads(), cpus);
+    }
+
+    #[test]
+    fn concurrency_must_be_a_positive_number() {
+        for bad in ["0", "-1", "two"] {
+            let arg = format!("--concurrency={bad}");
+            let err = parse(&[&arg]).unwrap_err().to_string();
+            assert!(err.contains("--concurrency"), "{bad}: {err}");
+        }
+    }
 }

@@ -35,6 +35,7 @@ pub async fn serve(
         start: Some(SystemTime::now()),
         downstream_remote: Some(peer),
         downstream_local: Some(local),
+        downstream_tls: downstream.tls.clone(),
         ..LogEntry::default()
     };
 

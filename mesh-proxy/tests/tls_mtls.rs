@@ -376,3 +376,56 @@ async fn silent_tls_server_is_a_connect_failure_within_connect_timeout() {
     assert!(stat(&client, "cluster.server.ssl.connection_error") >= 1);
     holder.abort();
 }
+
+#[tokio::test]
+async fn access_log_names_the_peer_identity_and_tls_version() {
+    let ca = ca(TD);
+    let client_cert = issue(&ca, "default", "client");
+    let server_cert = issue(&ca, "default", "server");
+    let app = HttpUpstream::start("app").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("access.log");
+    let access_log = format!(
+        r#"stat_prefix: inbound
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {}
+              log_format: {{ text_format_source: {{ inline_string: "peer=%DOWNSTREAM_PEER_URI_SAN% local=%DOWNSTREAM_LOCAL_URI_SAN% tls=%DOWNSTREAM_TLS_VERSION%\n" }} }}"#,
+        log_path.display()
+    );
+    let server_yaml = server_bootstrap(
+        Mode::Strict,
+        app.addr(),
+        &secrets(&server_cert, &server_cert.roots),
+        &[&client_cert.uri],
+    )
+    .replacen("stat_prefix: inbound", &access_log, 1);
+    let server = start(&server_yaml).await;
+    let inbound = server.listener("inbound").unwrap();
+    let client = start(&client_bootstrap(
+        &[(inbound, true)],
+        &tls_transport(&[&server_cert.uri]),
+        &secrets(&client_cert, &client_cert.roots),
+    ))
+    .await;
+    let resp = send(client.listener("outbound").unwrap(), get("server"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let want = format!(
+        "peer={} local={} tls=TLSv1.3",
+        client_cert.uri, server_cert.uri
+    );
+    wait_until(Duration::from_secs(5), async || {
+        std::fs::read_to_string(&log_path).is_ok_and(|t| t.contains(&want))
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "access log {:?}, want {want:?}",
+            std::fs::read_to_string(&log_path)
+        )
+    });
+}

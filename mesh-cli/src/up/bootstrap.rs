@@ -1,10 +1,11 @@
 //! Envoy v3 bootstraps for the proxies of a local mesh: the node as Istio's agent writes it
 //! (`sidecar~IP~POD.NS~NS.svc.cluster.local`, metadata `LABELS`, `NAMESPACE`, ...), plus the
 //! local-mode keys that tell the control plane where each listener binds, and ADS to the
-//! control plane: plaintext gRPC on its xDS port for `mesh-proxy` (which gets its certificate
-//! from the CA itself), or, with [`XdsTls`], gRPC over TLS on the secure port with the proxy's
-//! bearer token, which is how Envoy also receives its certificates (SDS over ADS). Either file
-//! runs under `mesh-proxy` and Envoy alike.
+//! control plane: plaintext gRPC on its xDS port, or, with [`XdsTls`], gRPC over TLS on the
+//! secure port with the proxy's bearer token. Envoy needs the secure port, as it receives its
+//! certificates there (SDS over ADS); `mesh-proxy` reads the same `UpstreamTlsContext` and
+//! `initial_metadata`, and also presents the workload certificate it got from the CA itself.
+//! Either file runs under `mesh-proxy` and Envoy alike.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

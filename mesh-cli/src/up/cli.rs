@@ -51,11 +51,16 @@ pub struct StatusArgs {
     pub output: StatusFormat,
 }
 
-/// Copy Istio YAML into the running local mesh (its control plane picks it up).
+/// Apply Istio YAML to the running local mesh (its control plane picks it up): each resource
+/// replaces the one of the same kind, namespace and name.
 #[derive(Args, Debug)]
 pub struct ApplyArgs {
+    /// A file or a directory (its .yaml, .yml and .json files, recursively); repeatable.
     #[arg(short = 'f', long = "filename", required = true)]
     pub files: Vec<PathBuf>,
+    /// Remove the resources of the files (by kind, namespace and name) instead.
+    #[arg(short = 'd', long)]
+    pub delete: bool,
 }
 
 /// Send requests and count the answers by version and status.
@@ -78,9 +83,19 @@ pub struct TrafficArgs {
     /// Host to call (through a sidecar the default is the mesh's first service).
     #[arg(long)]
     pub host: Option<String>,
+    /// A request header, `-H 'end-user: jason'`; repeatable. `-H 'Host: x'` is --host.
+    #[arg(short = 'H', long = "header", value_parser = parse_header_arg)]
+    pub headers: Vec<(String, String)>,
+    /// Requests in flight at once.
+    #[arg(short = 'c', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
     /// Print the final counts as JSON.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = StatusFormat::Table)]
     pub output: StatusFormat,
+}
+
+fn parse_header_arg(s: &str) -> Result<(String, String), String> {
+    super::http::parse_header(s).map_err(|e| e.to_string())
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -134,7 +149,7 @@ pub fn status(a: StatusArgs) -> ExitCode {
 }
 
 pub fn apply(a: ApplyArgs) -> ExitCode {
-    report("apply", super::apply(&a.files))
+    report("apply", super::apply(&a.files, a.delete))
 }
 
 pub fn traffic(a: TrafficArgs) -> ExitCode {
@@ -145,6 +160,8 @@ pub fn traffic(a: TrafficArgs) -> ExitCode {
         duration: a.duration,
         path: a.path,
         host: a.host,
+        headers: a.headers,
+        concurrency: usize::from(a.concurrency),
         json: matches!(a.output, StatusFormat::Json),
     };
     report("traffic", super::traffic::run(&opts).map(|_| ()))

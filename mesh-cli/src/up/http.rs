@@ -40,7 +40,48 @@ pub fn get(
     target: &str,
     timeout: Duration,
 ) -> Result<Answer, HttpError> {
-    request(addr, "GET", host, target, timeout)
+    request(addr, "GET", host, target, &[], timeout)
+}
+
+/// [`get`] with extra request headers (`end-user: jason`, ...). Names and values must be
+/// valid header text (see [`parse_header`]).
+pub fn get_with_headers(
+    addr: SocketAddr,
+    host: &str,
+    target: &str,
+    headers: &[(String, String)],
+    timeout: Duration,
+) -> Result<Answer, HttpError> {
+    request(addr, "GET", host, target, headers, timeout)
+}
+
+/// Why a `-H 'Name: value'` argument is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HeaderArgError {
+    #[error("header {0:?}: expected `Name: value`")]
+    NoColon(String),
+    #[error("header {0:?}: the name must be a token (letters, digits, `-`, `_`, ...)")]
+    BadName(String),
+    #[error("header {0:?}: the value must not hold control characters (CR, LF, ...)")]
+    BadValue(String),
+}
+
+/// `Name: value` as curl's `-H` takes it; the name must be an HTTP token and the value free of
+/// control characters, so an argument can never inject another header line.
+pub fn parse_header(arg: &str) -> Result<(String, String), HeaderArgError> {
+    let (name, value) = arg
+        .split_once(':')
+        .ok_or_else(|| HeaderArgError::NoColon(arg.to_string()))?;
+    let name = name.trim();
+    let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(is_tchar) {
+        return Err(HeaderArgError::BadName(arg.to_string()));
+    }
+    let value = value.trim();
+    if value.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(HeaderArgError::BadValue(arg.to_string()));
+    }
+    Ok((name.to_string(), value.to_string()))
 }
 
 /// Sends `POST target` with an empty body (admin endpoints such as `/logging?level=`).
@@ -50,7 +91,7 @@ pub fn post(
     target: &str,
     timeout: Duration,
 ) -> Result<Answer, HttpError> {
-    request(addr, "POST", host, target, timeout)
+    request(addr, "POST", host, target, &[], timeout)
 }
 
 fn request(
@@ -58,6 +99,7 @@ fn request(
     method: &str,
     host: &str,
     target: &str,
+    headers: &[(String, String)],
     timeout: Duration,
 ) -> Result<Answer, HttpError> {
     let io = |source| HttpError::Io { addr, source };
@@ -71,8 +113,12 @@ fn request(
     } else {
         "Content-Length: 0\r\n"
     };
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let request = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: meshctl\r\nAccept: */*\r\n{length}Connection: close\r\n\r\n"
+        "{method} {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: meshctl\r\nAccept: */*\r\n{extra}{length}Connection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).map_err(io)?;
     let mut raw = Vec::new();
@@ -149,5 +195,29 @@ mod tests {
         .unwrap();
         assert_eq!((a.status, a.body.as_str()), (503, "abcde"));
         assert!(parse(addr(), b"garbage").is_err());
+    }
+
+    #[test]
+    fn header_arguments() {
+        assert_eq!(
+            parse_header("end-user: jason").unwrap(),
+            ("end-user".to_string(), "jason".to_string())
+        );
+        assert_eq!(
+            parse_header("x-a:b:c").unwrap(),
+            ("x-a".to_string(), "b:c".to_string())
+        );
+        assert!(matches!(
+            parse_header("no colon"),
+            Err(HeaderArgError::NoColon(_))
+        ));
+        assert!(matches!(
+            parse_header("bad name: x"),
+            Err(HeaderArgError::BadName(_))
+        ));
+        assert!(matches!(
+            parse_header("x: a\r\nevil: 1"),
+            Err(HeaderArgError::BadValue(_))
+        ));
     }
 }

@@ -221,6 +221,296 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) -> anyhow:
     Ok(())
 }
 
+/// What `meshctl apply` writes under the config directory: one file per applied resource,
+/// `applied/KIND.NAMESPACE.NAME.yaml`, so a resource is replaced by its identity whatever the
+/// file it came from was called.
+pub const APPLIED_DIR: &str = "applied";
+
+/// A resource's identity: what `apply` replaces and `apply --delete` removes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResourceId {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for ResourceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{} ({})",
+            self.kind.to_ascii_lowercase(),
+            self.name,
+            self.namespace
+        )
+    }
+}
+
+impl ResourceId {
+    fn of(meta: &mesh_api::ResourceMeta) -> ResourceId {
+        ResourceId {
+            kind: meta.kind.clone(),
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone(),
+        }
+    }
+
+    /// `applied/virtualservice.default.helloworld.yaml`.
+    fn applied_path(&self) -> PathBuf {
+        Path::new(APPLIED_DIR).join(format!(
+            "{}.{}.{}.yaml",
+            self.kind.to_ascii_lowercase(),
+            self.namespace,
+            self.name
+        ))
+    }
+}
+
+/// One YAML document of a file and the resources it holds (several for a `kind: List`).
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub text: String,
+    pub ids: Vec<ResourceId>,
+}
+
+/// Whether `line` is a YAML document marker, by the rules of mesh-api's loader (`---` or
+/// `...` at column 0, then nothing or blanks), so documents are cut where it cuts them.
+fn is_marker(line: &str, marker: &str) -> bool {
+    line.strip_prefix(marker)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r']))
+}
+
+/// The non-empty documents of a YAML stream, each without its `---` line.
+pub fn split_documents(text: &str) -> Vec<String> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    let mut flush = |current: &mut String| {
+        let has_content = current.lines().any(|l| {
+            let t = l.trim();
+            !t.is_empty() && !t.starts_with('#')
+        });
+        if has_content {
+            docs.push(current.trim_end().to_string() + "\n");
+        }
+        current.clear();
+    };
+    for line in text.split_inclusive('\n') {
+        let bare = line.trim_end_matches(['\n', '\r']);
+        if is_marker(bare, "---") || is_marker(bare, "...") {
+            flush(&mut current);
+            // A marker line may carry content after it (`--- {kind: ...}`).
+            let rest = bare[3..].trim();
+            if !rest.is_empty() && !rest.starts_with('#') {
+                current.push_str(rest);
+                current.push('\n');
+            }
+        } else {
+            current.push_str(line);
+        }
+    }
+    flush(&mut current);
+    docs
+}
+
+/// Loads `text` (named `file` in errors) document by document; the loader's errors (file,
+/// document, line, column, field) when any document does not load.
+pub fn load_documents(file: &str, text: &str) -> Result<Vec<Document>, Vec<String>> {
+    let config = mesh_api::load_str(file, text);
+    if config.has_errors() {
+        return Err(config.errors.iter().map(|e| e.to_string()).collect());
+    }
+    let mut out: Vec<Document> = split_documents(text)
+        .into_iter()
+        .map(|text| Document {
+            text,
+            ids: Vec::new(),
+        })
+        .collect();
+    let count = out.len();
+    for r in &config.resources {
+        match out.get_mut(r.meta.source.document.saturating_sub(1)) {
+            Some(d) => d.ids.push(ResourceId::of(&r.meta)),
+            None => {
+                return Err(vec![format!(
+                    "{file}: document {} of {count} could not be cut out of the file",
+                    r.meta.source.document,
+                )]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The documents to apply from files and directories (searched recursively for `.yaml`,
+/// `.yml`, `.json`; a top-level `workloads.yaml` is skipped). Every error of every file, or
+/// the documents: nothing is written unless all of them load.
+pub fn read_apply_input(paths: &[PathBuf]) -> anyhow::Result<Vec<Document>> {
+    let mut files: Vec<(String, String)> = Vec::new();
+    let mut errors = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found = Vec::new();
+            collect(p, p, &mut found)?;
+            files.extend(
+                found
+                    .into_iter()
+                    .map(|(rel, text)| (p.join(rel).display().to_string(), text)),
+            );
+        } else {
+            match std::fs::read_to_string(p) {
+                Ok(text) => files.push((p.display().to_string(), text)),
+                Err(e) => errors.push(format!("{}: {e}", p.display())),
+            }
+        }
+    }
+    let mut docs = Vec::new();
+    for (name, text) in &files {
+        match load_documents(name, text) {
+            Ok(d) => docs.extend(d.into_iter().filter(|d| !d.ids.is_empty())),
+            Err(e) => errors.extend(e),
+        }
+    }
+    if !errors.is_empty() {
+        bail!("nothing applied:\n  {}", errors.join("\n  "));
+    }
+    let mut seen = BTreeSet::new();
+    for id in docs.iter().flat_map(|d| &d.ids) {
+        if !seen.insert(id.clone()) {
+            bail!("nothing applied: {id} is given twice");
+        }
+    }
+    Ok(docs)
+}
+
+/// What `apply` did to one resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyAction {
+    /// New, or its content changed.
+    Configured,
+    Unchanged,
+    Deleted,
+    NotFound,
+}
+
+impl std::fmt::Display for ApplyAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ApplyAction::Configured => "configured",
+            ApplyAction::Unchanged => "unchanged",
+            ApplyAction::Deleted => "deleted",
+            ApplyAction::NotFound => "not found",
+        })
+    }
+}
+
+/// Applies (or, with `delete`, removes) `docs` in the watched `config_dir` by resource
+/// identity: a resource already there, in whatever file, is taken out of that file (the file
+/// goes when nothing is left in it) and the new one lands in `applied/`. Files are written
+/// whole then renamed, so the control plane never reads half of one.
+pub fn apply_to_config_dir(
+    config_dir: &Path,
+    docs: &[Document],
+    delete: bool,
+) -> anyhow::Result<Vec<(ResourceId, ApplyAction)>> {
+    let wanted: BTreeMap<&ResourceId, &Document> = docs
+        .iter()
+        .flat_map(|d| d.ids.iter().map(move |id| (id, d)))
+        .collect();
+    let mut existing_files = Vec::new();
+    collect(config_dir, config_dir, &mut existing_files)?;
+    // Where each wanted resource is now, and the files to rewrite without it.
+    let mut old_text: BTreeMap<ResourceId, String> = BTreeMap::new();
+    let mut rewrites: Vec<(PathBuf, Vec<Document>)> = Vec::new();
+    for (rel, text) in &existing_files {
+        let file_docs = load_documents(&rel.display().to_string(), text).map_err(|e| {
+            anyhow::anyhow!(
+                "the running mesh's config {} does not load:\n  {}",
+                config_dir.join(rel).display(),
+                e.join("\n  ")
+            )
+        })?;
+        let mut keep = Vec::new();
+        let mut changed = false;
+        for d in file_docs {
+            let hit: Vec<&ResourceId> = d.ids.iter().filter(|id| wanted.contains_key(id)).collect();
+            if hit.is_empty() {
+                keep.push(d);
+                continue;
+            }
+            if hit.len() != d.ids.len() {
+                bail!(
+                    "{} holds {} in one document with other resources; edit that file instead",
+                    config_dir.join(rel).display(),
+                    hit[0]
+                );
+            }
+            for id in hit {
+                old_text.insert(id.clone(), d.text.clone());
+            }
+            changed = true;
+        }
+        if changed {
+            rewrites.push((rel.clone(), keep));
+        }
+    }
+    let mut outcome = Vec::new();
+    let mut writes: Vec<(PathBuf, String)> = Vec::new();
+    for (id, doc) in &wanted {
+        let action = match (delete, old_text.get(*id)) {
+            (true, Some(_)) => ApplyAction::Deleted,
+            (true, None) => ApplyAction::NotFound,
+            (false, Some(old)) if old.trim() == doc.text.trim() => ApplyAction::Unchanged,
+            (false, _) => ApplyAction::Configured,
+        };
+        if !delete {
+            writes.push((doc_path(doc), doc.text.clone()));
+        }
+        outcome.push(((*id).clone(), action));
+    }
+    writes.sort();
+    writes.dedup();
+    for (rel, keep) in rewrites {
+        if writes.iter().any(|(w, _)| *w == rel) {
+            continue; // overwritten below
+        }
+        let path = config_dir.join(&rel);
+        if keep.is_empty() {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        } else {
+            let text: Vec<&str> = keep.iter().map(|d| d.text.as_str()).collect();
+            write_atomic(&path, &text.join("---\n"))?;
+        }
+    }
+    for (rel, text) in writes {
+        let path = config_dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        write_atomic(&path, &text)?;
+    }
+    Ok(outcome)
+}
+
+/// A document's file under the config dir: named for its first resource.
+fn doc_path(doc: &Document) -> PathBuf {
+    doc.ids
+        .first()
+        .map(ResourceId::applied_path)
+        .unwrap_or_else(|| PathBuf::from(APPLIED_DIR).join("empty.yaml"))
+}
+
+fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // A dot file: the control plane's directory source and `collect` both skip it.
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,5 +576,98 @@ mod tests {
         std::fs::write(dir.path().join("bad.yaml"), "kind: VirtualService\n").unwrap();
         let e = format!("{:#}", MeshDir::read(dir.path()).unwrap_err());
         assert!(e.contains("bad.yaml"), "{e}");
+    }
+
+    const VS: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: hw, namespace: default}\nspec:\n  hosts: [helloworld]\n  http:\n  - route:\n    - destination: {host: helloworld, subset: SUBSET}\n";
+    const DR: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: hw}\nspec:\n  host: helloworld\n";
+
+    fn vs(subset: &str) -> String {
+        VS.replace("SUBSET", subset)
+    }
+
+    fn apply(config: &Path, file: &Path, delete: bool) -> Vec<(ResourceId, ApplyAction)> {
+        let docs = read_apply_input(&[file.to_path_buf()]).unwrap();
+        apply_to_config_dir(config, &docs, delete).unwrap()
+    }
+
+    fn loaded(config: &Path) -> mesh_api::Config {
+        mesh_api::load_paths(&[config])
+    }
+
+    #[test]
+    fn documents_are_cut_as_the_loader_cuts_them() {
+        let text = format!("# lead\n---\n{}---\n\n--- \n{DR}...\n", vs("a"));
+        let docs = load_documents("f.yaml", &text).unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].ids[0].kind, "VirtualService");
+        assert_eq!(docs[1].ids[0].name, "hw");
+        assert_eq!(docs[1].ids[0].namespace, "default");
+        assert!(docs[1].text.starts_with("apiVersion"), "{}", docs[1].text);
+    }
+
+    #[test]
+    fn apply_replaces_by_kind_namespace_and_name_whatever_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = tmp.path().join("config");
+        std::fs::create_dir(&config).unwrap();
+        // As `up` copies it: both resources in one file of the mesh directory.
+        std::fs::write(
+            config.join("helloworld.yaml"),
+            format!("{}---\n{DR}", vs("a")),
+        )
+        .unwrap();
+        let moved = tmp.path().join("other-name.yaml");
+        std::fs::write(&moved, vs("b")).unwrap();
+        let r = apply(&config, &moved, false);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].1, ApplyAction::Configured);
+        // One VirtualService in force, the new one; the DestinationRule untouched.
+        let c = loaded(&config);
+        assert!(!c.has_errors(), "{:?}", c.errors);
+        assert_eq!(c.virtual_services().count(), 1);
+        let applied =
+            std::fs::read_to_string(config.join("applied/virtualservice.default.hw.yaml")).unwrap();
+        assert!(applied.contains("subset: b"), "{applied}");
+        assert_eq!(c.destination_rules().count(), 1);
+        let left = std::fs::read_to_string(config.join("helloworld.yaml")).unwrap();
+        assert!(!left.contains("VirtualService"), "{left}");
+        // The same again, under yet another name: unchanged, still one.
+        let again = tmp.path().join("third.yaml");
+        std::fs::write(&again, vs("b")).unwrap();
+        assert_eq!(apply(&config, &again, false)[0].1, ApplyAction::Unchanged);
+        assert_eq!(loaded(&config).virtual_services().count(), 1);
+        // Delete by identity; the file left empty goes.
+        let dr = tmp.path().join("dr.yaml");
+        std::fs::write(&dr, DR).unwrap();
+        assert_eq!(apply(&config, &dr, true)[0].1, ApplyAction::Deleted);
+        assert!(!config.join("helloworld.yaml").exists());
+        assert_eq!(loaded(&config).destination_rules().count(), 0);
+        assert_eq!(apply(&config, &dr, true)[0].1, ApplyAction::NotFound);
+    }
+
+    #[test]
+    fn bad_yaml_is_refused_with_its_position_before_anything_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = tmp.path().join("config");
+        std::fs::create_dir(&config).unwrap();
+        let dir = tmp.path().join("rules");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("good.yaml"), vs("a")).unwrap();
+        std::fs::write(
+            dir.join("bad.yaml"),
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x}\nspec:\n  hosts: 3\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join(WORKLOAD_FILE), demo::WORKLOADS).unwrap();
+        let e = format!(
+            "{:#}",
+            read_apply_input(std::slice::from_ref(&dir)).unwrap_err()
+        );
+        assert!(e.contains("bad.yaml: document 1, line 5"), "{e}");
+        assert!(!e.contains("good.yaml"), "{e}");
+        assert!(std::fs::read_dir(&config).unwrap().next().is_none());
+        // Without the bad file the directory applies, its workload file skipped.
+        std::fs::remove_file(dir.join("bad.yaml")).unwrap();
+        assert_eq!(read_apply_input(&[dir]).unwrap().len(), 1);
     }
 }

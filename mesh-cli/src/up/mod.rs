@@ -275,20 +275,18 @@ pub fn up(opts: &UpOptions) -> anyhow::Result<()> {
         mesh.registry_yaml(&inbound_ports)?,
     )?;
 
-    // Bootstraps. Envoy takes ADS (and with it SDS) over TLS on the secure port; mesh-proxy
-    // gets its certificate from the CA itself and keeps ADS on the plaintext port.
+    // Bootstraps. Every proxy takes ADS over TLS on the secure port, with its token (Envoy
+    // also takes its certificate by SDS there; mesh-proxy asks the CA itself). The
+    // plaintext port stays for tools and debugging.
     let ads = |proxy: &str| -> anyhow::Result<(SocketAddr, Option<XdsTls>)> {
-        Ok(match opts.proxy {
-            ProxyImpl::Mesh => (xds, None),
-            ProxyImpl::Envoy => (
-                secure,
-                Some(XdsTls {
-                    root_cert: ids.root_cert.clone(),
-                    server_identity: ids.control_plane_identity(),
-                    token: ids.token(proxy)?.token.clone(),
-                }),
-            ),
-        })
+        Ok((
+            secure,
+            Some(XdsTls {
+                root_cert: ids.root_cert.clone(),
+                server_identity: ids.control_plane_identity(),
+                token: ids.token(proxy)?.token.clone(),
+            }),
+        ))
     };
     let mut boots = Vec::new();
     for (w, s) in mesh.workloads.workloads.iter().zip(&mut sidecars) {
@@ -952,7 +950,10 @@ fn print_next_steps(state: &MeshState) {
 
 /// `meshctl apply -f FILE`: checks the file and copies it into the running mesh's config
 /// directory, which the control plane watches.
-pub fn apply(files: &[PathBuf]) -> anyhow::Result<()> {
+/// `meshctl apply -f FILE|DIR...` (`--delete`: remove): every file must load first; then
+/// each resource replaces (or removes) the one of the same kind, namespace and name in the
+/// running mesh's config dir, whatever file either came from.
+pub fn apply(files: &[PathBuf], delete: bool) -> anyhow::Result<()> {
     let dir = state::state_dir()?;
     let Some(state) = MeshState::load(&dir)? else {
         bail!(
@@ -960,34 +961,30 @@ pub fn apply(files: &[PathBuf]) -> anyhow::Result<()> {
             dir.display()
         );
     };
-    for file in files {
-        let text =
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        let config = mesh_api::load_str(&file.display().to_string(), &text);
-        if config.has_errors() {
-            let errors: Vec<String> = config.errors.iter().map(|e| e.to_string()).collect();
-            bail!("{} not applied:\n  {}", file.display(), errors.join("\n  "));
-        }
-        let name = file
-            .file_name()
-            .with_context(|| format!("{}: not a file", file.display()))?;
-        let dest = state.config_dir.join(name);
-        // Write then rename, so the control plane never reads half a file.
-        let tmp = state
-            .config_dir
-            .join(format!(".{}.tmp", name.to_string_lossy()));
-        std::fs::write(&tmp, &text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &dest).with_context(|| format!("writing {}", dest.display()))?;
-        for r in &config.resources {
-            println!(
-                "{}/{} {} configured",
-                r.meta.kind.to_lowercase(),
-                r.meta.name,
-                r.meta.namespace
-            );
+    let docs = meshdir::read_apply_input(files)?;
+    if docs.is_empty() {
+        bail!("no Istio resource in {}", display_paths(files));
+    }
+    let outcome = meshdir::apply_to_config_dir(&state.config_dir, &docs, delete)?;
+    let mut missing = Vec::new();
+    for (id, action) in &outcome {
+        println!("{id} {action}");
+        if *action == meshdir::ApplyAction::NotFound {
+            missing.push(id.to_string());
         }
     }
+    if !missing.is_empty() {
+        bail!("not in the running mesh: {}", missing.join(", "));
+    }
     Ok(())
+}
+
+fn display_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

@@ -1,10 +1,13 @@
 //! `meshctl traffic`: what `while true; do curl ...; done` does, counted. Sends requests
 //! through the gateway or a sidecar's `http_proxy` listener and shows, live, how answers
-//! split by version (`Hello version: X, ...`) and by status.
+//! split by version (`Hello version: X, ...`) and by status. `-H` adds request headers (a
+//! `Host` header there replaces `--host`); `--concurrency N` keeps N requests in flight.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -30,6 +33,10 @@ pub struct TrafficOptions {
     pub path: String,
     /// Host to call (default: the gateway takes any; through a sidecar, the first service).
     pub host: Option<String>,
+    /// Extra request headers, in order.
+    pub headers: Vec<(String, String)>,
+    /// Requests in flight at once (at least 1).
+    pub concurrency: usize,
     pub json: bool,
 }
 
@@ -120,17 +127,38 @@ pub fn run(opts: &TrafficOptions) -> anyhow::Result<Tally> {
             dir.display()
         )
     })?;
+    // `-H 'Host: x'` wins over --host, as with curl.
+    let mut opts = opts.clone();
+    if let Some((_, h)) = opts
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+    {
+        opts.host = Some(h.clone());
+    }
+    let opts = &opts;
     let (addr, host, target) = target(&state, opts)?;
+    let headers: Vec<(String, String)> = opts
+        .headers
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("host"))
+        .cloned()
+        .collect();
+    let concurrency = opts.concurrency.max(1);
     let live = !opts.json && std::io::stderr().is_terminal();
     if !opts.json {
+        let extra: String = headers.iter().map(|(k, v)| format!(", {k}: {v}")).collect();
         eprintln!(
-            "sending GET {target} (Host: {host}) to {addr} via {}",
-            opts.via
+            "sending GET {target} (Host: {host}{extra}) to {addr} via {}{}",
+            opts.via,
+            if concurrency > 1 {
+                format!(", {concurrency} at a time")
+            } else {
+                String::new()
+            }
         );
     }
-    let mut tally = Tally::default();
     let started = Instant::now();
-    let mut last_print = Instant::now();
     let interval = opts
         .rate
         .map(|r| Duration::from_secs_f64(1.0 / r.max(0.001)));
@@ -141,31 +169,46 @@ pub fn run(opts: &TrafficOptions) -> anyhow::Result<Tally> {
         (None, None, Some(d)) => (None, Some(started + d)),
         (None, None, None) => (Some(DEFAULT_COUNT), None),
     };
-    let mut sent: u64 = 0;
-    loop {
-        if count.is_some_and(|n| sent >= n) || until.is_some_and(|u| Instant::now() >= u) {
-            break;
-        }
-        if let Some(i) = interval {
-            let due = started + i.mul_f64(sent as f64);
-            if until.is_some_and(|u| due >= u) {
-                break;
+    let tally = Mutex::new(Tally::default());
+    // The index of the next request: each sender takes one, so N senders never send more
+    // than the count and share one rate schedule.
+    let next = AtomicU64::new(0);
+    let sender = || {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if count.is_some_and(|n| i >= n) || until.is_some_and(|u| Instant::now() >= u) {
+                return;
             }
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
+            if let Some(step) = interval {
+                let due = started + step.mul_f64(i as f64);
+                if until.is_some_and(|u| due >= u) {
+                    return;
+                }
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            let answer = http::get_with_headers(addr, &host, &target, &headers, REQUEST_TIMEOUT);
+            lock(&tally).record(answer);
+        }
+    };
+    std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..concurrency).map(|_| scope.spawn(sender)).collect();
+        let mut last_print = Instant::now();
+        while !senders.iter().all(|h| h.is_finished()) {
+            // Only the display waits here; the senders run at their own pace.
+            std::thread::sleep(Duration::from_millis(50));
+            if live && last_print.elapsed() >= Duration::from_millis(200) {
+                eprint!("\r\x1b[2K{}", lock(&tally).line());
+                let _ = std::io::stderr().flush();
+                last_print = Instant::now();
+            } else if !live && !opts.json && last_print.elapsed() >= Duration::from_secs(2) {
+                eprintln!("{}", lock(&tally).line());
+                last_print = Instant::now();
             }
         }
-        tally.record(http::get(addr, &host, &target, REQUEST_TIMEOUT));
-        sent += 1;
-        if live && last_print.elapsed() >= Duration::from_millis(200) {
-            eprint!("\r\x1b[2K{}", tally.line());
-            let _ = std::io::stderr().flush();
-            last_print = Instant::now();
-        } else if !live && !opts.json && last_print.elapsed() >= Duration::from_secs(2) {
-            eprintln!("{}", tally.line());
-            last_print = Instant::now();
-        }
-    }
+    });
+    let tally = tally.into_inner().unwrap_or_else(|e| e.into_inner());
     if live {
         eprintln!("\r\x1b[2K{}", tally.line());
     }
@@ -175,6 +218,11 @@ pub fn run(opts: &TrafficOptions) -> anyhow::Result<Tally> {
         println!("{}", tally.table());
     }
     Ok(tally)
+}
+
+fn lock(t: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
+    // A sender that panicked leaves plain counts behind: keep counting.
+    t.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Address to connect to, Host, request target.

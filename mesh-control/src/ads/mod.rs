@@ -186,10 +186,23 @@ impl AggregatedDiscoveryService for AdsServer {
             .unwrap_or_default();
         let auth = match &self.port {
             Port::Plaintext => connection::StreamAuth::Plaintext,
-            Port::Secure(secrets) => connection::StreamAuth::Secure {
-                identity: secrets.authenticator.authenticate(&caller).await,
-                cache: secrets.cache.clone(),
-            },
+            Port::Secure(secrets) => {
+                let identity = secrets.authenticator.authenticate(&caller).await;
+                // No credentials at all may still read configuration (as on
+                // the plaintext port); credentials that were presented and
+                // failed are refused outright, as istiod does, so a proxy
+                // with a stale or wrong token learns it at once.
+                if let Err(e) = &identity
+                    && !matches!(e, mesh_ca::AuthError::NoCredentials)
+                {
+                    tracing::warn!(%peer, reason = %e, "secure ADS stream refused");
+                    return Err(Status::unauthenticated(format!("ADS stream refused: {e}")));
+                }
+                connection::StreamAuth::Secure {
+                    identity,
+                    cache: secrets.cache.clone(),
+                }
+            }
         };
         let requests = request.into_inner();
         let (tx, rx) = mpsc::channel(16);

@@ -249,6 +249,7 @@ async fn handle(ctx: Arc<ConnContext>, mut req: Request<Incoming>) -> Response<P
         request_headers: parts.headers.clone(),
         downstream_remote: Some(ctx.peer),
         downstream_local: Some(ctx.local),
+        downstream_tls: ctx.tls.clone(),
         ..LogEntry::default()
     };
 

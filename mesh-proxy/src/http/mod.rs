@@ -17,6 +17,7 @@
 pub mod attempt;
 pub mod conn_manager;
 pub mod connection_lifetime;
+pub mod explain;
 pub mod fault;
 pub mod forward;
 pub mod headers;

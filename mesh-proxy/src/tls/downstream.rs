@@ -37,6 +37,8 @@ pub struct DownstreamTlsInfo {
     pub local_uri: Option<String>,
     pub alpn: Option<String>,
     pub server_name: Option<String>,
+    /// `TLSv1.2` / `TLSv1.3`, as Envoy's `%DOWNSTREAM_TLS_VERSION%` prints it.
+    pub version: Option<&'static str>,
 }
 
 /// A downstream connection after its transport socket.
@@ -153,6 +155,11 @@ pub async fn terminate(
             .alpn_protocol()
             .map(|p| String::from_utf8_lossy(p).into_owned()),
         server_name: conn.server_name().map(str::to_string),
+        version: conn.protocol_version().map(|v| match v {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+            _ => "unknown",
+        }),
     };
     tracing::debug!(
         listener = %site.listener_name,

@@ -105,6 +105,7 @@ mod tests {
             local_uri: Some("spiffe://cluster.local/ns/b/sa/server".into()),
             alpn: None,
             server_name: None,
+            version: None,
         }
     }
 

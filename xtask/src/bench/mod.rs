@@ -1,8 +1,8 @@
 //! `cargo xtask bench`: mesh-proxy against Envoy, side by side, from the same bootstrap files.
 //!
 //! For each case (see [`cases`]) and each repetition the bench starts nginx's upstream once,
-//! then Envoy and mesh-proxy in turn (one worker each, pinned with the upstream to CPU 0 while
-//! the load generator gets CPU 1), and measures:
+//! then Envoy and mesh-proxy in turn (one worker each, `--concurrency 1` for both; pinned with
+//! the upstream to CPU 0 while the load generator gets CPU 1), and measures:
 //! - max throughput at a fixed connection count (wrk), with proxy CPU from `/proc/PID/stat`;
 //! - latency percentiles at a fixed moderate rate (oha with latency correction), or, when oha
 //!   is not installed and `--quick` is given, wrk's percentiles over one closed-loop connection;
@@ -13,6 +13,7 @@
 //! itself is a tool and never runs in CI.
 
 pub mod cases;
+pub mod certs;
 pub mod parse;
 pub mod procfs;
 pub mod report;
@@ -45,7 +46,8 @@ pub struct BenchArgs {
     /// Short runs, one repetition; falls back to wrk latency when oha is not installed.
     #[arg(long)]
     quick: bool,
-    /// Cases to run, comma separated (default: all): direct,hop1,hop2,http2,routes-1000.
+    /// Cases to run, comma separated (default: all):
+    /// direct,hop1,hop2,hop2-mtls,http2,routes-1000. `direct` is always added to proxy cases.
     #[arg(long, value_delimiter = ',')]
     cases: Vec<Case>,
     /// Output directory (default: <target dir>/bench).
@@ -135,11 +137,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(out.join("logs"))
         .with_context(|| format!("create {}", out.display()))?;
     std::fs::create_dir_all(&tools_dir)?;
-    let cases: Vec<Case> = if args.cases.is_empty() {
-        ALL_CASES.to_vec()
-    } else {
-        args.cases.clone()
-    };
+    let cases = cases_to_run(&args.cases);
+    if !args.cases.is_empty()
+        && !args.cases.contains(&Case::Direct)
+        && cases.contains(&Case::Direct)
+    {
+        println!("bench: adding case direct: added latency is measured over it");
+    }
+    for case in cases.iter().filter(|c| c.needs_certificates()) {
+        let dir = out.join("cases").join(case.name());
+        certs::write_identities(&dir)
+            .with_context(|| format!("{}: workload certificates", case.name()))?;
+        println!(
+            "bench: {}: SPIFFE certificates from a fresh mesh CA in {}",
+            case.name(),
+            dir.join("certs").display()
+        );
+    }
     let reps = args.reps.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
     let timing = if args.quick {
         Timing {
@@ -232,13 +246,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     .run_one(case, proxy, rep)
                     .with_context(|| format!("{} under {}", case.name(), proxy.name()))?;
                 println!(
-                    "{:>8.0} req/s  p50 {:>6.0} µs  cpu {} µs/req  errors {}",
+                    "{:>8.0} req/s  p50 {:>6.0} µs  cpu {} µs/req  errors {}{}",
                     sample.throughput.rps,
                     sample.latency.p50_us,
                     sample
                         .cpu_us_per_req
                         .map_or("-".into(), |c| format!("{c:.1}")),
-                    sample.throughput.errors + sample.latency.errors
+                    sample.throughput.errors + sample.latency.errors,
+                    report::connections_cell(sample.front_upstream_cx, sample.front_tls_handshakes)
+                        .map_or(String::new(), |c| format!("  upstream cx {c}"))
                 );
                 samples.push(sample);
             }
@@ -324,7 +340,7 @@ impl Bench {
         let dir = self.out.join("cases").join(case.name());
         std::fs::create_dir_all(&dir)?;
         let mut procs = Procs::default();
-        for b in cases::bootstraps(case, &ports) {
+        for b in cases::bootstraps(case, &ports, &dir) {
             // The same file for both proxies: written once per run, read by whichever starts.
             let file = dir.join(format!("{}.yaml", b.role));
             std::fs::write(&file, &b.yaml)?;
@@ -348,11 +364,9 @@ impl Bench {
                 }
                 Proxy::Mesh => {
                     let mut c = pin(self.pinned, 0, &self.mesh.path);
-                    // mesh-proxy has no worker-count flag yet; tokio's runtime reads this.
-                    c.env("TOKIO_WORKER_THREADS", "1")
-                        .arg("-c")
+                    c.arg("-c")
                         .arg(&file)
-                        .args(["-l", "error"]);
+                        .args(["--concurrency", "1", "-l", "error"]);
                     c
                 }
                 Proxy::None => bail!("{} needs a proxy", case.name()),
@@ -375,6 +389,27 @@ impl Bench {
         };
         let cpu2 = cpu_ticks(&pids)?;
         procs.check_alive()?;
+        // Connections the front proxy opened over the whole run (warm-up included): about the
+        // load generator's connection count when they are kept alive, one per request if not.
+        let (front_upstream_cx, front_tls_handshakes) = match cases::front_cluster(case) {
+            Some(cluster) => {
+                let page = http_get(ports.admin_front, "/stats")
+                    .with_context(|| format!("{} admin /stats", proxy.name()))?;
+                // Kept for reading afterwards (e.g. Envoy's ssl.versions / ssl.ciphers).
+                let file = self.out.join("logs").join(format!(
+                    "{}-front-{}-{rep}.stats",
+                    case.name(),
+                    proxy.name()
+                ));
+                std::fs::write(&file, &page)
+                    .with_context(|| format!("write {}", file.display()))?;
+                (
+                    parse::stat_value(&page, &format!("cluster.{cluster}.upstream_cx_total")),
+                    parse::stat_value(&page, &format!("cluster.{cluster}.ssl.handshake")),
+                )
+            }
+            None => (None, None),
+        };
         let rss_kib = if pids.is_empty() {
             None
         } else {
@@ -398,6 +433,8 @@ impl Bench {
             throughput,
             latency,
             rss_kib,
+            front_upstream_cx,
+            front_tls_handshakes,
         })
     }
 
@@ -456,6 +493,26 @@ impl Bench {
         }
         parse::parse_oha(&text).map_err(anyhow::Error::msg)
     }
+}
+
+/// The cases asked for (all when none), each once, with `direct` first whenever a proxy case
+/// runs: every "added latency" figure is measured over it.
+fn cases_to_run(asked: &[Case]) -> Vec<Case> {
+    let asked = if asked.is_empty() {
+        &ALL_CASES[..]
+    } else {
+        asked
+    };
+    let mut cases = Vec::new();
+    if asked.iter().any(|c| c.has_proxy()) {
+        cases.push(Case::Direct);
+    }
+    for &case in asked {
+        if !cases.contains(&case) {
+            cases.push(case);
+        }
+    }
+    cases
 }
 
 /// `taskset -c CPU program` when pinning, else the program alone.
@@ -555,6 +612,26 @@ fn wait_http(port: u16, host: &str, procs: &mut Procs) -> anyhow::Result<()> {
     bail!("127.0.0.1:{port} not answering 200 within 30 s: {last}")
 }
 
+/// The body of `GET path` on a local admin port (`Connection: close`, read to the end).
+fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("no HTTP head in the answer to {path}"))?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
+    }
+    Ok(body.to_string())
+}
+
 fn get_status(port: u16, host: &str) -> anyhow::Result<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -598,4 +675,23 @@ fn command_text(program: &str, args: &[&str]) -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_runs_first_whenever_a_proxy_case_runs() {
+        assert_eq!(cases_to_run(&[]), ALL_CASES.to_vec());
+        assert_eq!(
+            cases_to_run(&[Case::Hop1, Case::Hop2, Case::Hop2Mtls, Case::Hop1]),
+            [Case::Direct, Case::Hop1, Case::Hop2, Case::Hop2Mtls]
+        );
+        assert_eq!(
+            cases_to_run(&[Case::Hop2, Case::Direct]),
+            [Case::Direct, Case::Hop2]
+        );
+        assert_eq!(cases_to_run(&[Case::Direct]), [Case::Direct]);
+    }
 }

@@ -113,6 +113,15 @@ pub fn parse_oha(json: &str) -> Result<LoadResult, String> {
     })
 }
 
+/// One counter of an admin `/stats` page (`name: value` lines, the format Envoy and
+/// mesh-proxy share); `None` when the proxy does not have it.
+pub fn stat_value(stats: &str, name: &str) -> Option<u64> {
+    stats.lines().find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        (n.trim() == name).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +184,23 @@ mod tests {
         assert!(err.contains("latencyPercentiles.p50"), "{err}");
         let err = parse_oha(r#"{"summary": {"total": "x"}}"#).unwrap_err();
         assert!(err.contains("summary.total"), "{err}");
+    }
+
+    #[test]
+    fn stats_counters_are_found_by_exact_name() {
+        let page = "cluster.server-sidecar.ssl.handshake: 33\n\
+                    cluster.server-sidecar.ssl.handshake_error: 2\n\
+                    cluster.server-sidecar.upstream_cx_total: 34\n\
+                    server.version: not-a-number\n";
+        assert_eq!(
+            stat_value(page, "cluster.server-sidecar.ssl.handshake"),
+            Some(33)
+        );
+        assert_eq!(
+            stat_value(page, "cluster.server-sidecar.upstream_cx_total"),
+            Some(34)
+        );
+        assert_eq!(stat_value(page, "cluster.upstream.upstream_cx_total"), None);
+        assert_eq!(stat_value(page, "server.version"), None);
     }
 }

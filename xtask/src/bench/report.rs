@@ -42,6 +42,10 @@ pub struct Sample {
     pub cpu_us_per_req_latency_run: Option<f64>,
     /// Sum of the proxies' RSS after the runs.
     pub rss_kib: Option<u64>,
+    /// Connections the front proxy opened to its cluster over the run (`upstream_cx_total`).
+    pub front_upstream_cx: Option<u64>,
+    /// TLS handshakes of those connections (`ssl.handshake`), for TLS clusters.
+    pub front_tls_handshakes: Option<u64>,
 }
 
 /// Medians of one case under one proxy.
@@ -56,6 +60,8 @@ pub struct Row {
     pub p999_us: Option<Spread>,
     pub cpu_us_per_req: Option<Spread>,
     pub rss_mib: Option<Spread>,
+    pub front_upstream_cx: Option<Spread>,
+    pub front_tls_handshakes: Option<Spread>,
     pub errors: u64,
 }
 
@@ -107,6 +113,8 @@ pub fn summarize(cases: &[Case], samples: &[Sample]) -> Vec<Row> {
                 p999_us: pick(&|s| Some(s.latency.p999_us)),
                 cpu_us_per_req: pick(&|s| s.cpu_us_per_req),
                 rss_mib: pick(&|s| s.rss_kib.map(|k| k as f64 / 1024.0)),
+                front_upstream_cx: pick(&|s| s.front_upstream_cx.map(|n| n as f64)),
+                front_tls_handshakes: pick(&|s| s.front_tls_handshakes.map(|n| n as f64)),
                 errors: of
                     .iter()
                     .map(|s| s.throughput.errors + s.latency.errors)
@@ -179,6 +187,15 @@ fn cell_spread(s: Option<Spread>, decimals: usize) -> String {
     }
 }
 
+/// "connections" or "connections (TLS handshakes)"; `None` without a connection count.
+pub fn connections_cell(cx: Option<u64>, tls: Option<u64>) -> Option<String> {
+    let cx = cx?;
+    Some(match tls {
+        Some(t) => format!("{cx} ({t} TLS)"),
+        None => cx.to_string(),
+    })
+}
+
 fn cell_ratio(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.2}x")).unwrap_or_else(|| "-".into())
 }
@@ -195,6 +212,7 @@ pub fn table(rows: &[Row], comparisons: &[Comparison], latency_source: &str) -> 
         "p99.9 µs".into(),
         "CPU µs/req".into(),
         "RSS MiB".into(),
+        "upstream cx".into(),
         "errors".into(),
     ]];
     for r in rows {
@@ -208,6 +226,11 @@ pub fn table(rows: &[Row], comparisons: &[Comparison], latency_source: &str) -> 
             cell(med(r.p999_us), 0),
             cell_spread(r.cpu_us_per_req, 1),
             cell(med(r.rss_mib), 1),
+            connections_cell(
+                med(r.front_upstream_cx).map(|n| n.round() as u64),
+                med(r.front_tls_handshakes).map(|n| n.round() as u64),
+            )
+            .unwrap_or_else(|| "-".into()),
             r.errors.to_string(),
         ]);
     }
@@ -254,7 +277,9 @@ pub fn table(rows: &[Row], comparisons: &[Comparison], latency_source: &str) -> 
     }
     let _ = writeln!(
         out,
-        "\nreq/s and CPU: max-throughput runs; latency: {latency_source}. Medians, (min-max) over repetitions."
+        "\nreq/s and CPU: max-throughput runs; latency: {latency_source}. Medians, (min-max) over repetitions. \
+         upstream cx: connections the front proxy opened to its cluster over a whole run (warm-up included), \
+         with the TLS handshakes among them; kept-alive connections keep it near the load generator's connection count."
     );
     out
 }
@@ -439,6 +464,8 @@ mod tests {
             cpu_us_per_req: (proxy != Proxy::None).then_some(cpu),
             cpu_us_per_req_latency_run: None,
             rss_kib: (proxy != Proxy::None).then_some(64 * 1024),
+            front_upstream_cx: (proxy != Proxy::None).then_some(48),
+            front_tls_handshakes: None,
         }
     }
 
@@ -513,6 +540,7 @@ mod tests {
         assert!(t.contains("0.50x"), "{t}");
         assert!(t.contains("250 / 100"), "{t}");
         assert!(t.contains("latency: wrk, 1 connection"), "{t}");
+        assert!(t.contains("| 48 "), "{t}");
         // Every line of a table has the same width.
         let first_table: Vec<&str> = t.split("\n\n").next().unwrap().lines().collect();
         let w = first_table[0].chars().count();
@@ -539,6 +567,16 @@ mod tests {
         assert_eq!(added_ratio(Some(50.0), Some(100.0)), Some(0.5));
         assert_eq!(added_ratio(Some(50.0), Some(-10.0)), None);
         assert_eq!(added_ratio(Some(-5.0), Some(10.0)), None);
+    }
+
+    #[test]
+    fn connections_cell_shows_tls_handshakes_when_counted() {
+        assert_eq!(connections_cell(Some(48), None).as_deref(), Some("48"));
+        assert_eq!(
+            connections_cell(Some(48), Some(47)).as_deref(),
+            Some("48 (47 TLS)")
+        );
+        assert_eq!(connections_cell(None, Some(3)), None);
     }
 
     #[test]
