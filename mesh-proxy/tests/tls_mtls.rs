@@ -377,8 +377,13 @@ async fn silent_tls_server_is_a_connect_failure_within_connect_timeout() {
     holder.abort();
 }
 
-#[tokio::test]
-async fn access_log_names_the_peer_identity_and_tls_version() {
+/// One request from a client sidecar to a STRICT server sidecar whose
+/// inbound TLS context gets `server_tls_params` (and the client's cluster
+/// `client_tls_params`); the server's access log line, if any.
+async fn one_request_logged(
+    server_tls_params: &str,
+    client_tls_params: &str,
+) -> (StatusCode, Option<String>, String, String) {
     let ca = ca(TD);
     let client_cert = issue(&ca, "default", "client");
     let server_cert = issue(&ca, "default", "server");
@@ -401,31 +406,72 @@ async fn access_log_names_the_peer_identity_and_tls_version() {
         &secrets(&server_cert, &server_cert.roots),
         &[&client_cert.uri],
     )
-    .replacen("stat_prefix: inbound", &access_log, 1);
+    .replacen("stat_prefix: inbound", &access_log, 1)
+    .replacen(
+        "alpn_protocols: [h2, http/1.1]",
+        &format!("alpn_protocols: [h2, http/1.1]\n            tls_params: {server_tls_params}"),
+        1,
+    );
     let server = start(&server_yaml).await;
     let inbound = server.listener("inbound").unwrap();
+    let transport = tls_transport(&[&server_cert.uri]);
+    // Next to `alpn_protocols`, at its indentation.
+    let alpn_line = transport
+        .lines()
+        .find(|l| l.trim_start().starts_with("alpn_protocols:"))
+        .unwrap()
+        .to_string();
+    let indent = &alpn_line[..alpn_line.len() - alpn_line.trim_start().len()];
+    let transport = transport.replacen(
+        &alpn_line,
+        &format!("{alpn_line}\n{indent}tls_params: {client_tls_params}"),
+        1,
+    );
     let client = start(&client_bootstrap(
         &[(inbound, true)],
-        &tls_transport(&[&server_cert.uri]),
+        &transport,
         &secrets(&client_cert, &client_cert.roots),
     ))
     .await;
     let resp = send(client.listener("outbound").unwrap(), get("server"))
         .await
         .unwrap();
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-    let want = format!(
-        "peer={} local={} tls=TLSv1.3",
-        client_cert.uri, server_cert.uri
+    let mut line = None;
+    if resp.status == StatusCode::OK {
+        wait_until(Duration::from_secs(5), async || {
+            std::fs::read_to_string(&log_path).is_ok_and(|t| !t.is_empty())
+        })
+        .await
+        .unwrap();
+        line = std::fs::read_to_string(&log_path).ok();
+    }
+    (resp.status, line, client_cert.uri, server_cert.uri)
+}
+
+#[tokio::test]
+async fn access_log_names_the_peer_identity_and_tls_version() {
+    let (status, line, client, server) = one_request_logged("{}", "{}").await;
+    assert_eq!(status, StatusCode::OK);
+    let line = line.unwrap();
+    assert!(
+        line.contains(&format!("peer={client} local={server} tls=TLSv1.3")),
+        "{line}"
     );
-    wait_until(Duration::from_secs(5), async || {
-        std::fs::read_to_string(&log_path).is_ok_and(|t| t.contains(&want))
-    })
-    .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "access log {:?}, want {want:?}",
-            std::fs::read_to_string(&log_path)
-        )
-    });
+}
+
+#[tokio::test]
+async fn tls_params_pin_the_protocol_version() {
+    let (status, line, ..) =
+        one_request_logged("{tls_maximum_protocol_version: TLSv1_2}", "{}").await;
+    assert_eq!(status, StatusCode::OK);
+    let line = line.unwrap();
+    assert!(line.contains("tls=TLSv1.2"), "{line}");
+    // A client that stops at 1.2 meets a server that starts at 1.3: no
+    // common version, the upstream connection fails (503).
+    let (status, ..) = one_request_logged(
+        "{tls_minimum_protocol_version: TLSv1_3}",
+        "{tls_maximum_protocol_version: TLSv1_2}",
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }

@@ -8,7 +8,8 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
 use super::common::{bool_or, data_source_text, string_matcher};
 use super::errors::{CompileError, Ctx};
 use crate::model::{
-    DownstreamTls, StringMatcher, TlsCaSource, TlsCertificateSource, TlsValidation, UpstreamTls,
+    DownstreamTls, StringMatcher, TlsCaSource, TlsCertificateSource, TlsValidation, TlsVersions,
+    UpstreamTls,
 };
 use crate::xds_json::{any_type_name, unpack_any};
 
@@ -56,6 +57,7 @@ pub(crate) fn upstream_tls(
     }
     let common = t.common_tls_context.unwrap_or_default();
     let cf = format!("{f}.common_tls_context");
+    let versions = tls_versions(ctx, &cf, &common)?;
     let certificate = certificate(ctx, &cf, &common)?;
     let (trusted_ca, sans) = match validation(ctx, &cf, &common)? {
         Some(v) => (Some(v.trusted_ca), v.match_subject_alt_names),
@@ -67,6 +69,7 @@ pub(crate) fn upstream_tls(
         certificate,
         trusted_ca,
         match_subject_alt_names: sans,
+        versions,
     }))
 }
 
@@ -88,6 +91,7 @@ pub(crate) fn downstream_tls(
     }
     let common = t.common_tls_context.unwrap_or_default();
     let cf = format!("{f}.common_tls_context");
+    let versions = tls_versions(ctx, &cf, &common)?;
     let certificate = certificate(ctx, &cf, &common)?
         .ok_or_else(|| ctx.missing(&format!("{cf}.tls_certificates")))?;
     let validation = validation(ctx, &cf, &common)?;
@@ -105,7 +109,62 @@ pub(crate) fn downstream_tls(
         validation,
         require_client_certificate,
         alpn_protocols: common.alpn_protocols.clone(),
+        versions,
     }))
+}
+
+/// `tls_params`: the protocol range is honoured; cipher suites, curves and
+/// signature algorithms would change what is negotiated, and rustls' choice
+/// cannot be narrowed the same way, so they are refused rather than ignored.
+fn tls_versions(
+    ctx: &Ctx,
+    field: &str,
+    common: &tls::CommonTlsContext,
+) -> Result<TlsVersions, CompileError> {
+    use tls::tls_parameters::TlsProtocol;
+    let Some(p) = &common.tls_params else {
+        return Ok(TlsVersions::Any);
+    };
+    let f = format!("{field}.tls_params");
+    for (name, set) in [
+        ("cipher_suites", !p.cipher_suites.is_empty()),
+        ("ecdh_curves", !p.ecdh_curves.is_empty()),
+        ("signature_algorithms", !p.signature_algorithms.is_empty()),
+        ("compliance_policies", !p.compliance_policies.is_empty()),
+    ] {
+        if set {
+            return Err(ctx.unsupported(&format!("{f}.{name}"), ""));
+        }
+    }
+    let version = |name: &str, raw: i32| -> Result<Option<u8>, CompileError> {
+        match TlsProtocol::try_from(raw) {
+            Ok(TlsProtocol::TlsAuto) => Ok(None),
+            Ok(TlsProtocol::TlSv12) => Ok(Some(2)),
+            Ok(TlsProtocol::TlSv13) => Ok(Some(3)),
+            Ok(old @ (TlsProtocol::TlSv10 | TlsProtocol::TlSv11)) => Err(ctx.unsupported(
+                &format!("{f}.{name}"),
+                format!("{} (only TLS 1.2 and 1.3 are spoken)", old.as_str_name()),
+            )),
+            Err(_) => Err(ctx.invalid(&format!("{f}.{name}"), format!("unknown value {raw}"))),
+        }
+    };
+    let min = version(
+        "tls_minimum_protocol_version",
+        p.tls_minimum_protocol_version,
+    )?;
+    let max = version(
+        "tls_maximum_protocol_version",
+        p.tls_maximum_protocol_version,
+    )?;
+    match (min.unwrap_or(2), max.unwrap_or(3)) {
+        (2, 3) => Ok(TlsVersions::Any),
+        (2, 2) => Ok(TlsVersions::Only12),
+        (3, 3) => Ok(TlsVersions::Only13),
+        _ => Err(ctx.invalid(
+            &f,
+            "tls_minimum_protocol_version is above tls_maximum_protocol_version",
+        )),
+    }
 }
 
 fn certificate(

@@ -198,6 +198,8 @@ pub struct UpstreamTls {
     pub trusted_ca: Option<super::TlsCaSource>,
     /// Acceptable server identities (SPIFFE URI SANs).
     pub match_subject_alt_names: Vec<StringMatcher>,
+    /// `common_tls_context.tls_params` protocol versions.
+    pub versions: super::TlsVersions,
 }
 
 /// One `Cluster.TransportSocketMatch`.

@@ -99,6 +99,19 @@ pub struct DownstreamTls {
     pub validation: Option<TlsValidation>,
     pub require_client_certificate: bool,
     pub alpn_protocols: Vec<String>,
+    /// `common_tls_context.tls_params` protocol versions.
+    pub versions: TlsVersions,
+}
+
+/// The TLS versions a context may negotiate (`tls_params`). rustls speaks
+/// TLS 1.2 and 1.3 only; older versions are refused at compile time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsVersions {
+    /// TLS 1.2 or 1.3 (the default here; Envoy's client side stops at 1.2).
+    #[default]
+    Any,
+    Only12,
+    Only13,
 }
 
 #[derive(Debug, Clone)]

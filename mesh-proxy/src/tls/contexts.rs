@@ -12,7 +12,7 @@ use rustls::{ClientConfig, ServerConfig};
 use super::SecretStore;
 use super::material::{self, TlsSetupError};
 use super::verify::{DownstreamClientVerifier, UpstreamServerVerifier};
-use crate::model::{DownstreamTls, UpstreamTls};
+use crate::model::{DownstreamTls, TlsVersions, UpstreamTls};
 
 type Cache<T> = Mutex<(u64, HashMap<String, Arc<T>>)>;
 
@@ -90,10 +90,23 @@ pub struct ServerContext {
     pub local_uri: Option<String>,
 }
 
+static ONLY_TLS12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+static ONLY_TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
+fn protocol_versions(
+    versions: TlsVersions,
+) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    match versions {
+        TlsVersions::Any => rustls::DEFAULT_VERSIONS,
+        TlsVersions::Only12 => ONLY_TLS12,
+        TlsVersions::Only13 => ONLY_TLS13,
+    }
+}
+
 fn server_config(store: &SecretStore, tls: &DownstreamTls) -> Result<ServerContext, TlsSetupError> {
     let provider = mesh_ca::tls::crypto_provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
+        .with_protocol_versions(protocol_versions(tls.versions))?;
     let builder = match &tls.validation {
         None => builder.with_no_client_auth(),
         Some(v) => {
@@ -144,7 +157,7 @@ fn client_config(
         sans.extend(material::secret_san_matchers(store, ca));
     }
     let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
+        .with_protocol_versions(protocol_versions(tls.versions))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(UpstreamServerVerifier {
             roots,

@@ -1,6 +1,7 @@
 //! Clusters: discovery, load balancing, protocols, thresholds, outlier detection, TLS.
 
 use super::*;
+use crate::model::TlsVersions;
 
 #[test]
 fn smoke_static_cluster() {
@@ -446,6 +447,44 @@ load_assignment:
             "name: c\ntransport_socket_matches: [{{name: m, match: {{n: 1}}, transport_socket: {{name: envoy.transport_sockets.raw_buffer}}}}]\n{ONE_ENDPOINT}"
         )),
         "transport_socket_matches[0].match.n",
+        "not supported",
+    );
+}
+
+#[test]
+fn tls_params_versions_are_honoured_and_the_rest_refused() {
+    let with = |params: &str| {
+        cluster(&format!(
+            "name: c\ntransport_socket: {{name: t, typed_config: {{\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, common_tls_context: {{tls_params: {params}}}}}}}\n{ONE_ENDPOINT}"
+        ))
+    };
+    let versions = |params: &str| with(params).unwrap().tls.unwrap().versions;
+    assert_eq!(versions("{}"), TlsVersions::Any);
+    assert_eq!(
+        versions("{tls_maximum_protocol_version: TLSv1_2}"),
+        TlsVersions::Only12
+    );
+    assert_eq!(
+        versions("{tls_minimum_protocol_version: TLSv1_3}"),
+        TlsVersions::Only13
+    );
+    assert_eq!(
+        versions("{tls_minimum_protocol_version: TLSv1_2, tls_maximum_protocol_version: TLSv1_3}"),
+        TlsVersions::Any
+    );
+    assert_err(
+        with("{tls_minimum_protocol_version: TLSv1_0}"),
+        "tls_params.tls_minimum_protocol_version",
+        "TLSv1_0",
+    );
+    assert_err(
+        with("{tls_minimum_protocol_version: TLSv1_3, tls_maximum_protocol_version: TLSv1_2}"),
+        "tls_params",
+        "above",
+    );
+    assert_err(
+        with("{cipher_suites: [ECDHE-ECDSA-AES128-GCM-SHA256]}"),
+        "tls_params.cipher_suites",
         "not supported",
     );
 }
