@@ -14,28 +14,32 @@ use super::matcher::{RequestHead, header_matches, query_matches, whole_match};
 /// compared lower-cased and with their port, so a domain with a port only
 /// matches a Host with that port. Wildcards need at least one character.
 pub fn select_virtual_host<'a>(table: &'a RouteTable, authority: &str) -> Option<&'a VirtualHost> {
-    let host = authority.to_ascii_lowercase();
+    // Case-insensitive comparisons in place: this runs on every request over
+    // every domain of the table, so nothing is lower-cased into new strings.
+    let host = authority.as_bytes();
     let mut best_suffix: Option<(usize, &VirtualHost)> = None;
     let mut best_prefix: Option<(usize, &VirtualHost)> = None;
     let mut any: Option<&VirtualHost> = None;
     for vh in &table.virtual_hosts {
         for domain in &vh.domains {
             match domain {
-                DomainPattern::Exact(d) if d.eq_ignore_ascii_case(&host) => return Some(vh),
+                DomainPattern::Exact(d) if d.as_bytes().eq_ignore_ascii_case(host) => {
+                    return Some(vh);
+                }
                 DomainPattern::Exact(_) => {}
                 DomainPattern::Suffix(s) => {
-                    let s = s.to_ascii_lowercase();
+                    let s = s.as_bytes();
                     if host.len() > s.len()
-                        && host.ends_with(&s)
+                        && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
                         && best_suffix.is_none_or(|(len, _)| s.len() > len)
                     {
                         best_suffix = Some((s.len(), vh));
                     }
                 }
                 DomainPattern::Prefix(p) => {
-                    let p = p.to_ascii_lowercase();
+                    let p = p.as_bytes();
                     if host.len() > p.len()
-                        && host.starts_with(&p)
+                        && host[..p.len()].eq_ignore_ascii_case(p)
                         && best_prefix.is_none_or(|(len, _)| p.len() > len)
                     {
                         best_prefix = Some((p.len(), vh));
@@ -259,6 +263,13 @@ mod tests {
         assert_eq!(name("hello"), Some("any"));
         // Wildcards need at least one character.
         assert_eq!(name(".example.com"), Some("short-suffix"));
+        // Case-insensitive on both sides, wildcards included.
+        assert_eq!(name("A.EXAMPLE.COM"), Some("suffix"));
+        assert_eq!(name("API.local"), Some("prefix"));
+        assert_eq!(name("HELLO:8080"), Some("port"));
+        // A multi-byte Host neither panics nor matches a wildcard by accident.
+        assert_eq!(name("é.example.com"), Some("suffix"));
+        assert_eq!(name("ä"), Some("any"));
     }
 
     fn rm(path: PathMatch) -> RouteMatch {
