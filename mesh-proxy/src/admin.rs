@@ -404,7 +404,6 @@ struct CertificateInfo {
 /// Every certificate of a PEM text; blocks that are not certificates (or do
 /// not parse) are skipped: `/certs` reports, it does not validate.
 fn parse_pem_certificates(text: &str) -> Vec<CertificateInfo> {
-    use x509_parser::extensions::GeneralName;
     let Ok(blocks) = pem::parse_many(text) else {
         return Vec::new();
     };
@@ -413,39 +412,17 @@ fn parse_pem_certificates(text: &str) -> Vec<CertificateInfo> {
         .filter(|b| b.tag() == "CERTIFICATE")
         .filter_map(|b| {
             let (_, cert) = x509_parser::parse_x509_certificate(b.contents()).ok()?;
-            let mut info = CertificateInfo {
+            let names = crate::tls::verify::names_of(&cert);
+            Some(CertificateInfo {
                 serial_number: cert.tbs_certificate.serial.to_str_radix(16),
-                uris: Vec::new(),
-                dns: Vec::new(),
-                ips: Vec::new(),
+                uris: names.uris,
+                dns: names.dns,
+                ips: names.ips.iter().map(ToString::to_string).collect(),
                 valid_from: SystemTime::from(cert.validity().not_before.to_datetime()),
                 expiration_time: SystemTime::from(cert.validity().not_after.to_datetime()),
-            };
-            if let Ok(Some(san)) = cert.subject_alternative_name() {
-                for name in &san.value.general_names {
-                    match name {
-                        GeneralName::URI(u) => info.uris.push((*u).to_owned()),
-                        GeneralName::DNSName(d) => info.dns.push((*d).to_owned()),
-                        GeneralName::IPAddress(bytes) => {
-                            if let Some(ip) = ip_from_bytes(bytes) {
-                                info.ips.push(ip.to_string());
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            Some(info)
+            })
         })
         .collect()
-}
-
-fn ip_from_bytes(bytes: &[u8]) -> Option<std::net::IpAddr> {
-    match bytes.len() {
-        4 => <[u8; 4]>::try_from(bytes).ok().map(std::net::IpAddr::from),
-        16 => <[u8; 16]>::try_from(bytes).ok().map(std::net::IpAddr::from),
-        _ => None,
-    }
 }
 
 /// Envoy's `envoy.admin.v3.CertificateDetails` of a PEM text. Secrets are

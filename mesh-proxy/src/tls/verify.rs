@@ -16,33 +16,49 @@ use x509_parser::extensions::GeneralName;
 use crate::http::matcher::string_matches;
 use crate::model::{StringMatch, StringMatcher};
 
-/// What a peer certificate says about who it is.
+/// What a certificate says about who it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CertNames {
     pub uris: Vec<String>,
     pub dns: Vec<String>,
+    pub ips: Vec<std::net::IpAddr>,
     /// RFC 2253-ish subject, as x509-parser prints it.
     pub subject: String,
 }
 
 pub fn cert_names(cert: &CertificateDer<'_>) -> CertNames {
-    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert) else {
-        return CertNames::default();
-    };
+    match x509_parser::parse_x509_certificate(cert) {
+        Ok((_, parsed)) => names_of(&parsed),
+        Err(_) => CertNames::default(),
+    }
+}
+
+/// The subject and subject alternative names of a parsed certificate (for
+/// callers that read other fields of it too, such as `/certs`).
+pub fn names_of(cert: &x509_parser::certificate::X509Certificate<'_>) -> CertNames {
     let mut names = CertNames {
-        subject: parsed.subject().to_string(),
+        subject: cert.subject().to_string(),
         ..Default::default()
     };
-    if let Ok(Some(san)) = parsed.subject_alternative_name() {
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
             match name {
                 GeneralName::URI(u) => names.uris.push(u.to_string()),
                 GeneralName::DNSName(d) => names.dns.push(d.to_string()),
+                GeneralName::IPAddress(bytes) => names.ips.extend(ip_from_bytes(bytes)),
                 _ => {}
             }
         }
     }
     names
+}
+
+fn ip_from_bytes(bytes: &[u8]) -> Option<std::net::IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(std::net::IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(std::net::IpAddr::from),
+        _ => None,
+    }
 }
 
 /// The peer's identity is not one the configuration accepts.
