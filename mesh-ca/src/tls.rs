@@ -30,9 +30,26 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// ALPN for gRPC.
 pub const ALPN_H2: &[u8] = b"h2";
 
-/// The ring provider; the mesh never uses aws-lc-rs.
+/// The ring provider; the mesh never uses aws-lc-rs. Suites are in Envoy's
+/// (BoringSSL's) default preference, AES-128-GCM first, rather than rustls'
+/// AES-256-GCM first: the mesh's proxies and Envoy sidecars then agree on a
+/// suite, and the cheaper one, without any `tls_params`.
 pub fn crypto_provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::cipher_suite as suite;
+    Arc::new(CryptoProvider {
+        cipher_suites: vec![
+            suite::TLS13_AES_128_GCM_SHA256,
+            suite::TLS13_AES_256_GCM_SHA384,
+            suite::TLS13_CHACHA20_POLY1305_SHA256,
+            suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+            suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        ],
+        ..rustls::crypto::ring::default_provider()
+    })
 }
 
 /// Failure to build a TLS configuration.

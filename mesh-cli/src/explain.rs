@@ -513,7 +513,7 @@ pub fn explain(live: &LiveConfig, req: &ExplainRequest) -> Result<Explanation, E
     let head = req.head();
     let Some(vh) = router::select_virtual_host(&table, &req.host) else {
         out.virtual_hosts = table
-            .virtual_hosts
+            .virtual_hosts()
             .iter()
             .map(|vh| VirtualHostSummary {
                 name: vh.name.clone(),

@@ -4,7 +4,8 @@
 //! mTLS operators read the connection's TLS facts: `%DOWNSTREAM_PEER_URI_SAN%`
 //! (the client's SPIFFE ID), `%DOWNSTREAM_PEER_SUBJECT%`,
 //! `%DOWNSTREAM_PEER_DNS_SAN%`, `%DOWNSTREAM_LOCAL_URI_SAN%` (our own
-//! identity), `%DOWNSTREAM_TLS_VERSION%`, `%REQUESTED_SERVER_NAME%`, and
+//! identity), `%DOWNSTREAM_TLS_VERSION%`, `%DOWNSTREAM_TLS_CIPHER%`,
+//! `%REQUESTED_SERVER_NAME%`, and
 //! `%UPSTREAM_PEER_URI_SAN%` when the upstream connection recorded it.
 
 use std::collections::HashMap;
@@ -87,6 +88,7 @@ impl LogEntry {
             "DOWNSTREAM_PEER_DNS_SAN" => Some(self.peer_certificate()?.dns.join(",")),
             "DOWNSTREAM_LOCAL_URI_SAN" => self.downstream_tls.as_ref()?.local_uri.clone(),
             "DOWNSTREAM_TLS_VERSION" => self.downstream_tls.as_ref()?.version.map(str::to_string),
+            "DOWNSTREAM_TLS_CIPHER" => self.downstream_tls.as_ref()?.cipher.map(str::to_string),
             "REQUESTED_SERVER_NAME" => self.downstream_tls.as_ref()?.server_name.clone(),
             "UPSTREAM_PEER_URI_SAN" => self.upstream_peer_uri_san.clone(),
             _ => {
@@ -286,6 +288,7 @@ mod tests {
             alpn: Some("h2".into()),
             server_name: Some("outbound_.80_._.cart.shop.svc.cluster.local".into()),
             version: Some("TLSv1.3"),
+            cipher: Some("TLS_AES_128_GCM_SHA256"),
         })
     }
 
@@ -298,9 +301,9 @@ mod tests {
         e.set_downstream_tls(Some(&mtls_session()));
         assert_eq!(
             e.render(
-                "%DOWNSTREAM_PEER_URI_SAN% %DOWNSTREAM_TLS_VERSION% %DOWNSTREAM_LOCAL_URI_SAN%"
+                "%DOWNSTREAM_PEER_URI_SAN% %DOWNSTREAM_TLS_VERSION% %DOWNSTREAM_TLS_CIPHER% %DOWNSTREAM_LOCAL_URI_SAN%"
             ),
-            "spiffe://cluster.local/ns/shop/sa/web TLSv1.3 spiffe://cluster.local/ns/shop/sa/cart"
+            "spiffe://cluster.local/ns/shop/sa/web TLSv1.3 TLS_AES_128_GCM_SHA256 spiffe://cluster.local/ns/shop/sa/cart"
         );
         assert_eq!(
             e.render("[%DOWNSTREAM_PEER_SUBJECT%] %DOWNSTREAM_PEER_DNS_SAN%"),
@@ -322,14 +325,17 @@ mod tests {
 
     #[test]
     fn mtls_operators_print_a_dash_without_tls_or_without_a_client_certificate() {
-        let template = "%DOWNSTREAM_PEER_URI_SAN% %DOWNSTREAM_PEER_SUBJECT% %DOWNSTREAM_TLS_VERSION% %UPSTREAM_PEER_URI_SAN%";
+        let template = "%DOWNSTREAM_PEER_URI_SAN% %DOWNSTREAM_PEER_SUBJECT% %DOWNSTREAM_TLS_VERSION% %DOWNSTREAM_TLS_CIPHER% %UPSTREAM_PEER_URI_SAN%";
         let plaintext = LogEntry::default();
-        assert_eq!(plaintext.render(template), "- - - -");
+        assert_eq!(plaintext.render(template), "- - - - -");
         // TLS that the client did not authenticate (PERMISSIVE, SIMPLE).
         let mut one_way = LogEntry::default();
         let mut session = (*mtls_session()).clone();
         session.peer = None;
         one_way.set_downstream_tls(Some(&Arc::new(session)));
-        assert_eq!(one_way.render(template), "- - TLSv1.3 -");
+        assert_eq!(
+            one_way.render(template),
+            "- - TLSv1.3 TLS_AES_128_GCM_SHA256 -"
+        );
     }
 }

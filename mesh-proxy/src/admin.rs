@@ -348,7 +348,7 @@ fn fallback_config_dump(snapshot: &Snapshot, local: &[LocalSecret]) -> serde_jso
         .routes
         .values()
         .map(|r| {
-            let vhosts: Vec<_> = r.virtual_hosts.iter().map(|v| v.name.clone()).collect();
+            let vhosts: Vec<_> = r.virtual_hosts().iter().map(|v| v.name.clone()).collect();
             serde_json::json!({"name": r.name, "virtual_hosts": vhosts})
         })
         .collect();

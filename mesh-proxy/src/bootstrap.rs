@@ -531,7 +531,7 @@ fn check_static_references(
                     if !validate || has_ads {
                         continue;
                     }
-                    for vh in &table.virtual_hosts {
+                    for vh in table.virtual_hosts() {
                         for r in &vh.routes {
                             let RouteAction::Forward(f) = &r.action else {
                                 continue;
@@ -672,7 +672,7 @@ static_resources:
         let RouteSource::Inline(table) = &h.routes else {
             panic!("inline routes expected")
         };
-        assert_eq!(table.virtual_hosts[0].routes.len(), 2);
+        assert_eq!(table.virtual_hosts()[0].routes.len(), 2);
         let hw = &b.snapshot.clusters["helloworld"];
         let ports: Vec<u16> = b
             .snapshot

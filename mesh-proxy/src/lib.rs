@@ -20,6 +20,7 @@ pub mod http;
 pub mod identity;
 pub mod listener;
 pub mod logging;
+pub mod memory;
 pub mod model;
 pub mod observed_body;
 pub mod original_dst;

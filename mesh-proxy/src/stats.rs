@@ -118,9 +118,11 @@ struct Entry {
     metric: Metric,
 }
 
-#[derive(Debug, Default)]
+/// The registry. Clones share it, so a part that names counters only as it
+/// meets them (`ssl.ciphers.<suite>`) keeps a handle instead of a reference.
+#[derive(Debug, Default, Clone)]
 pub struct Stats {
-    entries: Mutex<BTreeMap<String, Entry>>,
+    entries: Arc<Mutex<BTreeMap<String, Entry>>>,
 }
 
 impl Stats {

@@ -95,6 +95,11 @@ fn release_when_idle() {
             Some(cached) if cached.last_used.elapsed() < POOL_IDLE => {}
             _ => {
                 *cache = None;
+                // Under the lock, so no decode reads the pages meanwhile
+                // (one would only fault them back in).
+                crate::memory::release_static(DESCRIPTORS);
+                drop(cache);
+                crate::memory::release_free_heap();
                 return;
             }
         }

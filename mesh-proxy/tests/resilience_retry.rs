@@ -66,18 +66,26 @@ async fn retries_turn_failures_into_success_and_urx_when_exhausted() {
         .local_addr()
         .unwrap();
     let log = tempfile::NamedTempFile::new().unwrap();
-    let t = one_vhost(vec![retrying_route("r", "/", "up", policy(3))]);
-    let mut refused = one_vhost(vec![]).virtual_hosts.remove(0);
-    refused.name = "refused".into();
-    refused.domains = vec![DomainPattern::Exact("refused".into())];
     let mut connect = policy(3);
     connect.retry_on = RetryOn {
         connect_failure: true,
         ..Default::default()
     };
-    refused.routes = vec![retrying_route("c", "/", "refused", connect)];
-    let mut t = t;
-    t.virtual_hosts.push(refused);
+    let t = table(
+        "routes",
+        vec![
+            vhost(
+                "svc",
+                vec![DomainPattern::Exact("svc".into())],
+                vec![retrying_route("r", "/", "up", policy(3))],
+            ),
+            vhost(
+                "refused",
+                vec![DomainPattern::Exact("refused".into())],
+                vec![retrying_route("c", "/", "refused", connect)],
+            ),
+        ],
+    );
     let snap = http_snapshot(
         t,
         vec![

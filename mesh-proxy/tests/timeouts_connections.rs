@@ -41,7 +41,7 @@ fn snapshot_with(
     let mut c = cluster("up", &[up.addr()], LbPolicy::RoundRobin);
     cluster_edit(&mut c);
     let mut t = one_route("up");
-    if let RouteAction::Forward(a) = &mut t.virtual_hosts[0].routes[0].action {
+    if let Some(RouteAction::Forward(a)) = t.route_mut(0, 0).map(|r| &mut r.action) {
         route_edit(a);
     }
     let mut s = http_snapshot(t, vec![c], log.map(file_log).into_iter().collect());
@@ -414,7 +414,7 @@ async fn stream_idle_timeout_resets_a_stalled_response_body() {
     let mut c = cluster("up", &[stall_addr], LbPolicy::RoundRobin);
     c.idle_timeout = None;
     let mut t = one_route("up");
-    if let RouteAction::Forward(a) = &mut t.virtual_hosts[0].routes[0].action {
+    if let Some(RouteAction::Forward(a)) = t.route_mut(0, 0).map(|r| &mut r.action) {
         a.timeout = None;
     }
     let mut s = http_snapshot(t, vec![c], vec![file_log(log.path())]);

@@ -70,6 +70,14 @@ async fn mesh_proxy_client_to_envoy_server() {
         "{xfcc}"
     );
     assert!(stat(&client, "cluster.server.ssl.handshake") >= 1);
+    // Both ends name the same protocol and suite (Envoy as the server picks).
+    assert!(stat(&client, "cluster.server.ssl.versions.TLSv1.3") >= 1);
+    assert!(stat(&client, "cluster.server.ssl.ciphers.TLS_AES_128_GCM_SHA256") >= 1);
+    let envoy_stats = envoy.admin_get("/stats").await.unwrap().text();
+    assert!(
+        envoy_stats.contains("ssl.ciphers.TLS_AES_128_GCM_SHA256: 1"),
+        "{envoy_stats}"
+    );
 }
 
 #[tokio::test]
@@ -119,6 +127,15 @@ async fn envoy_client_to_mesh_proxy_server() {
         "{xfcc}"
     );
     assert!(stat(&server, &format!("listener.{inbound}.ssl.handshake")) >= 1);
+    // Envoy's client side stops at TLS 1.2 by default; we, as the server,
+    // pick BoringSSL's first suite for ECDSA certificates, as Envoy would.
+    assert!(stat(&server, &format!("listener.{inbound}.ssl.versions.TLSv1.2")) >= 1);
+    assert!(
+        stat(
+            &server,
+            &format!("listener.{inbound}.ssl.ciphers.ECDHE-ECDSA-AES128-GCM-SHA256")
+        ) >= 1
+    );
 
     // And an Envoy expecting another server identity refuses ours.
     let wrong = for_envoy(&client_bootstrap(

@@ -397,7 +397,7 @@ async fn one_request_logged(
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
               path: {}
-              log_format: {{ text_format_source: {{ inline_string: "peer=%DOWNSTREAM_PEER_URI_SAN% local=%DOWNSTREAM_LOCAL_URI_SAN% tls=%DOWNSTREAM_TLS_VERSION%\n" }} }}"#,
+              log_format: {{ text_format_source: {{ inline_string: "peer=%DOWNSTREAM_PEER_URI_SAN% local=%DOWNSTREAM_LOCAL_URI_SAN% tls=%DOWNSTREAM_TLS_VERSION% cipher=%DOWNSTREAM_TLS_CIPHER%\n" }} }}"#,
         log_path.display()
     );
     let server_yaml = server_bootstrap(
@@ -454,7 +454,10 @@ async fn access_log_names_the_peer_identity_and_tls_version() {
     assert_eq!(status, StatusCode::OK);
     let line = line.unwrap();
     assert!(
-        line.contains(&format!("peer={client} local={server} tls=TLSv1.3")),
+        // AES-128-GCM first, as BoringSSL prefers it: Envoy sidecars agree.
+        line.contains(&format!(
+            "peer={client} local={server} tls=TLSv1.3 cipher=TLS_AES_128_GCM_SHA256"
+        )),
         "{line}"
     );
 }
@@ -465,7 +468,11 @@ async fn tls_params_pin_the_protocol_version() {
         one_request_logged("{tls_maximum_protocol_version: TLSv1_2}", "{}").await;
     assert_eq!(status, StatusCode::OK);
     let line = line.unwrap();
-    assert!(line.contains("tls=TLSv1.2"), "{line}");
+    // ECDSA certificates: BoringSSL's first TLS 1.2 suite, as Envoy picks.
+    assert!(
+        line.contains("tls=TLSv1.2 cipher=ECDHE-ECDSA-AES128-GCM-SHA256"),
+        "{line}"
+    );
     // A client that stops at 1.2 meets a server that starts at 1.3: no
     // common version, the upstream connection fails (503).
     let (status, ..) = one_request_logged(

@@ -82,11 +82,7 @@ pub(crate) fn compile_route_table(
         }
         virtual_hosts.push(vh);
     }
-    Ok(RouteTable {
-        name: rc.name.clone(),
-        virtual_hosts,
-        headers,
-    })
+    Ok(RouteTable::new(rc.name.clone(), virtual_hosts, headers))
 }
 
 fn domain_text(d: &DomainPattern) -> String {

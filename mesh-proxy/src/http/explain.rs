@@ -8,11 +8,11 @@
 
 use crate::model::{
     DomainPattern, Fraction, HeaderMatchKind, HeaderMatcher, PathMatch, QueryParameterMatcher,
-    RetryOn, RouteMatch, RouteTable, StringMatch, StringMatcher, VirtualHost,
+    RetryOn, RouteMatch, StringMatch, StringMatcher, VirtualHost,
 };
 
 use super::matcher::{RequestHead, header_matches, query_matches};
-use super::router::{route_matches, select_virtual_host};
+use super::router::{domain_accepts, route_matches};
 
 /// How one condition of a route's match fared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,25 +81,15 @@ pub fn check_route(m: &RouteMatch, req: &RequestHead<'_>) -> Vec<ConditionCheck>
     out
 }
 
-/// The domain of `vh` that accepts `authority`, decided by the router's
-/// own virtual host selection over that one domain.
+/// The domain of `vh` that accepts `authority`, by the router's own domain
+/// test; an exact domain is named before a wildcard, as the router prefers it.
 pub fn matched_domain<'a>(vh: &'a VirtualHost, authority: &str) -> Option<&'a DomainPattern> {
-    vh.domains.iter().find(|d| {
-        let table = RouteTable {
-            name: String::new(),
-            virtual_hosts: vec![VirtualHost {
-                name: vh.name.clone(),
-                domains: vec![(*d).clone()],
-                routes: vec![],
-                headers: Default::default(),
-                retry_policy: None,
-                fault: None,
-                cors: None,
-            }],
-            headers: Default::default(),
-        };
-        select_virtual_host(&table, authority).is_some()
-    })
+    let accepts = |d: &&DomainPattern| domain_accepts(d, authority);
+    vh.domains
+        .iter()
+        .filter(|d| matches!(d, DomainPattern::Exact(_)))
+        .find(accepts)
+        .or_else(|| vh.domains.iter().find(accepts))
 }
 
 /// A domain as written in xDS (`*.example.com`, `foo.*`, `*`).
@@ -207,6 +197,7 @@ mod tests {
     use super::*;
     use crate::compile::compile_route_configuration;
     use crate::http::router::select_route;
+    use crate::model::RouteTable;
     use crate::xds_json::from_str;
     use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 
@@ -260,7 +251,7 @@ virtual_hosts:
     #[test]
     fn each_condition_is_decided_and_agrees_with_the_router() {
         let t = table();
-        let vh = &t.virtual_hosts[0];
+        let vh = &t.virtual_hosts()[0];
         let mut jason = http::HeaderMap::new();
         jason.insert("end-user", "jason".parse().unwrap());
         let mut grpc = http::HeaderMap::new();
@@ -340,7 +331,7 @@ virtual_hosts:
     #[test]
     fn the_domain_that_accepted_the_host() {
         let t = table();
-        let vh = &t.virtual_hosts[0];
+        let vh = &t.virtual_hosts()[0];
         let d = |host| matched_domain(vh, host).map(describe_domain);
         assert_eq!(d("helloworld"), Some("helloworld".into()));
         assert_eq!(d("HelloWorld:5000"), Some("helloworld:5000".into()));
@@ -350,7 +341,7 @@ virtual_hosts:
         );
         assert_eq!(d("helloworld:80"), None);
         assert_eq!(
-            matched_domain(&t.virtual_hosts[1], "x").map(describe_domain),
+            matched_domain(&t.virtual_hosts()[1], "x").map(describe_domain),
             Some("*".into())
         );
     }

@@ -172,12 +172,11 @@ pub async fn forward(
     super::stream_timeout::StreamClock::apply_route_idle_timeout(action.idle_timeout);
 
     // Envoy tells the upstream how long the proxy will wait.
-    if let Some(t) = action.timeout
-        && let Ok(v) = HeaderValue::from_str(&t.as_millis().to_string())
-    {
-        parts
-            .headers
-            .insert(headers::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, v);
+    if let Some(t) = action.timeout {
+        parts.headers.insert(
+            headers::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS,
+            HeaderValue::from(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        );
     }
     // The `x-envoy-*` retry headers count only on internal requests; Envoy
     // strips them from the others. The connection manager's
@@ -193,7 +192,7 @@ pub async fn forward(
     let wire = cluster.protocol(protocol);
     let template = shape(
         &parts.method,
-        &parts.headers,
+        std::mem::take(&mut parts.headers),
         wire,
         &upstream_authority,
         &upstream_path,
@@ -243,8 +242,8 @@ pub async fn forward(
         let shadow_wire = shadow.protocol(protocol);
         let shadow_authority = mirror::shadow_host(&upstream_authority);
         if let Ok(t) = shape(
-            &parts.method,
-            &parts.headers,
+            &template.method,
+            template.headers.clone(),
             shadow_wire,
             &shadow_authority,
             &upstream_path,
@@ -262,7 +261,7 @@ pub async fn forward(
         retry::run(
             &cluster,
             hash.hash,
-            &template,
+            template,
             body,
             wire,
             policy,
@@ -308,12 +307,11 @@ pub async fn forward(
     if status != StatusCode::SWITCHING_PROTOCOLS {
         headers::strip_hop_by_hop(&mut resp_parts.headers);
     }
-    let service_ms = started.elapsed().as_millis().to_string();
-    if let Ok(v) = HeaderValue::from_str(&service_ms) {
-        resp_parts
-            .headers
-            .insert(headers::X_ENVOY_UPSTREAM_SERVICE_TIME, v);
-    }
+    let service_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    resp_parts.headers.insert(
+        headers::X_ENVOY_UPSTREAM_SERVICE_TIME,
+        HeaderValue::from(service_ms),
+    );
     if let Some(cookie) = hash.set_cookie {
         resp_parts.headers.append(http::header::SET_COOKIE, cookie);
     }
@@ -338,7 +336,7 @@ pub async fn forward(
 /// HTTP/1.1, absolute URI (`:authority`) for HTTP/2.
 fn shape(
     method: &http::Method,
-    headers: &http::HeaderMap,
+    mut headers: http::HeaderMap,
     wire: Protocol,
     authority: &str,
     path: &str,
@@ -356,7 +354,6 @@ fn shape(
             ),
         });
     };
-    let mut headers = headers.clone();
     let version = match wire {
         Protocol::Http1 => {
             match HeaderValue::from_str(authority) {

@@ -30,7 +30,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -298,6 +298,7 @@ impl Body for Prefixed {
 }
 
 /// The parts of a request that every attempt repeats.
+#[derive(Clone)]
 pub struct Template {
     pub method: http::Method,
     pub uri: http::Uri,
@@ -316,11 +317,17 @@ impl Template {
     }
 
     pub fn request(&self, body: ProxyBody) -> Request<ProxyBody> {
+        self.clone().into_request(body)
+    }
+
+    /// The request of the last attempt, which takes the head instead of
+    /// copying it.
+    pub fn into_request(self, body: ProxyBody) -> Request<ProxyBody> {
         let mut req = Request::new(body);
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
         *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers.clone();
+        *req.headers_mut() = self.headers;
         req
     }
 }
@@ -413,7 +420,7 @@ pub type Sent = (Response<Incoming>, Arc<Host>, RequestGuard);
 pub async fn run(
     cluster: &Arc<ClusterRuntime>,
     hash: Option<u64>,
-    template: &Template,
+    template: Template,
     mut body: RequestBody,
     protocol: Protocol,
     policy: Option<&RetryPolicy>,
@@ -424,6 +431,7 @@ pub async fn run(
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut retries = 0u32;
     let mut retry_guard = None;
+    let mut template = Some(template);
     loop {
         let Some(req_body) = body.take() else {
             // Unreachable in practice: a streaming body is never retried.
@@ -433,7 +441,24 @@ pub async fn run(
                 "request body could not be replayed",
             ));
         };
-        let request = template.request(req_body);
+        // The attempt that cannot be retried takes the head; the others copy
+        // it (most requests have no retry policy: one attempt, no copy).
+        let last = policy.is_none_or(|p| retries >= p.num_retries);
+        let request = match (last, template.take()) {
+            (true, Some(t)) => t.into_request(req_body),
+            (false, Some(t)) => {
+                let request = t.request(req_body);
+                template = Some(t);
+                request
+            }
+            (_, None) => {
+                return Err(LocalReply::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ResponseFlag::UpstreamRetryLimitExceeded,
+                    "request head already sent on the last attempt",
+                ));
+            }
+        };
         let (avoid, reselect) = match policy {
             Some(p) if p.avoid_previous_hosts => {
                 (tried.as_slice(), p.host_selection_retry_max_attempts)
@@ -559,12 +584,14 @@ fn finish(
 }
 
 /// Request headers that shape retries, as Envoy's router reads them.
-pub const X_ENVOY_RETRY_ON: &str = "x-envoy-retry-on";
-pub const X_ENVOY_RETRY_GRPC_ON: &str = "x-envoy-retry-grpc-on";
-pub const X_ENVOY_MAX_RETRIES: &str = "x-envoy-max-retries";
-pub const X_ENVOY_RETRIABLE_STATUS_CODES: &str = "x-envoy-retriable-status-codes";
-pub const X_ENVOY_RETRIABLE_HEADER_NAMES: &str = "x-envoy-retriable-header-names";
-const RETRY_HEADERS: [&str; 5] = [
+pub const X_ENVOY_RETRY_ON: HeaderName = HeaderName::from_static("x-envoy-retry-on");
+pub const X_ENVOY_RETRY_GRPC_ON: HeaderName = HeaderName::from_static("x-envoy-retry-grpc-on");
+pub const X_ENVOY_MAX_RETRIES: HeaderName = HeaderName::from_static("x-envoy-max-retries");
+pub const X_ENVOY_RETRIABLE_STATUS_CODES: HeaderName =
+    HeaderName::from_static("x-envoy-retriable-status-codes");
+pub const X_ENVOY_RETRIABLE_HEADER_NAMES: HeaderName =
+    HeaderName::from_static("x-envoy-retriable-header-names");
+const RETRY_HEADERS: [HeaderName; 5] = [
     X_ENVOY_RETRY_ON,
     X_ENVOY_RETRY_GRPC_ON,
     X_ENVOY_MAX_RETRIES,
@@ -577,8 +604,11 @@ const RETRY_HEADERS: [&str; 5] = [
 /// `use_remote_address`) holds exactly one address, inside `internal`
 /// (the `internal_address_config` CIDR ranges).
 pub fn request_is_internal(headers: &HeaderMap, internal: &[Cidr]) -> bool {
+    if internal.is_empty() {
+        return false;
+    }
     let entries: Vec<&str> = headers
-        .get_all("x-forwarded-for")
+        .get_all(super::headers::X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -596,7 +626,7 @@ pub fn request_is_internal(headers: &HeaderMap, internal: &[Cidr]) -> bool {
 /// Removes the retry headers of an untrusted request, so they neither
 /// count here nor travel upstream.
 pub fn strip_retry_headers(headers: &mut HeaderMap) {
-    for h in RETRY_HEADERS {
+    for h in &RETRY_HEADERS {
         headers.remove(h);
     }
 }
@@ -612,7 +642,7 @@ pub fn effective_policy(
     configured: Option<&RetryPolicy>,
     headers: &HeaderMap,
 ) -> Option<RetryPolicy> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let text = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let header_on = [text(X_ENVOY_RETRY_ON), text(X_ENVOY_RETRY_GRPC_ON)]
         .into_iter()
         .flatten()

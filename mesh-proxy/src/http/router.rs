@@ -14,46 +14,57 @@ use super::matcher::{RequestHead, header_matches, query_matches, whole_match};
 /// compared lower-cased and with their port, so a domain with a port only
 /// matches a Host with that port. Wildcards need at least one character.
 pub fn select_virtual_host<'a>(table: &'a RouteTable, authority: &str) -> Option<&'a VirtualHost> {
-    // Case-insensitive comparisons in place: this runs on every request over
-    // every domain of the table, so nothing is lower-cased into new strings.
-    let host = authority.as_bytes();
+    if let Some(vh) = table.exact_virtual_host(authority) {
+        return Some(vh);
+    }
+    // Case-insensitive comparisons in place: this runs on every request that
+    // no exact domain takes, so nothing is lower-cased into new strings.
     let mut best_suffix: Option<(usize, &VirtualHost)> = None;
     let mut best_prefix: Option<(usize, &VirtualHost)> = None;
     let mut any: Option<&VirtualHost> = None;
-    for vh in &table.virtual_hosts {
-        for domain in &vh.domains {
-            match domain {
-                DomainPattern::Exact(d) if d.as_bytes().eq_ignore_ascii_case(host) => {
-                    return Some(vh);
+    for (vh, domain) in table.wildcard_domains() {
+        match domain {
+            DomainPattern::Exact(_) => {}
+            DomainPattern::Suffix(s) => {
+                if domain_accepts(domain, authority)
+                    && best_suffix.is_none_or(|(len, _)| s.len() > len)
+                {
+                    best_suffix = Some((s.len(), vh));
                 }
-                DomainPattern::Exact(_) => {}
-                DomainPattern::Suffix(s) => {
-                    let s = s.as_bytes();
-                    if host.len() > s.len()
-                        && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
-                        && best_suffix.is_none_or(|(len, _)| s.len() > len)
-                    {
-                        best_suffix = Some((s.len(), vh));
-                    }
+            }
+            DomainPattern::Prefix(p) => {
+                if domain_accepts(domain, authority)
+                    && best_prefix.is_none_or(|(len, _)| p.len() > len)
+                {
+                    best_prefix = Some((p.len(), vh));
                 }
-                DomainPattern::Prefix(p) => {
-                    let p = p.as_bytes();
-                    if host.len() > p.len()
-                        && host[..p.len()].eq_ignore_ascii_case(p)
-                        && best_prefix.is_none_or(|(len, _)| p.len() > len)
-                    {
-                        best_prefix = Some((p.len(), vh));
-                    }
-                }
-                DomainPattern::Any => {
-                    if any.is_none() {
-                        any = Some(vh);
-                    }
+            }
+            DomainPattern::Any => {
+                if any.is_none() {
+                    any = Some(vh);
                 }
             }
         }
     }
     best_suffix.or(best_prefix).map(|(_, vh)| vh).or(any)
+}
+
+/// Whether one domain pattern accepts `authority` on its own (precedence
+/// between patterns is [`select_virtual_host`]'s).
+pub fn domain_accepts(domain: &DomainPattern, authority: &str) -> bool {
+    let host = authority.as_bytes();
+    match domain {
+        DomainPattern::Exact(d) => d.as_bytes().eq_ignore_ascii_case(host),
+        DomainPattern::Suffix(s) => {
+            let s = s.as_bytes();
+            host.len() > s.len() && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
+        }
+        DomainPattern::Prefix(p) => {
+            let p = p.as_bytes();
+            host.len() > p.len() && host[..p.len()].eq_ignore_ascii_case(p)
+        }
+        DomainPattern::Any => true,
+    }
 }
 
 /// The first route of the virtual host whose match accepts the request.
@@ -231,9 +242,9 @@ mod tests {
     }
 
     fn table() -> RouteTable {
-        RouteTable {
-            name: "t".into(),
-            virtual_hosts: vec![
+        RouteTable::new(
+            "t".into(),
+            vec![
                 vh("any", vec![DomainPattern::Any]),
                 vh("prefix", vec![DomainPattern::Prefix("api.".into())]),
                 vh("short-suffix", vec![DomainPattern::Suffix(".com".into())]),
@@ -244,8 +255,8 @@ mod tests {
                 ),
                 vh("port", vec![DomainPattern::Exact("hello:8080".into())]),
             ],
-            headers: HeaderMutations::default(),
-        }
+            HeaderMutations::default(),
+        )
     }
 
     #[test]
@@ -270,6 +281,35 @@ mod tests {
         // A multi-byte Host neither panics nor matches a wildcard by accident.
         assert_eq!(name("é.example.com"), Some("suffix"));
         assert_eq!(name("ä"), Some("any"));
+    }
+
+    #[test]
+    fn exact_domains_are_indexed_among_many_hosts() {
+        let mut hosts: Vec<VirtualHost> = (0..1000)
+            .map(|i| {
+                vh(
+                    &format!("svc-{i}"),
+                    vec![DomainPattern::Exact(format!("Svc-{i}.bench.local"))],
+                )
+            })
+            .collect();
+        hosts.insert(
+            0,
+            vh("wild", vec![DomainPattern::Suffix(".bench.local".into())]),
+        );
+        // A second virtual host with an already-taken domain never wins it.
+        hosts.push(vh(
+            "dup",
+            vec![DomainPattern::Exact("svc-7.bench.local".into())],
+        ));
+        let t = RouteTable::new("t".into(), hosts, HeaderMutations::default());
+        let name = |h: &str| select_virtual_host(&t, h).map(|v| v.name.as_str());
+        assert_eq!(name("svc-999.bench.local"), Some("svc-999"));
+        assert_eq!(name("SVC-0.BENCH.LOCAL"), Some("svc-0"));
+        assert_eq!(name("svc-7.bench.local"), Some("svc-7"));
+        // An exact domain beats a wildcard listed before it; other hosts fall to the wildcard.
+        assert_eq!(name("svc-1000.bench.local"), Some("wild"));
+        assert_eq!(name("elsewhere"), None);
     }
 
     fn rm(path: PathMatch) -> RouteMatch {

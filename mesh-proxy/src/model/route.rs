@@ -1,6 +1,7 @@
 //! Route tables: virtual hosts, routes, matches and actions, with the
 //! per-route resilience policies (timeouts, retries, faults, mirroring).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::{Fraction, HeaderMutations, StringMatcher};
@@ -16,12 +17,72 @@ pub const DEFAULT_RETRY_MAX_INTERVAL_FACTOR: u32 = 10;
 /// `RouteAction.HashPolicy` cookie default path when none is given.
 pub const DEFAULT_COOKIE_PATH: &str = "/";
 
-/// A `RouteConfiguration`.
+/// A `RouteConfiguration`. Built with [`RouteTable::new`], which indexes the
+/// exact domains: with a thousand services a linear scan of every domain on
+/// every request cost more than the rest of the routing.
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     pub name: String,
-    pub virtual_hosts: Vec<VirtualHost>,
+    /// Private: the domain index below is built from it.
+    virtual_hosts: Vec<VirtualHost>,
     pub headers: HeaderMutations,
+    /// Lower-cased exact domain -> index into `virtual_hosts` (first wins).
+    exact: HashMap<Box<str>, usize>,
+    /// (virtual host, domain) indices of the wildcard and `*` domains, in
+    /// table order.
+    wildcards: Vec<(usize, usize)>,
+}
+
+impl RouteTable {
+    pub fn new(name: String, virtual_hosts: Vec<VirtualHost>, headers: HeaderMutations) -> Self {
+        let mut exact = HashMap::new();
+        let mut wildcards = Vec::new();
+        for (v, vh) in virtual_hosts.iter().enumerate() {
+            for (d, domain) in vh.domains.iter().enumerate() {
+                match domain {
+                    DomainPattern::Exact(s) => {
+                        exact.entry(s.to_ascii_lowercase().into()).or_insert(v);
+                    }
+                    _ => wildcards.push((v, d)),
+                }
+            }
+        }
+        RouteTable {
+            name,
+            virtual_hosts,
+            headers,
+            exact,
+            wildcards,
+        }
+    }
+
+    pub fn virtual_hosts(&self) -> &[VirtualHost] {
+        &self.virtual_hosts
+    }
+
+    /// One route, to change in place (domains stay as indexed).
+    pub fn route_mut(&mut self, vh: usize, route: usize) -> Option<&mut Route> {
+        self.virtual_hosts.get_mut(vh)?.routes.get_mut(route)
+    }
+
+    /// The virtual host with an exact domain equal to `host` (ASCII case
+    /// ignored).
+    pub fn exact_virtual_host(&self, host: &str) -> Option<&VirtualHost> {
+        let index = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.exact.get(host.to_ascii_lowercase().as_str())
+        } else {
+            self.exact.get(host)
+        };
+        index.map(|&i| &self.virtual_hosts[i])
+    }
+
+    /// The wildcard and `*` domains with their virtual hosts, in table order.
+    pub fn wildcard_domains(&self) -> impl Iterator<Item = (&VirtualHost, &DomainPattern)> {
+        self.wildcards.iter().map(|&(v, d)| {
+            let vh = &self.virtual_hosts[v];
+            (vh, &vh.domains[d])
+        })
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -39,6 +39,9 @@ pub struct DownstreamTlsInfo {
     pub server_name: Option<String>,
     /// `TLSv1.2` / `TLSv1.3`, as Envoy's `%DOWNSTREAM_TLS_VERSION%` prints it.
     pub version: Option<&'static str>,
+    /// The suite by its OpenSSL name, as Envoy's `%DOWNSTREAM_TLS_CIPHER%`
+    /// prints it (`TLS_AES_128_GCM_SHA256`, `ECDHE-ECDSA-AES128-GCM-SHA256`).
+    pub cipher: Option<&'static str>,
 }
 
 /// A downstream connection after its transport socket.
@@ -155,12 +158,12 @@ pub async fn terminate(
             .alpn_protocol()
             .map(|p| String::from_utf8_lossy(p).into_owned()),
         server_name: conn.server_name().map(str::to_string),
-        version: conn.protocol_version().map(|v| match v {
-            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
-            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
-            _ => "unknown",
-        }),
+        version: conn.protocol_version().map(super::version_name),
+        cipher: conn
+            .negotiated_cipher_suite()
+            .map(|s| super::cipher_name(s.suite())),
     };
+    super::count_session(site.stats, &scope, conn);
     tracing::debug!(
         listener = %site.listener_name,
         peer = %site.peer,

@@ -21,6 +21,9 @@ pub struct UpstreamTlsStats {
     pub fail_verify_san: Counter,
     pub fail_verify_error: Counter,
     pub fail_verify_no_cert: Counter,
+    /// For the counters named as sessions are made (`ssl.versions.*`).
+    registry: Stats,
+    scope: Option<Scope>,
 }
 
 impl UpstreamTlsStats {
@@ -32,6 +35,8 @@ impl UpstreamTlsStats {
             fail_verify_san: stats.counter(&s, "ssl.fail_verify_san"),
             fail_verify_error: stats.counter(&s, "ssl.fail_verify_error"),
             fail_verify_no_cert: stats.counter(&s, "ssl.fail_verify_no_cert"),
+            registry: stats.clone(),
+            scope: Some(s),
         }
     }
 }
@@ -108,6 +113,9 @@ impl UpstreamTransport {
         match result {
             Ok(s) => {
                 self.stats.handshake.inc();
+                if let Some(scope) = &self.stats.scope {
+                    super::count_session(&self.stats.registry, scope, s.get_ref().1);
+                }
                 Ok(s)
             }
             Err(e) => {

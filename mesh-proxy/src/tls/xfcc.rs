@@ -3,12 +3,12 @@
 //! define it: one element per hop, `Key=Value` pairs joined by `;`, hops
 //! joined by `,`, Subject always quoted.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::DownstreamTlsInfo;
 use crate::model::{ClientCertDetails, ForwardClientCert};
 
-pub const XFCC: &str = "x-forwarded-client-cert";
+pub const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 /// Rewrites the request's XFCC header for one hop. `tls` is the
 /// downstream connection's TLS, if any; only a connection whose client
@@ -106,6 +106,7 @@ mod tests {
             alpn: None,
             server_name: None,
             version: None,
+            cipher: None,
         }
     }
 

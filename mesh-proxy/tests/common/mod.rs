@@ -116,11 +116,7 @@ pub fn vhost(name: &str, domains: Vec<DomainPattern>, routes: Vec<Route>) -> Vir
 }
 
 pub fn table(name: &str, vhosts: Vec<VirtualHost>) -> RouteTable {
-    RouteTable {
-        name: name.into(),
-        virtual_hosts: vhosts,
-        headers: HeaderMutations::default(),
-    }
+    RouteTable::new(name.into(), vhosts, HeaderMutations::default())
 }
 
 pub fn hcm(routes: RouteSource, access_log: Vec<AccessLogConfig>) -> HttpConnectionManagerConfig {

@@ -317,11 +317,13 @@ fn cluster(name: &str, ports: &[u16], upstream: Upstream) -> String {
 
 /// A `CommonTlsContext`'s body at `indent`: the certificate is the static secret `default`,
 /// the peer must chain to `ROOTCA` and carry `peer` as its URI SAN (as Istio configures it;
-/// no ALPN, so HTTP/1.1 is spoken as configured).
+/// no ALPN, so HTTP/1.1 is spoken as configured). TLS 1.3 on both sides: Envoy's client
+/// side stops at 1.2 unless told, and the two proxies should pay for the same protocol.
 fn common_tls_context(indent: usize, peer: &str) -> String {
     let pad = " ".repeat(indent);
     format!(
-        "{pad}tls_certificate_sds_secret_configs: [{{ name: default }}]
+        "{pad}tls_params: {{ tls_minimum_protocol_version: TLSv1_3, tls_maximum_protocol_version: TLSv1_3 }}
+{pad}tls_certificate_sds_secret_configs: [{{ name: default }}]
 {pad}combined_validation_context:
 {pad}  default_validation_context:
 {pad}    match_typed_subject_alt_names: [{{ san_type: URI, matcher: {{ exact: {peer} }} }}]

@@ -73,7 +73,7 @@ fn one_route(route_yaml: &str) -> Result<Route, CompileError> {
     let table = routes(&format!(
         "name: r\nvirtual_hosts:\n- name: v\n  domains: [\"*\"]\n  routes:\n  - {route_yaml}\n"
     ))?;
-    Ok(table.virtual_hosts[0].routes[0].clone())
+    Ok(table.virtual_hosts()[0].routes[0].clone())
 }
 
 fn forward_of(r: &Route) -> &ForwardAction {

@@ -13,7 +13,7 @@ virtual_hosts:
     )
     .unwrap();
     assert_eq!(
-        t.virtual_hosts[0].domains,
+        t.virtual_hosts()[0].domains,
         [
             DomainPattern::Exact("example.com".into()),
             DomainPattern::Suffix(".example.com".into()),
@@ -32,7 +32,7 @@ virtual_hosts:
     // A `*` in the middle is literal, as in Envoy.
     let t = routes("name: r\nvirtual_hosts:\n- {name: a, domains: [\"a.*.com\"]}\n").unwrap();
     assert_eq!(
-        t.virtual_hosts[0].domains,
+        t.virtual_hosts()[0].domains,
         [DomainPattern::Exact("a.*.com".into())]
     );
     assert_err(
@@ -280,7 +280,7 @@ virtual_hosts:
         }
     );
     assert_eq!(t.headers.response_remove, ["x-internal"]);
-    let vh = &t.virtual_hosts[0];
+    let vh = &t.virtual_hosts()[0];
     assert_eq!(
         vh.headers.response_add[0],
         HeaderToAdd {
@@ -404,7 +404,7 @@ fn retry_policy_defaults_and_values() {
     // The virtual host's retry policy is kept apart from the route's.
     let t = routes("name: r\nvirtual_hosts:\n- {name: v, domains: [\"*\"], retry_policy: {retry_on: connect-failure, num_retries: 4}, routes: [{match: {prefix: /}, route: {cluster: c}}]}\n").unwrap();
     assert_eq!(
-        t.virtual_hosts[0]
+        t.virtual_hosts()[0]
             .retry_policy
             .as_ref()
             .unwrap()
@@ -412,7 +412,7 @@ fn retry_policy_defaults_and_values() {
         4
     );
     assert!(
-        forward_of(&t.virtual_hosts[0].routes[0])
+        forward_of(&t.virtual_hosts()[0].routes[0])
             .retry_policy
             .is_none()
     );
@@ -515,7 +515,7 @@ virtual_hosts:
 "#,
     )
     .unwrap();
-    let abort = t.virtual_hosts[0]
+    let abort = t.virtual_hosts()[0]
         .fault
         .as_ref()
         .unwrap()
