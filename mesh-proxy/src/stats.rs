@@ -5,7 +5,7 @@
 //! through a cheap handle; registering the same name again returns the same
 //! handle, so counters survive configuration swaps.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -57,72 +57,108 @@ pub struct Scope {
     /// `cluster`, `http`, `listener`, `tcp` or `server`.
     pub kind: &'static str,
     /// The tag value (cluster name, stat prefix, ...); empty for `server`.
-    pub name: String,
+    /// Shared: every stat of the scope points at one copy.
+    pub name: Arc<str>,
 }
 
 impl Scope {
     pub fn cluster(name: &str) -> Scope {
         Scope {
             kind: "cluster",
-            name: name.to_string(),
+            name: name.into(),
         }
     }
     pub fn http(stat_prefix: &str) -> Scope {
         Scope {
             kind: "http",
-            name: stat_prefix.to_string(),
+            name: stat_prefix.into(),
         }
     }
     pub fn tcp(stat_prefix: &str) -> Scope {
         Scope {
             kind: "tcp",
-            name: stat_prefix.to_string(),
+            name: stat_prefix.into(),
         }
     }
     pub fn listener(address: &str) -> Scope {
         Scope {
             kind: "listener",
-            name: address.to_string(),
+            name: address.into(),
         }
     }
     pub fn server() -> Scope {
         Scope {
             kind: "server",
-            name: String::new(),
-        }
-    }
-
-    fn text_name(&self, stat: &str) -> String {
-        if self.name.is_empty() {
-            format!("{}.{stat}", self.kind)
-        } else {
-            format!("{}.{}.{stat}", self.kind, self.name)
-        }
-    }
-
-    fn label(&self) -> Option<&'static str> {
-        match self.kind {
-            "cluster" => Some("envoy_cluster_name"),
-            "http" => Some("envoy_http_conn_manager_prefix"),
-            "tcp" => Some("envoy_tcp_prefix"),
-            "listener" => Some("envoy_listener_address"),
-            _ => None,
+            name: "".into(),
         }
     }
 }
 
-#[derive(Debug)]
-struct Entry {
-    scope: Scope,
-    stat: String,
-    metric: Metric,
+fn label_of(kind: &str) -> Option<&'static str> {
+    match kind {
+        "cluster" => Some("envoy_cluster_name"),
+        "http" => Some("envoy_http_conn_manager_prefix"),
+        "tcp" => Some("envoy_tcp_prefix"),
+        "listener" => Some("envoy_listener_address"),
+        _ => None,
+    }
+}
+
+/// Envoy's text name: `kind.name.stat`, or `kind.stat` without a name.
+fn text_name(kind: &str, name: &str, stat: &str) -> String {
+    if name.is_empty() {
+        format!("{kind}.{stat}")
+    } else {
+        format!("{kind}.{name}.{stat}")
+    }
+}
+
+/// A stat's identity: (kind, scope name, stat name). The strings are
+/// interned, so a thousand clusters with 35 stats each hold each stat name
+/// once and each cluster name once, not 35,000 full names.
+type Key = (&'static str, Arc<str>, Arc<str>);
+
+#[derive(Debug, Default)]
+struct Registry {
+    metrics: BTreeMap<Key, Metric>,
+    strings: HashSet<Arc<str>>,
+}
+
+impl Registry {
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(shared) = self.strings.get(s) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = s.into();
+        self.strings.insert(shared.clone());
+        shared
+    }
+
+    /// Every stat with its text name, sorted by that name as Envoy's
+    /// `/stats` is (tuple order differs when scope names contain dots).
+    fn by_text_name(&self) -> Vec<(String, &Key, &Metric)> {
+        let mut all: Vec<_> = self
+            .metrics
+            .iter()
+            .map(|(k, m)| (text_name(k.0, &k.1, &k.2), k, m))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+}
+
+fn read(metric: &Metric) -> i64 {
+    match metric {
+        Metric::Counter(c) => c.get() as i64,
+        Metric::Gauge(g) => g.get(),
+    }
 }
 
 /// The registry. Clones share it, so a part that names counters only as it
 /// meets them (`ssl.ciphers.<suite>`) keeps a handle instead of a reference.
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
-    entries: Arc<Mutex<BTreeMap<String, Entry>>>,
+    registry: Arc<Mutex<Registry>>,
 }
 
 impl Stats {
@@ -143,61 +179,55 @@ impl Stats {
     }
 
     fn register(&self, scope: &Scope, stat: &str, make: impl FnOnce() -> Metric) -> Metric {
-        let name = scope.text_name(stat);
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .entry(name)
-            .or_insert_with(|| Entry {
-                scope: scope.clone(),
-                stat: stat.to_string(),
-                metric: make(),
-            })
-            .metric
+        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let name = registry.intern(&scope.name);
+        let stat = registry.intern(stat);
+        registry
+            .metrics
+            .entry((scope.kind, name, stat))
+            .or_insert_with(make)
             .clone()
     }
 
     /// The value of a stat by its text name, for tests and the admin page.
     pub fn value(&self, name: &str) -> Option<i64> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.get(name).map(|e| match &e.metric {
-            Metric::Counter(c) => c.get() as i64,
-            Metric::Gauge(g) => g.get(),
-        })
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        registry
+            .metrics
+            .iter()
+            .find(|(k, _)| text_name(k.0, &k.1, &k.2) == name)
+            .map(|(_, m)| read(m))
     }
 
     /// Envoy's `/stats` text: `name: value`, sorted.
     pub fn render_text(&self) -> String {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
-        for (name, e) in entries.iter() {
-            let v = match &e.metric {
-                Metric::Counter(c) => c.get() as i64,
-                Metric::Gauge(g) => g.get(),
-            };
-            let _ = writeln!(out, "{name}: {v}");
+        for (name, _, metric) in registry.by_text_name() {
+            let _ = writeln!(out, "{name}: {}", read(metric));
         }
         out
     }
 
     /// Prometheus text exposition, one `# TYPE` per metric family.
     pub fn render_prometheus(&self) -> String {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let mut families: BTreeMap<String, (&'static str, Vec<String>)> = BTreeMap::new();
-        for e in entries.values() {
-            let family = sanitize(&format!("envoy_{}_{}", e.scope.kind, e.stat));
-            let (kind, v) = match &e.metric {
-                Metric::Counter(c) => ("counter", c.get() as i64),
-                Metric::Gauge(g) => ("gauge", g.get()),
+        for (_, (kind, name, stat), metric) in registry.by_text_name() {
+            let family = sanitize(&format!("envoy_{kind}_{stat}"));
+            let metric_kind = match metric {
+                Metric::Counter(_) => "counter",
+                Metric::Gauge(_) => "gauge",
             };
-            let labels = match e.scope.label() {
-                Some(label) => format!("{{{label}=\"{}\"}}", escape_label(&e.scope.name)),
+            let labels = match label_of(kind) {
+                Some(label) => format!("{{{label}=\"{}\"}}", escape_label(name)),
                 None => String::new(),
             };
             families
                 .entry(family.clone())
-                .or_insert_with(|| (kind, Vec::new()))
+                .or_insert_with(|| (metric_kind, Vec::new()))
                 .1
-                .push(format!("{family}{labels} {v}"));
+                .push(format!("{family}{labels} {}", read(metric)));
         }
         let mut out = String::new();
         for (family, (kind, lines)) in families {
@@ -258,5 +288,26 @@ mod tests {
                 .render_text()
                 .contains("cluster.outbound|80||hello.upstream_rq_total: 2")
         );
+    }
+
+    #[test]
+    fn text_is_sorted_by_full_name_and_names_are_shared() {
+        let stats = Stats::default();
+        // Tuple order would put "a" before "a.b"; Envoy sorts full names.
+        stats.counter(&Scope::cluster("a"), "x").inc();
+        stats.counter(&Scope::cluster("a.b"), "x").add(2);
+        stats.gauge(&Scope::server(), "live").set(1);
+        assert_eq!(
+            stats.render_text(),
+            "cluster.a.b.x: 2\ncluster.a.x: 1\nserver.live: 1\n"
+        );
+        for i in 0..100 {
+            stats.counter(&Scope::cluster(&format!("svc-{i}")), "upstream_rq_total");
+        }
+        let registry = stats.registry.lock().unwrap();
+        // 103 stats, but each distinct string once: a, a.b, x, "", live,
+        // upstream_rq_total and the 100 cluster names.
+        assert_eq!(registry.metrics.len(), 103);
+        assert_eq!(registry.strings.len(), 106);
     }
 }

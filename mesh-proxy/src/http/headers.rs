@@ -34,6 +34,11 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the few names a message has is cheaper than hashing
+    // every hop-by-hop name into the map, and most messages have none.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     // Headers listed in `Connection` are hop-by-hop too (most requests have
     // no `Connection` header: no allocation then).
     if headers.contains_key(http::header::CONNECTION) {

@@ -391,25 +391,27 @@ impl Bench {
         procs.check_alive()?;
         // Connections the front proxy opened over the whole run (warm-up included): about the
         // load generator's connection count when they are kept alive, one per request if not.
-        let (front_upstream_cx, front_tls_handshakes) = match cases::front_cluster(case) {
-            Some(cluster) => {
-                let page = http_get(ports.admin_front, "/stats")
-                    .with_context(|| format!("{} admin /stats", proxy.name()))?;
-                // Kept for reading afterwards (e.g. Envoy's ssl.versions / ssl.ciphers).
-                let file = self.out.join("logs").join(format!(
-                    "{}-front-{}-{rep}.stats",
-                    case.name(),
-                    proxy.name()
-                ));
-                std::fs::write(&file, &page)
-                    .with_context(|| format!("write {}", file.display()))?;
-                (
-                    parse::stat_value(&page, &format!("cluster.{cluster}.upstream_cx_total")),
-                    parse::stat_value(&page, &format!("cluster.{cluster}.ssl.handshake")),
-                )
-            }
-            None => (None, None),
-        };
+        let (front_upstream_cx, front_tls_handshakes, front_tls_session) =
+            match cases::front_cluster(case) {
+                Some(cluster) => {
+                    let page = http_get(ports.admin_front, "/stats")
+                        .with_context(|| format!("{} admin /stats", proxy.name()))?;
+                    // Kept for reading afterwards (e.g. Envoy's ssl.versions / ssl.ciphers).
+                    let file = self.out.join("logs").join(format!(
+                        "{}-front-{}-{rep}.stats",
+                        case.name(),
+                        proxy.name()
+                    ));
+                    std::fs::write(&file, &page)
+                        .with_context(|| format!("write {}", file.display()))?;
+                    (
+                        parse::stat_value(&page, &format!("cluster.{cluster}.upstream_cx_total")),
+                        parse::stat_value(&page, &format!("cluster.{cluster}.ssl.handshake")),
+                        parse::tls_session(&page, &cluster),
+                    )
+                }
+                None => (None, None, None),
+            };
         let rss_kib = if pids.is_empty() {
             None
         } else {
@@ -435,6 +437,7 @@ impl Bench {
             rss_kib,
             front_upstream_cx,
             front_tls_handshakes,
+            front_tls_session,
         })
     }
 

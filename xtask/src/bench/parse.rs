@@ -115,6 +115,30 @@ pub fn parse_oha(json: &str) -> Result<LoadResult, String> {
 
 /// One counter of an admin `/stats` page (`name: value` lines, the format Envoy and
 /// mesh-proxy share); `None` when the proxy does not have it.
+/// The TLS version and suite most of `cluster`'s sessions used, from the
+/// `ssl.versions.*` and `ssl.ciphers.*` counters that Envoy and mesh-proxy
+/// both keep: `TLSv1.3 TLS_AES_128_GCM_SHA256`.
+pub fn tls_session(stats: &str, cluster: &str) -> Option<String> {
+    let most = |family: &str| {
+        let prefix = format!("cluster.{cluster}.ssl.{family}.");
+        stats
+            .lines()
+            .filter_map(|line| {
+                let (n, v) = line.split_once(':')?;
+                let name = n.trim().strip_prefix(&prefix)?;
+                let count: u64 = v.trim().parse().ok()?;
+                (count > 0).then(|| (count, name.to_string()))
+            })
+            .max()
+            .map(|(_, name)| name)
+    };
+    match (most("versions"), most("ciphers")) {
+        (Some(v), Some(c)) => Some(format!("{v} {c}")),
+        (Some(one), None) | (None, Some(one)) => Some(one),
+        (None, None) => None,
+    }
+}
+
 pub fn stat_value(stats: &str, name: &str) -> Option<u64> {
     stats.lines().find_map(|line| {
         let (n, v) = line.split_once(':')?;
@@ -201,6 +225,20 @@ mod tests {
             Some(34)
         );
         assert_eq!(stat_value(page, "cluster.upstream.upstream_cx_total"), None);
+    }
+
+    #[test]
+    fn tls_session_is_the_most_used_version_and_suite() {
+        let page = "cluster.server-sidecar.ssl.versions.TLSv1.2: 0\n\
+                    cluster.server-sidecar.ssl.versions.TLSv1.3: 33\n\
+                    cluster.server-sidecar.ssl.ciphers.TLS_AES_128_GCM_SHA256: 32\n\
+                    cluster.server-sidecar.ssl.ciphers.TLS_AES_256_GCM_SHA384: 1\n\
+                    listener.x.ssl.ciphers.TLS_CHACHA20_POLY1305_SHA256: 99\n";
+        assert_eq!(
+            tls_session(page, "server-sidecar").as_deref(),
+            Some("TLSv1.3 TLS_AES_128_GCM_SHA256")
+        );
+        assert_eq!(tls_session(page, "upstream"), None);
         assert_eq!(stat_value(page, "server.version"), None);
     }
 }

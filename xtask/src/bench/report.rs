@@ -46,6 +46,8 @@ pub struct Sample {
     pub front_upstream_cx: Option<u64>,
     /// TLS handshakes of those connections (`ssl.handshake`), for TLS clusters.
     pub front_tls_handshakes: Option<u64>,
+    /// The TLS version and suite the front proxy's sessions used.
+    pub front_tls_session: Option<String>,
 }
 
 /// Medians of one case under one proxy.
@@ -62,6 +64,8 @@ pub struct Row {
     pub rss_mib: Option<Spread>,
     pub front_upstream_cx: Option<Spread>,
     pub front_tls_handshakes: Option<Spread>,
+    /// The TLS version and suite negotiated, when the same in every repetition.
+    pub tls_session: Option<String>,
     pub errors: u64,
 }
 
@@ -115,6 +119,13 @@ pub fn summarize(cases: &[Case], samples: &[Sample]) -> Vec<Row> {
                 rss_mib: pick(&|s| s.rss_kib.map(|k| k as f64 / 1024.0)),
                 front_upstream_cx: pick(&|s| s.front_upstream_cx.map(|n| n as f64)),
                 front_tls_handshakes: pick(&|s| s.front_tls_handshakes.map(|n| n as f64)),
+                tls_session: {
+                    let first = of.first().and_then(|s| s.front_tls_session.clone());
+                    of.iter()
+                        .all(|s| s.front_tls_session == first)
+                        .then_some(first)
+                        .flatten()
+                },
                 errors: of
                     .iter()
                     .map(|s| s.throughput.errors + s.latency.errors)
@@ -274,6 +285,20 @@ pub fn table(rows: &[Row], comparisons: &[Comparison], latency_source: &str) -> 
         }
         out.push('\n');
         out.push_str(&markdown(&grid));
+    }
+    let sessions: Vec<String> = rows
+        .iter()
+        .filter_map(|r| {
+            let s = r.tls_session.as_ref()?;
+            Some(format!("{} {}: {s}", r.case.name(), r.proxy.name()))
+        })
+        .collect();
+    if !sessions.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nTLS between the proxies (front proxy's `ssl.versions.*`, `ssl.ciphers.*`): {}.",
+            sessions.join("; ")
+        );
     }
     let _ = writeln!(
         out,
@@ -466,6 +491,7 @@ mod tests {
             rss_kib: (proxy != Proxy::None).then_some(64 * 1024),
             front_upstream_cx: (proxy != Proxy::None).then_some(48),
             front_tls_handshakes: None,
+            front_tls_session: None,
         }
     }
 
