@@ -86,8 +86,18 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // Built by hand rather than with `#[tokio::main]` so that the worker count
     // is a flag, not tokio's TOKIO_WORKER_THREADS environment variable.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.worker_threads())
+    // One worker is a runtime on this thread: no work-stealing queues, no
+    // cross-thread wake-ups, and the sidecar's usual size (Linkerd's proxy
+    // does the same with one core).
+    let workers = args.worker_threads();
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    let runtime = builder
         .thread_name("mesh-worker")
         .enable_all()
         .build()

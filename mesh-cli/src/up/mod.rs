@@ -552,9 +552,13 @@ fn start_all(
             b.admin
         ));
         let args = match opts.proxy {
+            // One worker each, mesh-proxy as Envoy: a laptop runs several
+            // sidecars, and one worker is what a sidecar needs here.
             ProxyImpl::Mesh => vec![
                 "--config".into(),
                 path.display().to_string(),
+                "--concurrency".into(),
+                "1".into(),
                 "--ca-address".into(),
                 secure.to_string(),
                 "--ca-root-cert".into(),
