@@ -107,7 +107,7 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<ProxyB
             Some(b) => {
                 let local = local_secrets(shared);
                 let source = ConfigDumpSource {
-                    bootstrap: &b.proto,
+                    bootstrap: &b.encoded,
                     bootstrap_loaded: b.loaded_at,
                     static_resources: &b.static_resources,
                     dynamic_resources: active.dynamic_resources.as_deref(),

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
-use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
@@ -26,7 +25,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 
 use crate::compile::{self, CompileError};
-use crate::config_dump::{Versioned, XdsResources};
+use crate::config_dump::{Encoded, Versioned, XdsResources};
 use crate::model::{ResourceVersion, Snapshot, TlsSecret};
 use crate::xds_json::{self, XdsJsonError, any_type_name};
 
@@ -40,10 +39,13 @@ pub struct BootstrapConfig {
     pub snapshot: Snapshot,
     /// `dynamic_resources.ads_config`, when the proxy is to use ADS.
     pub ads: Option<AdsConfig>,
-    /// The bootstrap as read, for `/config_dump`.
-    pub proto: Arc<Bootstrap>,
+    /// The bootstrap as read, encoded, for `/config_dump` (the decoded
+    /// message is dropped once compiled: it is the largest part of a big
+    /// bootstrap's memory and nothing else reads it).
+    pub encoded: Encoded<Bootstrap>,
     /// The static resources as read (listeners, clusters, and the route
-    /// configurations inline in static listeners), for `/config_dump`.
+    /// configurations inline in static listeners), encoded, for
+    /// `/config_dump`.
     pub static_resources: XdsResources,
     /// When the bootstrap was loaded.
     pub loaded_at: SystemTime,
@@ -163,11 +165,10 @@ pub fn from_proto(proto: Bootstrap) -> Result<BootstrapConfig, BootstrapError> {
     let admin_address = admin_address(&proto)?;
     let ads = ads_config(&proto)?;
 
-    let statics = proto.static_resources.clone().unwrap_or_default();
-    let listeners: Vec<Listener> = statics.listeners.clone();
-    let clusters: Vec<Cluster> = statics.clusters.clone();
-    let inline_routes = inline_route_configs(&listeners);
-    let mut snapshot = compile::compile_snapshot(&listeners, &[], &clusters, &[])?;
+    let no_statics = Default::default();
+    let statics = proto.static_resources.as_ref().unwrap_or(&no_statics);
+    let inline_routes = inline_route_configs(&statics.listeners);
+    let mut snapshot = compile::compile_snapshot(&statics.listeners, &[], &statics.clusters, &[])?;
     for (i, s) in statics.secrets.iter().enumerate() {
         let field = format!("static_resources.secrets[{i}]");
         let secret = compile_secret(&field, s)?;
@@ -186,14 +187,11 @@ pub fn from_proto(proto: Bootstrap) -> Result<BootstrapConfig, BootstrapError> {
     check_static_references(&snapshot, &inline_routes, ads.is_some())?;
 
     let static_resources = XdsResources {
-        listeners: versioned(listeners, &version),
-        clusters: versioned(clusters, &version),
-        routes: versioned(
-            inline_routes.into_iter().map(|(_, rc)| rc).collect(),
-            &version,
-        ),
+        listeners: versioned(&statics.listeners, &version),
+        clusters: versioned(&statics.clusters, &version),
+        routes: versioned(inline_routes.iter().map(|(_, rc)| rc), &version),
         endpoints: Vec::new(),
-        secrets: versioned(statics.secrets.clone(), &version),
+        secrets: versioned(&statics.secrets, &version),
         ..Default::default()
     };
     Ok(BootstrapConfig {
@@ -201,18 +199,19 @@ pub fn from_proto(proto: Bootstrap) -> Result<BootstrapConfig, BootstrapError> {
         admin_address,
         snapshot,
         ads,
-        proto: Arc::new(proto),
+        encoded: Encoded::encode(&proto),
         static_resources,
         loaded_at,
     })
 }
 
-fn versioned<T>(v: Vec<T>, version: &ResourceVersion) -> Vec<Versioned<T>> {
-    v.into_iter()
-        .map(|resource| Versioned {
-            resource,
-            version: version.clone(),
-        })
+fn versioned<'a, T: prost::Message + prost::Name + Default + 'a>(
+    resources: impl IntoIterator<Item = &'a T>,
+    version: &ResourceVersion,
+) -> Vec<Versioned<T>> {
+    resources
+        .into_iter()
+        .map(|r| Versioned::new(r, version.clone()))
         .collect()
 }
 
@@ -682,7 +681,8 @@ static_resources:
             .map(|e| e.address.port())
             .collect();
         assert_eq!(ports, [5001, 5002]);
-        assert_eq!(b.static_resources.routes[0].resource.name, "local");
+        let route = b.static_resources.routes[0].resource.decode().unwrap();
+        assert_eq!(route.name, "local");
     }
 
     /// The example is also a valid Envoy bootstrap (the README says so).

@@ -5,9 +5,16 @@
 //! `envoy.admin.v3.*ConfigDump` messages and rendered by the proto JSON
 //! mapping with proto field names, so tools written for Envoy's output
 //! (`istioctl proxy-config`-style parsers) read it unchanged.
+//!
+//! Those resources are held encoded ([`Encoded`]): a decoded Envoy message
+//! takes KiBs of heap where its protobuf bytes take a few hundred, and only
+//! this dump and the xDS client's recompiles read them, so they are decoded
+//! on demand.
 
+use std::marker::PhantomData;
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use envoy_types::pb::envoy::admin::v3 as admin;
 use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
@@ -15,16 +22,114 @@ use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
-use envoy_types::pb::google::protobuf::Timestamp;
+use envoy_types::pb::google::protobuf::{Any, Timestamp};
+use prost::{Message, Name};
 
 use crate::model::ResourceVersion;
 use crate::xds_json::{XdsJsonError, pack_any, to_value};
 
+/// A protobuf message of type `T`, kept as its encoding. Clones share the
+/// bytes.
+pub struct Encoded<T> {
+    bytes: Bytes,
+    message: PhantomData<fn() -> T>,
+}
+
+/// Stored bytes that do not decode as their type. They were decoded (or
+/// encoded) before being stored, so this means memory went bad or a caller
+/// stored unchecked bytes; still an error, never a panic.
+#[derive(Debug, thiserror::Error)]
+#[error("stored {type_name} does not decode: {source}")]
+pub struct StoredResourceError {
+    pub type_name: String,
+    #[source]
+    pub source: prost::DecodeError,
+}
+
+impl<T> Encoded<T> {
+    /// Bytes that hold a `T` (an ADS `Any.value`), kept as they are. The
+    /// caller has checked that they decode.
+    pub fn from_bytes(bytes: Bytes) -> Self {
+        Encoded {
+            bytes,
+            message: PhantomData,
+        }
+    }
+
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+}
+
+impl<T: Message + Name + Default> Encoded<T> {
+    pub fn encode(message: &T) -> Self {
+        Self::from_bytes(Bytes::from(message.encode_to_vec()))
+    }
+
+    pub fn decode(&self) -> Result<T, StoredResourceError> {
+        T::decode(self.bytes.clone()).map_err(|source| StoredResourceError {
+            type_name: T::full_name(),
+            source,
+        })
+    }
+}
+
+impl<T> Clone for Encoded<T> {
+    fn clone(&self) -> Self {
+        Self::from_bytes(self.bytes.clone())
+    }
+}
+
+/// Byte equality: the same encoding is the same message. (Equal messages
+/// may still encode differently, e.g. map entries in another order.)
+impl<T> PartialEq for Encoded<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl<T> Eq for Encoded<T> {}
+
+impl<T> std::fmt::Debug for Encoded<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = std::any::type_name::<T>();
+        let short = name.rsplit("::").next().unwrap_or(name);
+        write!(f, "Encoded<{short}>({} bytes)", self.bytes.len())
+    }
+}
+
 /// A resource as received, with its version.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Versioned<T> {
-    pub resource: T,
+    pub resource: Encoded<T>,
     pub version: ResourceVersion,
+}
+
+impl<T> Clone for Versioned<T> {
+    fn clone(&self) -> Self {
+        Versioned {
+            resource: self.resource.clone(),
+            version: self.version.clone(),
+        }
+    }
+}
+
+impl<T: Message + Name + Default> Versioned<T> {
+    /// Encodes `resource` to keep it.
+    pub fn new(resource: &T, version: ResourceVersion) -> Self {
+        Versioned {
+            resource: Encoded::encode(resource),
+            version,
+        }
+    }
+
+    fn pack(&self) -> Result<Any, StoredResourceError> {
+        // Decoded and encoded again rather than passed through, so that
+        // the dump shows what the proxy understood of the resource (fields
+        // unknown to envoy-types left out), as it did when resources were
+        // kept decoded.
+        Ok(pack_any(&self.resource.decode()?))
+    }
 }
 
 /// Raw xDS resources of one origin (static from the bootstrap, or dynamic
@@ -45,7 +150,7 @@ pub struct XdsResources {
 /// What `/config_dump` shows.
 #[derive(Debug, Clone, Copy)]
 pub struct ConfigDumpSource<'a> {
-    pub bootstrap: &'a Bootstrap,
+    pub bootstrap: &'a Encoded<Bootstrap>,
     pub bootstrap_loaded: SystemTime,
     pub static_resources: &'a XdsResources,
     /// `None` when the proxy runs without ADS.
@@ -84,14 +189,19 @@ fn timestamp(t: SystemTime) -> Timestamp {
 }
 
 /// Builds the `envoy.admin.v3.ConfigDump` message, sections in Envoy's order.
-pub fn build(src: &ConfigDumpSource<'_>) -> admin::ConfigDump {
+pub fn build(src: &ConfigDumpSource<'_>) -> Result<admin::ConfigDump, StoredResourceError> {
+    use admin::{
+        clusters_config_dump as clusters, endpoints_config_dump as endpoints,
+        listeners_config_dump as listeners, routes_config_dump as routes,
+        secrets_config_dump as secrets,
+    };
     let empty = XdsResources::default();
     let st = src.static_resources;
     let dy = src.dynamic_resources.unwrap_or(&empty);
     let mut configs = Vec::new();
 
     configs.push(pack_any(&admin::BootstrapConfigDump {
-        bootstrap: Some(redact_bootstrap(src.bootstrap)),
+        bootstrap: Some(redact_bootstrap(src.bootstrap.decode()?)),
         last_updated: Some(timestamp(src.bootstrap_loaded)),
     }));
 
@@ -100,52 +210,56 @@ pub fn build(src: &ConfigDumpSource<'_>) -> admin::ConfigDump {
         static_clusters: st
             .clusters
             .iter()
-            .map(|c| admin::clusters_config_dump::StaticCluster {
-                cluster: Some(pack_any(&c.resource)),
-                last_updated: Some(timestamp(c.version.last_updated)),
+            .map(|c| {
+                Ok(clusters::StaticCluster {
+                    cluster: Some(c.pack()?),
+                    last_updated: Some(timestamp(c.version.last_updated)),
+                })
             })
-            .collect(),
+            .collect::<Result<_, StoredResourceError>>()?,
         dynamic_active_clusters: dy
             .clusters
             .iter()
-            .map(|c| admin::clusters_config_dump::DynamicCluster {
-                version_info: c.version.version_info.clone(),
-                cluster: Some(pack_any(&c.resource)),
-                last_updated: Some(timestamp(c.version.last_updated)),
-                ..Default::default()
+            .map(|c| {
+                Ok(clusters::DynamicCluster {
+                    version_info: c.version.version_info.clone(),
+                    cluster: Some(c.pack()?),
+                    last_updated: Some(timestamp(c.version.last_updated)),
+                    ..Default::default()
+                })
             })
-            .collect(),
+            .collect::<Result<_, StoredResourceError>>()?,
         dynamic_warming_clusters: Vec::new(),
     }));
 
     if src.include_eds {
+        let mut static_endpoint_configs = Vec::new();
+        for c in &st.clusters {
+            let cluster = c.resource.decode()?;
+            if let Some(mut la) = cluster.load_assignment {
+                if la.cluster_name.is_empty() {
+                    la.cluster_name = cluster.name;
+                }
+                static_endpoint_configs.push(endpoints::StaticEndpointConfig {
+                    endpoint_config: Some(pack_any(&la)),
+                    last_updated: Some(timestamp(c.version.last_updated)),
+                });
+            }
+        }
         configs.push(pack_any(&admin::EndpointsConfigDump {
-            static_endpoint_configs: st
-                .clusters
-                .iter()
-                .filter_map(|c| {
-                    c.resource.load_assignment.as_ref().map(|la| {
-                        let mut la = la.clone();
-                        if la.cluster_name.is_empty() {
-                            la.cluster_name = c.resource.name.clone();
-                        }
-                        admin::endpoints_config_dump::StaticEndpointConfig {
-                            endpoint_config: Some(pack_any(&la)),
-                            last_updated: Some(timestamp(c.version.last_updated)),
-                        }
-                    })
-                })
-                .collect(),
+            static_endpoint_configs,
             dynamic_endpoint_configs: dy
                 .endpoints
                 .iter()
-                .map(|e| admin::endpoints_config_dump::DynamicEndpointConfig {
-                    version_info: e.version.version_info.clone(),
-                    endpoint_config: Some(pack_any(&e.resource)),
-                    last_updated: Some(timestamp(e.version.last_updated)),
-                    ..Default::default()
+                .map(|e| {
+                    Ok(endpoints::DynamicEndpointConfig {
+                        version_info: e.version.version_info.clone(),
+                        endpoint_config: Some(e.pack()?),
+                        last_updated: Some(timestamp(e.version.last_updated)),
+                        ..Default::default()
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, StoredResourceError>>()?,
         }));
     }
 
@@ -154,24 +268,29 @@ pub fn build(src: &ConfigDumpSource<'_>) -> admin::ConfigDump {
         static_listeners: st
             .listeners
             .iter()
-            .map(|l| admin::listeners_config_dump::StaticListener {
-                listener: Some(pack_any(&l.resource)),
-                last_updated: Some(timestamp(l.version.last_updated)),
+            .map(|l| {
+                Ok(listeners::StaticListener {
+                    listener: Some(l.pack()?),
+                    last_updated: Some(timestamp(l.version.last_updated)),
+                })
             })
-            .collect(),
+            .collect::<Result<_, StoredResourceError>>()?,
         dynamic_listeners: dy
             .listeners
             .iter()
-            .map(|l| admin::listeners_config_dump::DynamicListener {
-                name: l.resource.name.clone(),
-                active_state: Some(admin::listeners_config_dump::DynamicListenerState {
-                    version_info: l.version.version_info.clone(),
-                    listener: Some(pack_any(&l.resource)),
-                    last_updated: Some(timestamp(l.version.last_updated)),
-                }),
-                ..Default::default()
+            .map(|l| {
+                let listener = l.resource.decode()?;
+                Ok(listeners::DynamicListener {
+                    name: listener.name.clone(),
+                    active_state: Some(listeners::DynamicListenerState {
+                        version_info: l.version.version_info.clone(),
+                        listener: Some(pack_any(&listener)),
+                        last_updated: Some(timestamp(l.version.last_updated)),
+                    }),
+                    ..Default::default()
+                })
             })
-            .collect(),
+            .collect::<Result<_, StoredResourceError>>()?,
     }));
 
     // Always empty (scoped routes are not supported), present as in Envoy.
@@ -181,57 +300,65 @@ pub fn build(src: &ConfigDumpSource<'_>) -> admin::ConfigDump {
         static_route_configs: st
             .routes
             .iter()
-            .map(|r| admin::routes_config_dump::StaticRouteConfig {
-                route_config: Some(pack_any(&r.resource)),
-                last_updated: Some(timestamp(r.version.last_updated)),
+            .map(|r| {
+                Ok(routes::StaticRouteConfig {
+                    route_config: Some(r.pack()?),
+                    last_updated: Some(timestamp(r.version.last_updated)),
+                })
             })
-            .collect(),
+            .collect::<Result<_, StoredResourceError>>()?,
         dynamic_route_configs: dy
             .routes
             .iter()
-            .map(|r| admin::routes_config_dump::DynamicRouteConfig {
-                version_info: r.version.version_info.clone(),
-                route_config: Some(pack_any(&r.resource)),
-                last_updated: Some(timestamp(r.version.last_updated)),
-                ..Default::default()
+            .map(|r| {
+                Ok(routes::DynamicRouteConfig {
+                    version_info: r.version.version_info.clone(),
+                    route_config: Some(r.pack()?),
+                    last_updated: Some(timestamp(r.version.last_updated)),
+                    ..Default::default()
+                })
             })
-            .collect(),
+            .collect::<Result<_, StoredResourceError>>()?,
     }));
 
     let shadowed = |name: &str| src.local_secrets.iter().any(|l| l.name == name);
-    configs.push(pack_any(&admin::SecretsConfigDump {
-        static_secrets: st
-            .secrets
-            .iter()
-            .filter(|s| !shadowed(&s.resource.name))
-            .map(|s| admin::secrets_config_dump::StaticSecret {
-                name: s.resource.name.clone(),
+    let mut static_secrets = Vec::new();
+    for s in &st.secrets {
+        let secret = s.resource.decode()?;
+        if !shadowed(&secret.name) {
+            static_secrets.push(secrets::StaticSecret {
+                name: secret.name.clone(),
                 last_updated: Some(timestamp(s.version.last_updated)),
-                secret: Some(pack_any(&redact_secret(&s.resource))),
-            })
-            .collect(),
-        dynamic_active_secrets: dy
-            .secrets
-            .iter()
-            .filter(|s| !shadowed(&s.resource.name))
-            .map(|s| admin::secrets_config_dump::DynamicSecret {
-                name: s.resource.name.clone(),
+                secret: Some(pack_any(&redact_secret(secret))),
+            });
+        }
+    }
+    let mut dynamic_active_secrets = Vec::new();
+    for s in &dy.secrets {
+        let secret = s.resource.decode()?;
+        if !shadowed(&secret.name) {
+            dynamic_active_secrets.push(secrets::DynamicSecret {
+                name: secret.name.clone(),
                 version_info: s.version.version_info.clone(),
                 last_updated: Some(timestamp(s.version.last_updated)),
-                secret: Some(pack_any(&redact_secret(&s.resource))),
+                secret: Some(pack_any(&redact_secret(secret))),
                 ..Default::default()
-            })
-            .chain(src.local_secrets.iter().map(local_secret_dump))
-            .collect(),
+            });
+        }
+    }
+    dynamic_active_secrets.extend(src.local_secrets.iter().map(local_secret_dump));
+    configs.push(pack_any(&admin::SecretsConfigDump {
+        static_secrets,
+        dynamic_active_secrets,
         dynamic_warming_secrets: Vec::new(),
     }));
 
-    admin::ConfigDump { configs }
+    Ok(admin::ConfigDump { configs })
 }
 
 /// Renders `/config_dump` as JSON (`{"configs": [...]}`).
-pub fn render(src: &ConfigDumpSource<'_>) -> Result<serde_json::Value, XdsJsonError> {
-    let mut value = to_value(&build(src))?;
+pub fn render(src: &ConfigDumpSource<'_>) -> Result<serde_json::Value, ConfigDumpError> {
+    let mut value = to_value(&build(src)?)?;
     // Envoy always writes the array, even when empty.
     if value.get("configs").is_none() {
         value["configs"] = serde_json::Value::Array(Vec::new());
@@ -335,6 +462,8 @@ pub fn render_resource(
 pub enum ConfigDumpError {
     #[error("{0}")]
     Render(#[from] XdsJsonError),
+    #[error("{0}")]
+    Stored(#[from] StoredResourceError),
     #[error(
         "unknown resource {0:?}: expected one of static_clusters, dynamic_active_clusters, static_listeners, dynamic_listeners, static_route_configs, dynamic_route_configs, static_endpoint_configs, dynamic_endpoint_configs, static_secrets, dynamic_active_secrets"
     )]
@@ -392,10 +521,9 @@ fn local_secret_dump(local: &LocalSecret) -> admin::secrets_config_dump::Dynamic
 }
 
 /// Private keys never leave the process, as in Envoy's dump.
-fn redact_secret(s: &Secret) -> Secret {
+fn redact_secret(mut s: Secret) -> Secret {
     use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source::Specifier};
     use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::secret::Type;
-    let mut s = s.clone();
     if let Some(Type::TlsCertificate(c)) = &mut s.r#type
         && let Some(key) = &mut c.private_key
         && matches!(
@@ -411,10 +539,12 @@ fn redact_secret(s: &Secret) -> Secret {
     s
 }
 
-fn redact_bootstrap(b: &Bootstrap) -> Bootstrap {
-    let mut b = b.clone();
+fn redact_bootstrap(mut b: Bootstrap) -> Bootstrap {
     if let Some(st) = &mut b.static_resources {
-        st.secrets = st.secrets.iter().map(redact_secret).collect();
+        st.secrets = std::mem::take(&mut st.secrets)
+            .into_iter()
+            .map(redact_secret)
+            .collect();
     }
     b
 }
@@ -477,7 +607,7 @@ static_resources:
     fn static_bootstrap_renders_every_section() {
         let b = parse_bootstrap(BOOTSTRAP).unwrap();
         let dump = render(&ConfigDumpSource {
-            bootstrap: &b.proto,
+            bootstrap: &b.encoded,
             bootstrap_loaded: b.loaded_at,
             static_resources: &b.static_resources,
             dynamic_resources: None,
@@ -554,7 +684,7 @@ static_resources:
     fn resource_filter_returns_typed_elements() {
         let b = parse_bootstrap(BOOTSTRAP).unwrap();
         let src = ConfigDumpSource {
-            bootstrap: &b.proto,
+            bootstrap: &b.encoded,
             bootstrap_loaded: b.loaded_at,
             static_resources: &b.static_resources,
             dynamic_resources: None,
@@ -625,7 +755,7 @@ static_resources:
             ..Default::default()
         };
         let dump = render(&ConfigDumpSource {
-            bootstrap: &b.proto,
+            bootstrap: &b.encoded,
             bootstrap_loaded: b.loaded_at,
             static_resources: &XdsResources::default(),
             dynamic_resources: Some(&dynamic),
@@ -666,7 +796,7 @@ static_resources:
             last_updated: Some(at),
         }];
         let dump = render(&ConfigDumpSource {
-            bootstrap: &b.proto,
+            bootstrap: &b.encoded,
             bootstrap_loaded: b.loaded_at,
             static_resources: &b.static_resources,
             dynamic_resources: None,
@@ -720,7 +850,7 @@ static_resources:
         .unwrap();
         let b = parse_bootstrap(&yaml).unwrap();
         let ours = render(&ConfigDumpSource {
-            bootstrap: &b.proto,
+            bootstrap: &b.encoded,
             bootstrap_loaded: b.loaded_at,
             static_resources: &b.static_resources,
             dynamic_resources: None,
@@ -752,6 +882,79 @@ static_resources:
             assert_eq!(strip(&ours), strip(&theirs), "{field}");
         }
         envoy.stop().await.unwrap();
+    }
+
+    #[test]
+    fn static_resources_render_as_the_messages_read() {
+        use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source::Specifier};
+        use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::secret::Type;
+        let b = parse_bootstrap(BOOTSTRAP).unwrap();
+        let dump = render(&ConfigDumpSource {
+            bootstrap: &b.encoded,
+            bootstrap_loaded: b.loaded_at,
+            static_resources: &b.static_resources,
+            dynamic_resources: None,
+            include_eds: false,
+            local_secrets: &[],
+        })
+        .unwrap();
+        let proto: Bootstrap = crate::xds_json::from_str(BOOTSTRAP).unwrap();
+        let statics = proto.static_resources.clone().unwrap();
+        let rendered = |m: Any| crate::xds_json::any_to_value(&m).unwrap();
+        assert_eq!(
+            section(&dump, CLUSTERS_DUMP)["static_clusters"][0]["cluster"],
+            rendered(pack_any(&statics.clusters[0]))
+        );
+        assert_eq!(
+            section(&dump, LISTENERS_DUMP)["static_listeners"][0]["listener"],
+            rendered(pack_any(&statics.listeners[0]))
+        );
+        let mut redacted = proto;
+        if let Some(Type::TlsCertificate(c)) = redacted
+            .static_resources
+            .as_mut()
+            .and_then(|s| s.secrets[0].r#type.as_mut())
+        {
+            c.private_key = Some(DataSource {
+                specifier: Some(Specifier::InlineString(REDACTED.into())),
+                ..Default::default()
+            });
+        }
+        assert_eq!(
+            section(&dump, BOOTSTRAP_DUMP)["bootstrap"],
+            to_value(&redacted).unwrap()
+        );
+    }
+
+    #[test]
+    fn stored_bytes_that_do_not_decode_are_an_error() {
+        let b = parse_bootstrap(BOOTSTRAP).unwrap();
+        let broken = XdsResources {
+            clusters: vec![Versioned {
+                resource: Encoded::from_bytes(Bytes::from_static(&[0xff, 0xff, 0xff])),
+                version: ResourceVersion {
+                    version_info: "1".into(),
+                    last_updated: b.loaded_at,
+                },
+            }],
+            ..Default::default()
+        };
+        let e = render(&ConfigDumpSource {
+            bootstrap: &b.encoded,
+            bootstrap_loaded: b.loaded_at,
+            static_resources: &b.static_resources,
+            dynamic_resources: Some(&broken),
+            include_eds: false,
+            local_secrets: &[],
+        })
+        .unwrap_err();
+        assert!(matches!(e, ConfigDumpError::Stored(_)), "{e}");
+        assert!(
+            e.to_string().contains("envoy.config.cluster.v3.Cluster"),
+            "{e}"
+        );
+        let e = crate::compile::merge_snapshot(&b.snapshot, &broken).unwrap_err();
+        assert!(matches!(e, crate::compile::CompileError::Stored(_)), "{e}");
     }
 
     fn section_of<'a>(dump: &'a serde_json::Value, ty: &str) -> &'a serde_json::Value {

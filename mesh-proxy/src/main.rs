@@ -17,6 +17,7 @@ use mesh_proxy::identity::{
 };
 use mesh_proxy::logging;
 use mesh_proxy::server::{ProxyConfig, build};
+use mesh_proxy::xds::AdsClientConfig;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -123,7 +124,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         None => None,
     };
 
-    let mut config = ProxyConfig::from_bootstrap(bootstrap.clone());
+    // Taken before the bootstrap moves into the proxy's configuration, so
+    // that no second copy of it lives as long as the process.
+    let ads_config = AdsClientConfig::from_bootstrap(&bootstrap)?;
+    let mut config = ProxyConfig::from_bootstrap(bootstrap);
     if let Some(admin) = args.admin_address {
         config.admin_address = Some(admin);
     }
@@ -140,7 +144,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     }
     let proxy = bound.proxy;
     // Keeps the control-plane link alive while the proxy runs.
-    let ads = mesh_proxy::xds::start(&bootstrap, &proxy)?;
+    let ads = ads_config.map(|config| mesh_proxy::xds::start_client(config, &proxy));
     if ads.is_some() {
         tracing::info!("ADS client started");
     }

@@ -21,7 +21,7 @@ use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 
 use crate::access_log::AccessLogWriter;
 use crate::bootstrap::{BootstrapConfig, NodeInfo};
-use crate::config_dump::XdsResources;
+use crate::config_dump::{Encoded, XdsResources};
 use crate::logging::LogControl;
 use crate::model::Snapshot;
 use crate::stats::Stats;
@@ -30,7 +30,7 @@ use crate::upstream::cluster::{ClusterMap, build_clusters};
 /// The bootstrap as read, for `/config_dump`.
 #[derive(Debug, Clone)]
 pub struct BootstrapSource {
-    pub proto: Arc<Bootstrap>,
+    pub encoded: Encoded<Bootstrap>,
     pub static_resources: XdsResources,
     pub loaded_at: SystemTime,
 }
@@ -69,7 +69,7 @@ impl ProxyConfig {
             admin_address: b.admin_address,
             node: b.node,
             bootstrap: Some(BootstrapSource {
-                proto: b.proto,
+                encoded: b.encoded,
                 static_resources: b.static_resources,
                 loaded_at: b.loaded_at,
             }),

@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use crate::config_dump::StoredResourceError;
 use crate::xds_json::XdsJsonError;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,10 @@ pub enum CompileError {
     },
     #[error("{kind} {name:?} is defined more than once")]
     Duplicate { kind: &'static str, name: String },
+    /// A kept resource whose bytes no longer decode (see
+    /// [`crate::config_dump::Encoded`]).
+    #[error("{0}")]
+    Stored(#[from] StoredResourceError),
 }
 
 fn spaced(value: &str) -> String {
@@ -54,6 +59,7 @@ impl CompileError {
             | CompileError::Missing { resource, .. }
             | CompileError::Decode { resource, .. } => resource,
             CompileError::Duplicate { kind, .. } => kind,
+            CompileError::Stored(e) => &e.type_name,
         }
     }
 
@@ -66,6 +72,7 @@ impl CompileError {
             | CompileError::Missing { field, .. }
             | CompileError::Decode { field, .. } => field,
             CompileError::Duplicate { name, .. } => name,
+            CompileError::Stored(_) => "",
         }
     }
 }

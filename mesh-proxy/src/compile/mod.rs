@@ -22,6 +22,7 @@ mod tls;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -37,7 +38,7 @@ pub use listener::{DEFAULT_SERVER_NAME, DEFAULT_TCP_MAX_CONNECT_ATTEMPTS, compil
 pub use route::compile_route_configuration;
 pub use tls::compile_secret;
 
-use crate::config_dump::XdsResources;
+use crate::config_dump::{Versioned, XdsResources};
 use crate::model::Snapshot;
 
 /// Compiles a whole set of resources into a [`Snapshot`]. Names must be
@@ -51,10 +52,10 @@ pub fn compile_snapshot(
     let mut snapshot = Snapshot::default();
     add_resources(
         &mut snapshot,
-        listeners.iter(),
-        routes.iter(),
-        clusters.iter(),
-        endpoints.iter(),
+        listeners.iter().map(Ok),
+        routes.iter().map(Ok),
+        clusters.iter().map(Ok),
+        endpoints.iter().map(Ok),
     )?;
     Ok(snapshot)
 }
@@ -69,28 +70,53 @@ pub fn merge_snapshot(
     static_snapshot: &Snapshot,
     dynamic: &XdsResources,
 ) -> Result<Snapshot, CompileError> {
+    // Each resource is decoded just before it is compiled and dropped
+    // right after, so a large set never exists decoded all at once.
+    fn decoded<T: prost::Message + prost::Name + Default>(
+        resources: &[Versioned<T>],
+    ) -> impl Iterator<Item = Result<T, CompileError>> + '_ {
+        resources
+            .iter()
+            .map(|v| v.resource.decode().map_err(CompileError::from))
+    }
     let mut snapshot = static_snapshot.clone();
     add_resources(
         &mut snapshot,
-        dynamic.listeners.iter().map(|v| &v.resource),
-        dynamic.routes.iter().map(|v| &v.resource),
-        dynamic.clusters.iter().map(|v| &v.resource),
-        dynamic.endpoints.iter().map(|v| &v.resource),
+        decoded(&dynamic.listeners),
+        decoded(&dynamic.routes),
+        decoded(&dynamic.clusters),
+        decoded(&dynamic.endpoints),
     )?;
-    for s in dynamic.secrets.iter().map(|v| &v.resource) {
-        insert_unique(&mut snapshot.secrets, "secret", &s.name, compile_secret(s)?)?;
+    for s in decoded(&dynamic.secrets) {
+        let s = s?;
+        insert_unique(
+            &mut snapshot.secrets,
+            "secret",
+            &s.name,
+            compile_secret(&s)?,
+        )?;
     }
     Ok(snapshot)
 }
 
-fn add_resources<'a>(
+/// Items are owned (decoded from stored bytes) or borrowed (compiled in
+/// place); a decode error stops the compile like any other.
+fn add_resources<L, R, C, E>(
     snapshot: &mut Snapshot,
-    listeners: impl Iterator<Item = &'a Listener>,
-    routes: impl Iterator<Item = &'a RouteConfiguration>,
-    clusters: impl Iterator<Item = &'a Cluster>,
-    endpoints: impl Iterator<Item = &'a ClusterLoadAssignment>,
-) -> Result<(), CompileError> {
+    listeners: impl Iterator<Item = Result<L, CompileError>>,
+    routes: impl Iterator<Item = Result<R, CompileError>>,
+    clusters: impl Iterator<Item = Result<C, CompileError>>,
+    endpoints: impl Iterator<Item = Result<E, CompileError>>,
+) -> Result<(), CompileError>
+where
+    L: Borrow<Listener>,
+    R: Borrow<RouteConfiguration>,
+    C: Borrow<Cluster>,
+    E: Borrow<ClusterLoadAssignment>,
+{
     for l in listeners {
+        let l = l?;
+        let l = l.borrow();
         let compiled = compile_listener(l)?;
         // Two bound listeners cannot share an address (port 0 picks a
         // fresh port each time, so it never clashes).
@@ -113,6 +139,8 @@ fn add_resources<'a>(
         insert_unique(&mut snapshot.listeners, "listener", &l.name, compiled)?;
     }
     for r in routes {
+        let r = r?;
+        let r = r.borrow();
         insert_unique(
             &mut snapshot.routes,
             "route_configuration",
@@ -121,6 +149,8 @@ fn add_resources<'a>(
         )?;
     }
     for c in clusters {
+        let c = c?;
+        let c = c.borrow();
         insert_unique(
             &mut snapshot.clusters,
             "cluster",
@@ -129,6 +159,8 @@ fn add_resources<'a>(
         )?;
     }
     for e in endpoints {
+        let e = e?;
+        let e = e.borrow();
         insert_unique(
             &mut snapshot.endpoints,
             "endpoints",

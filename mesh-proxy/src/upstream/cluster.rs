@@ -14,7 +14,7 @@ use super::circuit_breaker::{BreakerStats, CircuitBreaker};
 use super::lb::LoadBalancer;
 use super::outlier::{OutlierState, OutlierStats};
 use super::pool::{Pool, PoolClusterStats, PoolSettings, Protocol};
-use crate::model::{ClusterConfig, HealthStatus, Snapshot, UpstreamProtocol};
+use crate::model::{ClusterConfig, EndpointSet, HealthStatus, Snapshot, UpstreamProtocol};
 use crate::stats::{Counter, Gauge, Scope, Stats};
 use crate::tls::{TlsContexts, UpstreamTlsStats, UpstreamTransport};
 
@@ -272,8 +272,9 @@ pub struct ClusterRuntime {
     pub stats: ClusterStats,
     /// Shared by every runtime of this cluster name.
     pub breaker: Arc<CircuitBreaker>,
-    /// Debug rendering of config and endpoints: equal means unchanged.
-    fingerprint: String,
+    /// The endpoints it was built for; with `config`, what decides whether
+    /// the next snapshot reuses it.
+    endpoints: Option<Arc<EndpointSet>>,
 }
 
 impl ClusterRuntime {
@@ -338,6 +339,45 @@ impl ClusterRuntime {
     }
 }
 
+impl ClusterRuntime {
+    /// Whether it was built from this configuration. The model has no
+    /// `PartialEq` (regexes, floats), so the `Debug` renderings are compared;
+    /// rendering one and streaming the other against it keeps no rendering
+    /// per cluster (they take KiBs each).
+    fn built_from(
+        &self,
+        config: &Arc<ClusterConfig>,
+        endpoints: &Option<Arc<EndpointSet>>,
+    ) -> bool {
+        let same_endpoints = match (&self.endpoints, endpoints) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        (Arc::ptr_eq(&self.config, config) && same_endpoints)
+            || debug_eq(&(&self.config, &self.endpoints), &(config, endpoints))
+    }
+}
+
+fn debug_eq(a: &impl std::fmt::Debug, b: &impl std::fmt::Debug) -> bool {
+    use std::fmt::Write as _;
+    let rendered = format!("{a:?}");
+    let mut rest = DebugPrefix(&rendered);
+    // A difference stops the rendering of `b` with an error.
+    write!(rest, "{b:?}").is_ok() && rest.0.is_empty()
+}
+
+/// What is left of a rendering to match; writing text that does not
+/// continue it is an error.
+struct DebugPrefix<'a>(&'a str);
+
+impl std::fmt::Write for DebugPrefix<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0 = self.0.strip_prefix(s).ok_or(std::fmt::Error)?;
+        Ok(())
+    }
+}
+
 /// Every cluster's runtime, by name.
 pub type ClusterMap = HashMap<String, Arc<ClusterRuntime>>;
 
@@ -352,10 +392,9 @@ pub fn build_clusters(
     let mut out = ClusterMap::new();
     for (name, config) in &snapshot.clusters {
         let endpoints = snapshot.endpoints_of(config);
-        let fingerprint = format!("{config:?}|{endpoints:?}");
         let old = previous.get(name);
         if let Some(old) = old
-            && old.fingerprint == fingerprint
+            && old.built_from(config, &endpoints)
         {
             out.insert(name.clone(), old.clone());
             continue;
@@ -460,7 +499,7 @@ pub fn build_clusters(
             lb,
             stats: cluster_stats,
             breaker,
-            fingerprint,
+            endpoints,
         });
         // Outlier detection's `interval` sweeps (resilience).
         super::outlier::spawn_interval_timer(&runtime);
@@ -509,5 +548,40 @@ pub(crate) mod tests {
             zone: String::new(),
             sub_zone: String::new(),
         })
+    }
+
+    #[test]
+    fn debug_renderings_compare_whole() {
+        assert!(debug_eq(&("a", 1), &("a", 1)));
+        assert!(!debug_eq(&("a", 1), &("a", 12)));
+        assert!(!debug_eq(&("a", 12), &("a", 1)));
+        assert!(!debug_eq(&"", &"x"));
+    }
+
+    #[tokio::test]
+    async fn an_equal_configuration_keeps_the_runtime_and_a_changed_one_rebuilds_it() {
+        use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+        let snapshot = |port: u16| {
+            let c: Cluster = crate::xds_json::from_str(&format!(
+                "name: c\ntype: STATIC\nload_assignment: {{cluster_name: c, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}}}]}}]}}"
+            ))
+            .unwrap();
+            crate::compile::compile_snapshot(&[], &[], &[c], &[]).unwrap()
+        };
+        let stats = Stats::default();
+        let tls = Arc::new(TlsContexts::new(Arc::new(crate::tls::SecretStore::new())));
+        let first = build_clusters(&snapshot(5001), &ClusterMap::new(), &stats, &tls);
+        // Compiled again: new allocations, the same content.
+        let again = build_clusters(&snapshot(5001), &first, &stats, &tls);
+        assert!(Arc::ptr_eq(&first["c"], &again["c"]));
+        let moved = build_clusters(&snapshot(5002), &again, &stats, &tls);
+        assert!(!Arc::ptr_eq(&again["c"], &moved["c"]));
+        let ports: Vec<u16> = moved["c"]
+            .hosts
+            .all
+            .iter()
+            .map(|h| h.state.address.port())
+            .collect();
+        assert_eq!(ports, [5002]);
     }
 }

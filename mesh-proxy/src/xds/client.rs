@@ -354,7 +354,9 @@ async fn handle_response<S: ConfigSink>(
     out: &mut Outbox<'_>,
     resp: DiscoveryResponse,
 ) {
-    let rejection = match state.prepare(&resp) {
+    let (type_url, version_info) = (resp.type_url.clone(), resp.version_info.clone());
+    let nonce = resp.nonce.clone();
+    let rejection = match state.prepare(resp) {
         Err(r) => r,
         Ok(candidate) => {
             let ty = candidate.ty;
@@ -393,8 +395,8 @@ async fn handle_response<S: ConfigSink>(
                 }
                 Err(reason) => super::state::Rejection {
                     ty: Some(ty),
-                    type_url: resp.type_url.clone(),
-                    nonce: resp.nonce.clone(),
+                    type_url,
+                    nonce,
                     reason,
                 },
             }
@@ -402,7 +404,7 @@ async fn handle_response<S: ConfigSink>(
     };
     tracing::warn!(
         type_url = %rejection.type_url,
-        version = %resp.version_info,
+        version = %version_info,
         reason = %rejection.reason,
         "xDS: rejected; keeping the configuration in force"
     );

@@ -263,10 +263,13 @@ pub fn start(
     bootstrap: &BootstrapConfig,
     proxy: &Proxy,
 ) -> Result<Option<AdsClient>, XdsConfigError> {
-    let Some(mut config) = AdsClientConfig::from_bootstrap(bootstrap)? else {
-        return Ok(None);
-    };
+    Ok(AdsClientConfig::from_bootstrap(bootstrap)?.map(|config| start_client(config, proxy)))
+}
+
+/// [`start`] for a configuration taken from the bootstrap beforehand, so
+/// that the bootstrap need not be kept until the proxy is built.
+pub fn start_client(mut config: AdsClientConfig, proxy: &Proxy) -> AdsClient {
     config.secrets = proxy.secrets().clone();
     config.tls_stats = UpstreamTlsStats::new(proxy.stats(), &config.cluster);
-    Ok(Some(spawn(config, proxy.clone())))
+    spawn(config, proxy.clone())
 }

@@ -3,8 +3,12 @@
 //! and the (warmed) set it serves. The client feeds it responses and sends
 //! the requests it returns; the unit tests drive it directly.
 //!
+//! Resources are kept as the bytes received ([`Encoded`]) and decoded
+//! again whenever a set is compiled: decoded Envoy messages would cost
+//! many times their encoding for as long as they are in force.
+//!
 //! ```text
-//! DiscoveryResponse --prepare--> Candidate (decoded, validated) --Err--> NACK
+//! DiscoveryResponse --prepare--> Candidate (validated, kept encoded) --Err--> NACK
 //!                                   |
 //!                               servable(): warming rules, merged with static
 //!                                   |
@@ -16,6 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
@@ -27,7 +32,7 @@ use envoy_types::pb::google::rpc::Status;
 use prost::{Message, Name};
 
 use crate::compile::{CompileError, compile_cluster, compile_listener, merge_snapshot};
-use crate::config_dump::{Versioned, XdsResources};
+use crate::config_dump::{Encoded, StoredResourceError, Versioned, XdsResources};
 use crate::model::{
     Discovery, ListenerConfig, NetworkFilter, ResourceVersion, RouteSource, Snapshot,
 };
@@ -278,8 +283,9 @@ impl XdsState {
     }
 
     /// Decodes and validates a response against the static resources and
-    /// the other types' accepted resources.
-    pub fn prepare(&self, resp: &DiscoveryResponse) -> Result<Candidate, Rejection> {
+    /// the other types' accepted resources. The response is taken whole so
+    /// that the resources' bytes are kept as received, without a copy.
+    pub fn prepare(&self, resp: DiscoveryResponse) -> Result<Candidate, Rejection> {
         let reject = |ty, reason: String| Rejection {
             ty,
             type_url: resp.type_url.clone(),
@@ -295,26 +301,36 @@ impl XdsState {
         let now = SystemTime::now();
         let mut next = self.accepted.clone();
         let version = &resp.version_info;
+        let resources = resp.resources;
         let r = match ty {
-            ResourceType::Cluster => decode::<Cluster>(&resp.resources, "cluster", |c| &c.name)
-                .map(|v| {
-                    next.clusters = replace(&self.accepted.clusters, v, version, now, false);
+            ResourceType::Cluster => {
+                decode::<Cluster>(resources, "cluster", |c| &c.name).and_then(|v| {
+                    next.clusters = replace(&self.accepted.clusters, v, version, now, false)?;
                     next.clusters_version = version.clone();
-                }),
+                    Ok(())
+                })
+            }
             ResourceType::Endpoint => {
-                decode::<ClusterLoadAssignment>(&resp.resources, "cluster_load_assignment", |c| {
+                decode::<ClusterLoadAssignment>(resources, "cluster_load_assignment", |c| {
                     &c.cluster_name
                 })
-                .map(|v| next.endpoints = replace(&self.accepted.endpoints, v, version, now, true))
+                .and_then(|v| {
+                    next.endpoints = replace(&self.accepted.endpoints, v, version, now, true)?;
+                    Ok(())
+                })
             }
-            ResourceType::Listener => decode::<Listener>(&resp.resources, "listener", |l| &l.name)
-                .map(|v| {
-                    next.listeners = replace(&self.accepted.listeners, v, version, now, false);
+            ResourceType::Listener => decode::<Listener>(resources, "listener", |l| &l.name)
+                .and_then(|v| {
+                    next.listeners = replace(&self.accepted.listeners, v, version, now, false)?;
                     next.listeners_version = version.clone();
+                    Ok(())
                 }),
             ResourceType::Route => {
-                decode::<RouteConfiguration>(&resp.resources, "route_configuration", |r| &r.name)
-                    .map(|v| next.routes = replace(&self.accepted.routes, v, version, now, true))
+                decode::<RouteConfiguration>(resources, "route_configuration", |r| &r.name)
+                    .and_then(|v| {
+                        next.routes = replace(&self.accepted.routes, v, version, now, true)?;
+                        Ok(())
+                    })
             }
         };
         r.map_err(|reason| reject(Some(ty), reason))?;
@@ -327,8 +343,8 @@ impl XdsState {
             .map_err(|e| reject(Some(ty), e.to_string()))?;
         Ok(Candidate {
             ty,
-            version_info: resp.version_info.clone(),
-            nonce: resp.nonce.clone(),
+            version_info: resp.version_info,
+            nonce: resp.nonce,
             resources: next,
         })
     }
@@ -355,7 +371,7 @@ impl XdsState {
         let mut expired = BTreeSet::new();
         let mut clusters_warming = false;
         for (name, c) in &accepted.clusters {
-            let ready = match compile_cluster(&c.resource).map(|c| c.discovery) {
+            let ready = match compile_stored(&c.resource, compile_cluster).map(|c| c.discovery) {
                 Ok(Discovery::Eds { service_name }) => {
                     accepted.endpoints.contains_key(&service_name)
                 }
@@ -384,7 +400,7 @@ impl XdsState {
         } else {
             out.routes = accepted.routes.clone();
             for (name, l) in &accepted.listeners {
-                let ready = compile_listener(&l.resource)
+                let ready = compile_stored(&l.resource, compile_listener)
                     .map(|c| {
                         rds_names(&c)
                             .iter()
@@ -522,14 +538,14 @@ impl XdsState {
             rds.extend(rds_names(l));
         }
         for c in dynamic.clusters.values() {
-            if let Ok(c) = compile_cluster(&c.resource)
+            if let Ok(c) = compile_stored(&c.resource, compile_cluster)
                 && let Discovery::Eds { service_name } = c.discovery
             {
                 eds.insert(service_name);
             }
         }
         for l in dynamic.listeners.values() {
-            if let Ok(l) = compile_listener(&l.resource) {
+            if let Ok(l) = compile_stored(&l.resource, compile_listener) {
                 rds.extend(rds_names(&l));
             }
         }
@@ -553,15 +569,26 @@ fn rds_names(l: &ListenerConfig) -> Vec<String> {
         .collect()
 }
 
+/// Compiles a kept resource, decoding it for the time of the compile.
+fn compile_stored<T: Message + Name + Default, M>(
+    resource: &Encoded<T>,
+    compile: impl FnOnce(&T) -> Result<M, CompileError>,
+) -> Result<M, CompileError> {
+    compile(&resource.decode()?)
+}
+
+/// Checks that each resource decodes as its type and has a unique name,
+/// and keeps its bytes as received (the decoded message only lives for
+/// the check).
 fn decode<T: Message + Name + Default>(
-    resources: &[Any],
+    resources: Vec<Any>,
     kind: &str,
     name_of: impl Fn(&T) -> &String,
-) -> Result<Vec<(String, T)>, String> {
+) -> Result<Vec<(String, Encoded<T>)>, String> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::with_capacity(resources.len());
-    for (i, any) in resources.iter().enumerate() {
-        let r: T = unpack_any(any).map_err(|e| format!("resources[{i}]: {e}"))?;
+    for (i, any) in resources.into_iter().enumerate() {
+        let r: T = unpack_any(&any).map_err(|e| format!("resources[{i}]: {e}"))?;
         let name = name_of(&r).clone();
         if name.is_empty() {
             return Err(format!("resources[{i}]: {kind} without a name"));
@@ -569,7 +596,7 @@ fn decode<T: Message + Name + Default>(
         if !seen.insert(name.clone()) {
             return Err(format!("{kind} {name:?} appears more than once"));
         }
-        out.push((name, r));
+        out.push((name, Encoded::from_bytes(Bytes::from(any.value))));
     }
     Ok(out)
 }
@@ -577,17 +604,19 @@ fn decode<T: Message + Name + Default>(
 /// The next accepted map of one type. An unchanged resource keeps its
 /// version and `last_updated`, so `/config_dump` shows when it really
 /// changed. `merge`: EDS/RDS responses update only what they carry.
-fn replace<T: PartialEq + Clone>(
+fn replace<T: Message + Name + Default + PartialEq>(
     old: &BTreeMap<String, Versioned<T>>,
-    new: Vec<(String, T)>,
+    new: Vec<(String, Encoded<T>)>,
     version_info: &str,
     now: SystemTime,
     merge: bool,
-) -> BTreeMap<String, Versioned<T>> {
+) -> Result<BTreeMap<String, Versioned<T>>, String> {
     let mut out = if merge { old.clone() } else { BTreeMap::new() };
     for (name, resource) in new {
         let v = match old.get(&name) {
-            Some(prev) if prev.resource == resource => prev.clone(),
+            Some(prev) if unchanged(&prev.resource, &resource).map_err(|e| e.to_string())? => {
+                prev.clone()
+            }
             _ => Versioned {
                 resource,
                 version: ResourceVersion {
@@ -598,7 +627,17 @@ fn replace<T: PartialEq + Clone>(
         };
         out.insert(name, v);
     }
-    out
+    Ok(out)
+}
+
+/// Same bytes, or (rarely) other bytes for the same message: envoy-types
+/// maps are `HashMap`s, which a control plane may encode in any order from
+/// one response to the next. Only then are the two decoded.
+fn unchanged<T: Message + Name + Default + PartialEq>(
+    prev: &Encoded<T>,
+    new: &Encoded<T>,
+) -> Result<bool, StoredResourceError> {
+    Ok(prev == new || prev.decode()? == new.decode()?)
 }
 
 #[cfg(test)]

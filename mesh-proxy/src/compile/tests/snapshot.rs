@@ -72,14 +72,14 @@ fn more_traffic_changing_settings_are_refused() {
 #[test]
 fn merge_adds_dynamic_resources_to_static_ones() {
     use crate::config_dump::{Versioned, XdsResources};
-    fn v<T>(resource: T) -> Versioned<T> {
-        Versioned {
-            resource,
-            version: ResourceVersion {
+    fn v<T: prost::Message + prost::Name + Default>(resource: T) -> Versioned<T> {
+        Versioned::new(
+            &resource,
+            ResourceVersion {
                 version_info: "1".into(),
                 last_updated: std::time::SystemTime::now(),
             },
-        }
+        )
     }
     let static_cluster: Cluster = from_str(&format!("name: xds-grpc\n{ONE_ENDPOINT}")).unwrap();
     let base = compile_snapshot(&[], &[], &[static_cluster], &[]).unwrap();

@@ -75,7 +75,7 @@ fn accept(
     resp: &DiscoveryResponse,
     now: Instant,
 ) -> (DiscoveryRequest, Servable) {
-    let c = s.prepare(resp).expect("accepted");
+    let c = s.prepare(resp.clone()).expect("accepted");
     let servable = s.servable(&c.resources, now).expect("servable");
     let ack = s.commit(c, servable.resources.clone(), None);
     (ack, servable)
@@ -150,7 +150,7 @@ fn unsupported_lb_policy_is_rejected_naming_cluster_and_field() {
     );
     let mut bad = eds_cluster("backend");
     bad.lb_policy = 6; // CLUSTER_PROVIDED
-    let rejection = s.prepare(&response("2", "b", &[bad])).unwrap_err();
+    let rejection = s.prepare(response("2", "b", &[bad])).unwrap_err();
     assert!(
         rejection.reason.contains("cluster \"backend\"") && rejection.reason.contains("lb_policy"),
         "{}",
@@ -172,7 +172,7 @@ fn unsupported_lb_policy_is_rejected_naming_cluster_and_field() {
 fn duplicate_and_undecodable_resources_are_rejected() {
     let s = state();
     let r = s
-        .prepare(&response("1", "a", &[eds_cluster("x"), eds_cluster("x")]))
+        .prepare(response("1", "a", &[eds_cluster("x"), eds_cluster("x")]))
         .unwrap_err();
     assert!(
         r.reason.contains("\"x\" appears more than once"),
@@ -181,11 +181,11 @@ fn duplicate_and_undecodable_resources_are_rejected() {
     );
     let mut resp = response("1", "a", &[eds_cluster("x")]);
     resp.resources[0].value = vec![0xff, 0xff, 0xff];
-    let r = s.prepare(&resp).unwrap_err();
+    let r = s.prepare(resp).unwrap_err();
     assert!(r.reason.starts_with("resources[0]"), "{}", r.reason);
     let mut resp = response("1", "a", &[eds_cluster("x")]);
     resp.type_url = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret".into();
-    let r = s.prepare(&resp).unwrap_err();
+    let r = s.prepare(resp).unwrap_err();
     assert!(
         r.ty.is_none() && r.reason.contains("not supported"),
         "{}",
@@ -352,4 +352,62 @@ fn unchanged_resources_keep_their_version_and_time() {
     );
     assert_eq!(s.accepted().clusters["b"].version.version_info, "2");
     assert_eq!(s.accepted().clusters_version, "2");
+}
+
+#[test]
+fn resources_are_kept_as_the_bytes_received() {
+    let mut s = state();
+    s.initial_requests();
+    let resp = response("1", "1", &[eds_cluster("a")]);
+    let sent = resp.resources[0].value.clone();
+    accept(&mut s, &resp, Instant::now());
+    let kept = &s.accepted().clusters["a"].resource;
+    assert_eq!(kept.as_bytes().as_ref(), sent.as_slice());
+    assert_eq!(kept.decode().unwrap(), eds_cluster("a"));
+}
+
+#[test]
+fn an_unchanged_resource_encoded_differently_keeps_its_version() {
+    let mut s = state();
+    s.initial_requests();
+    let now = Instant::now();
+    let cluster = eds_cluster("a");
+    accept(
+        &mut s,
+        &response("1", "1", std::slice::from_ref(&cluster)),
+        now,
+    );
+    let first = s.accepted().clusters["a"].version.clone();
+
+    // The same message with its fields in another order on the wire (as
+    // a control plane's map fields come out in any order): other bytes,
+    // equal once decoded.
+    let name_only = Cluster {
+        name: cluster.name.clone(),
+        ..Default::default()
+    };
+    let rest = Cluster {
+        name: String::new(),
+        ..cluster.clone()
+    };
+    let mut reordered = rest.encode_to_vec();
+    reordered.extend(name_only.encode_to_vec());
+    assert_ne!(reordered, cluster.encode_to_vec());
+    let mut resp = response("2", "2", std::slice::from_ref(&cluster));
+    resp.resources[0].value = reordered;
+    accept(&mut s, &resp, now);
+    let kept = &s.accepted().clusters["a"];
+    assert_eq!(kept.version.version_info, first.version_info);
+    assert_eq!(kept.version.last_updated, first.last_updated);
+
+    // A real change takes the response's version.
+    let mut changed = cluster;
+    changed.connect_timeout = Some(envoy_types::pb::google::protobuf::Duration {
+        seconds: 2,
+        nanos: 0,
+    });
+    accept(&mut s, &response("3", "3", &[changed.clone()]), now);
+    let kept = &s.accepted().clusters["a"];
+    assert_eq!(kept.version.version_info, "3");
+    assert_eq!(kept.resource.decode().unwrap(), changed);
 }
