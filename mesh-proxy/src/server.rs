@@ -24,7 +24,7 @@ use crate::bootstrap::{BootstrapConfig, NodeInfo};
 use crate::config_dump::{Encoded, XdsResources};
 use crate::logging::LogControl;
 use crate::model::Snapshot;
-use crate::stats::Stats;
+use crate::stats::{Scope, Stats};
 use crate::upstream::cluster::{ClusterMap, build_clusters};
 
 /// The bootstrap as read, for `/config_dump`.
@@ -320,6 +320,11 @@ impl Proxy {
             let old = shared.active.load_full();
             shared.secrets.set_snapshot_secrets(&snapshot.secrets);
             let clusters = build_clusters(&snapshot, &old.clusters, &shared.stats, &shared.tls);
+            // A removed cluster's stats go with it, as in Envoy: a mesh whose
+            // services come and go would otherwise grow its registry forever.
+            for gone in old.clusters.keys().filter(|n| !clusters.contains_key(*n)) {
+                shared.stats.remove_scope(&Scope::cluster(gone));
+            }
             shared.active.store(Arc::new(Active {
                 snapshot,
                 clusters,

@@ -189,6 +189,30 @@ impl Stats {
             .clone()
     }
 
+    /// Forgets every stat of `scope` (a removed cluster). Handles still held
+    /// keep counting into their own detached cells.
+    pub fn remove_scope(&self, scope: &Scope) {
+        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let from: Key = (scope.kind, scope.name.clone(), Arc::from(""));
+        let doomed: Vec<Key> = registry
+            .metrics
+            .range(from..)
+            .take_while(|(k, _)| k.0 == scope.kind && k.1 == scope.name)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &doomed {
+            registry.metrics.remove(key);
+        }
+        // The name itself, once nothing else refers to it (the key copies are
+        // gone; one reference is the interner's own).
+        if let Some(name) = doomed.first().map(|k| k.1.clone()) {
+            drop(doomed);
+            if Arc::strong_count(&name) == 2 {
+                registry.strings.remove(&*name);
+            }
+        }
+    }
+
     /// The value of a stat by its text name, for tests and the admin page.
     pub fn value(&self, name: &str) -> Option<i64> {
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -309,5 +333,32 @@ mod tests {
         // upstream_rq_total and the 100 cluster names.
         assert_eq!(registry.metrics.len(), 103);
         assert_eq!(registry.strings.len(), 106);
+    }
+
+    #[test]
+    fn a_removed_scope_takes_its_stats_and_its_name() {
+        let stats = Stats::default();
+        let gone = Scope::cluster("gone");
+        let kept = Scope::cluster("kept");
+        let held = stats.counter(&gone, "upstream_rq_total");
+        held.inc();
+        stats.gauge(&gone, "upstream_cx_active").set(3);
+        stats.counter(&kept, "upstream_rq_total").inc();
+        stats.counter(&Scope::cluster("gone.x"), "y").inc();
+        stats.remove_scope(&gone);
+        assert_eq!(stats.value("cluster.gone.upstream_rq_total"), None);
+        assert_eq!(stats.value("cluster.gone.upstream_cx_active"), None);
+        assert_eq!(stats.value("cluster.kept.upstream_rq_total"), Some(1));
+        assert_eq!(stats.value("cluster.gone.x.y"), Some(1));
+        // A handle still held counts on, detached; nothing panics.
+        held.inc();
+        assert!(!stats.render_text().contains("cluster.gone.upstream"));
+        let registry = stats.registry.lock().unwrap();
+        assert!(!registry.strings.contains("gone"));
+        assert!(registry.strings.contains("kept"));
+        drop(registry);
+        // Registered again, it starts from zero, as Envoy's does.
+        stats.counter(&gone, "upstream_rq_total").inc();
+        assert_eq!(stats.value("cluster.gone.upstream_rq_total"), Some(1));
     }
 }

@@ -218,6 +218,51 @@ async fn update_swaps_routes_and_listeners_and_keeps_in_flight_requests() {
 }
 
 #[tokio::test]
+async fn removed_clusters_take_their_stats_with_them() {
+    let up = HttpUpstream::start("up").await.unwrap();
+    let snapshot_with = |names: &[&str]| {
+        let t = table(
+            "routes",
+            vec![vhost(
+                "all",
+                vec![DomainPattern::Any],
+                vec![to_cluster("r", prefix("/"), "kept")],
+            )],
+        );
+        http_snapshot(
+            t,
+            names
+                .iter()
+                .map(|n| cluster(n, &[up.addr()], LbPolicy::RoundRobin))
+                .collect(),
+            vec![],
+        )
+    };
+    let proxy = start(snapshot_with(&["kept", "gone"])).await;
+    let addr = proxy.listener(LISTENER).unwrap();
+    assert_eq!(send(addr, get("h", "/")).await.unwrap().status, 200);
+    let before = admin_get(&proxy, "/stats").await.text();
+    assert!(
+        before.contains("cluster.gone.upstream_rq_total: 0"),
+        "{before}"
+    );
+    assert!(
+        before.contains("cluster.kept.upstream_rq_total: 1"),
+        "{before}"
+    );
+
+    proxy.proxy.update(snapshot_with(&["kept"])).await.unwrap();
+    assert_eq!(send(addr, get("h", "/")).await.unwrap().status, 200);
+    let after = admin_get(&proxy, "/stats").await.text();
+    assert!(!after.contains("cluster.gone."), "{after}");
+    // The cluster that stays keeps its counts across the swap.
+    assert!(
+        after.contains("cluster.kept.upstream_rq_total: 2"),
+        "{after}"
+    );
+}
+
+#[tokio::test]
 async fn quitquitquit_stops_the_proxy() {
     let proxy = start(Snapshot::default()).await;
     assert_eq!(admin_get(&proxy, "/quitquitquit").await.status, 405);
