@@ -23,6 +23,7 @@ pub mod host;
 pub mod loader;
 pub mod networking;
 pub mod proto;
+pub mod report;
 pub mod resource;
 pub mod security;
 mod yaml_index;

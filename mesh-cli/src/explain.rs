@@ -1183,7 +1183,10 @@ pub fn main(a: ExplainArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("meshctl explain: {e:#}");
+            eprintln!(
+                "meshctl explain: {}",
+                mesh_api::report::one_line(e.as_ref())
+            );
             ExitCode::FAILURE
         }
     }

@@ -68,7 +68,10 @@ fn main() -> ExitCode {
         Command::Analyze(args) => match mesh_cli::analyze::run(&args.paths, args.output.into()) {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
-                eprintln!("meshctl analyze: {e:#}");
+                eprintln!(
+                    "meshctl analyze: {}",
+                    mesh_api::report::one_line(e.as_ref())
+                );
                 ExitCode::FAILURE
             }
         },

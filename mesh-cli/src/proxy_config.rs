@@ -584,7 +584,10 @@ pub fn main(cmd: ProxyConfigCmd) -> ExitCode {
     match run(&cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("meshctl proxy-config: {e:#}");
+            eprintln!(
+                "meshctl proxy-config: {}",
+                mesh_api::report::one_line(e.as_ref())
+            );
             ExitCode::FAILURE
         }
     }

@@ -675,7 +675,10 @@ pub fn main(a: ProxyStatusArgs) -> ExitCode {
     match run(&a) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("meshctl proxy-status: {e:#}");
+            eprintln!(
+                "meshctl proxy-status: {}",
+                mesh_api::report::one_line(e.as_ref())
+            );
             ExitCode::FAILURE
         }
     }

@@ -93,7 +93,7 @@ async fn main() -> std::process::ExitCode {
         Err(e) => {
             // One line with the whole cause chain, no backtrace: this is a
             // user-facing error (bad directory, address in use).
-            eprintln!("mesh-control: {e:#}");
+            eprintln!("mesh-control: {}", mesh_api::report::one_line(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

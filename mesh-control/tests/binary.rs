@@ -93,6 +93,9 @@ fn bad_secure_port_flags_exit_non_zero_naming_the_flag_and_value() {
         err.contains("--ca-tokens") && err.contains("/nonexistent/tokens"),
         "{err}"
     );
+    // The cause is said once, though the file error both names it and
+    // returns it as its source.
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
     // A CA directory with only some of Istio's files is never replaced.
     let ca = tempfile::tempdir().unwrap();
     std::fs::write(ca.path().join("ca-cert.pem"), "").unwrap();

@@ -8,6 +8,10 @@
 //!                                               --> router --> cluster --> LB --> pool --> upstream
 //!                                          \--> TCP proxy --> cluster --> upstream
 //! ```
+//!
+//! The messages themselves are not kept decoded: `/config_dump` holds the
+//! bytes received and decodes them when asked, and the descriptor pool that
+//! reads a bootstrap is released once start-up is over (`memory`).
 
 pub mod access_log;
 pub mod admin;

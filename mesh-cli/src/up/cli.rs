@@ -117,7 +117,7 @@ fn report(cmd: &str, r: anyhow::Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("meshctl {cmd}: {e:#}");
+            eprintln!("meshctl {cmd}: {}", mesh_api::report::one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -622,7 +622,10 @@ fn start_all(
                 )
             })
             .unwrap_or_default();
-        return Err(anyhow::anyhow!("{e:#}{hint}"));
+        return Err(anyhow::anyhow!(
+            "{}{hint}",
+            mesh_api::report::one_line(e.as_ref())
+        ));
     }
     progress("  every proxy is SYNCED");
     Ok(())
