@@ -31,7 +31,7 @@ use crate::config_dump::{self, ConfigDumpSource, LocalSecret};
 use crate::model::{
     LbPolicy, Snapshot, TlsCaSource, TlsCertificateSource, TlsSecret, TlsValidation,
 };
-use crate::server::Shared;
+use crate::server::{Active, Shared};
 
 const ENDPOINTS: &str = "admin commands are:
   /: this list
@@ -103,43 +103,24 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<ProxyB
             Ok(v) => json(&v),
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("certs: {e}\n")),
         },
-        "/config_dump" => match &shared.bootstrap {
-            Some(b) => {
-                let local = local_secrets(shared);
-                let source = ConfigDumpSource {
-                    bootstrap: &b.encoded,
-                    bootstrap_loaded: b.loaded_at,
-                    static_resources: &b.static_resources,
-                    dynamic_resources: active.dynamic_resources.as_deref(),
-                    include_eds: query.iter().any(|(k, _)| k == "include_eds"),
-                    local_secrets: &local,
-                };
-                if let Some(resource) = param("resource") {
-                    // `?resource=dynamic_active_secrets` and the like, as Envoy.
-                    return match config_dump::render_resource(&source, &resource) {
-                        Ok(v) => json(&v),
-                        Err(e @ config_dump::ConfigDumpError::UnknownResource(_)) => {
-                            text(StatusCode::BAD_REQUEST, format!("{e}\n"))
-                        }
-                        Err(e) => text(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            format!("config_dump: {e}\n"),
-                        ),
-                    };
-                }
-                match config_dump::render(&source) {
-                    Ok(v) => json(&v),
-                    Err(e) => text(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("config_dump: {e}\n"),
-                    ),
-                }
-            }
-            None => json(&fallback_config_dump(
-                &active.snapshot,
-                &local_secrets(shared),
-            )),
-        },
+        // Rendering decodes every resource and builds megabytes of JSON: on
+        // a blocking thread, so that a one-worker proxy keeps serving traffic
+        // meanwhile (Envoy renders it on its main thread, off the workers).
+        "/config_dump" => {
+            let (shared, active) = (shared.clone(), active.clone());
+            let include_eds = query.iter().any(|(k, _)| k == "include_eds");
+            let resource = param("resource");
+            tokio::task::spawn_blocking(move || {
+                config_dump_response(&shared, &active, include_eds, resource)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("config_dump: {e}\n"),
+                )
+            })
+        }
         "/clusters" => text(StatusCode::OK, clusters_text(&active)),
         "/listeners" => {
             let addrs = shared.listener_addrs();
@@ -199,6 +180,52 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<ProxyB
             StatusCode::NOT_FOUND,
             format!("invalid path: {path}\n{ENDPOINTS}"),
         ),
+    }
+}
+
+/// `/config_dump` (and `?resource=`, `?include_eds`), as Envoy shapes it.
+fn config_dump_response(
+    shared: &Shared,
+    active: &Active,
+    include_eds: bool,
+    resource: Option<String>,
+) -> Response<ProxyBody> {
+    match &shared.bootstrap {
+        Some(b) => {
+            let local = local_secrets(shared);
+            let source = ConfigDumpSource {
+                bootstrap: &b.encoded,
+                bootstrap_loaded: b.loaded_at,
+                static_resources: &b.static_resources,
+                dynamic_resources: active.dynamic_resources.as_deref(),
+                include_eds,
+                local_secrets: &local,
+            };
+            if let Some(resource) = resource {
+                // `?resource=dynamic_active_secrets` and the like, as Envoy.
+                return match config_dump::render_resource(&source, &resource) {
+                    Ok(v) => json(&v),
+                    Err(e @ config_dump::ConfigDumpError::UnknownResource(_)) => {
+                        text(StatusCode::BAD_REQUEST, format!("{e}\n"))
+                    }
+                    Err(e) => text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("config_dump: {e}\n"),
+                    ),
+                };
+            }
+            match config_dump::render(&source) {
+                Ok(v) => json(&v),
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("config_dump: {e}\n"),
+                ),
+            }
+        }
+        None => json(&fallback_config_dump(
+            &active.snapshot,
+            &local_secrets(shared),
+        )),
     }
 }
 
