@@ -174,11 +174,11 @@ pub fn client_config(
         ExpectedServer::HostName => builder.with_root_certificates(store),
         ExpectedServer::SpiffeIds(_) | ExpectedServer::TrustDomain(_) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier {
-                roots: store,
-                algorithms: provider.signature_verification_algorithms,
-                expected,
-            })),
+            .with_custom_certificate_verifier(Arc::new(IdentityServerVerifier::new(
+                Some(store),
+                provider.signature_verification_algorithms,
+                spiffe_check(expected),
+            ))),
     };
     let mut config = match identity {
         Some(identity) => {
@@ -197,16 +197,46 @@ fn root_store(roots: &TrustBundle) -> Result<RootCertStore, TlsConfigError> {
     Ok(roots.root_store()?)
 }
 
-/// Verifies the server's chain against the bundle, then its SPIFFE ID instead
-/// of its host name, as mesh peers are named by identity, not by address.
-#[derive(Debug)]
-struct SpiffeServerVerifier {
-    roots: Arc<RootCertStore>,
+/// The check of a verified server leaf's identity (its SANs), instead of its
+/// host name.
+pub type IdentityCheck =
+    Box<dyn for<'a> Fn(&CertificateDer<'a>) -> Result<(), rustls::Error> + Send + Sync>;
+
+/// Verifies the server's chain against `roots`, then its identity with a
+/// check of the caller's, never its host name: mesh peers are named by
+/// identity, not by address or SNI. The CA's own clients check SPIFFE IDs;
+/// the proxy's upstream TLS checks its configured SAN matchers.
+pub struct IdentityServerVerifier {
+    /// `None`: nothing is verified (Envoy's upstream behaviour without a
+    /// validation context).
+    roots: Option<Arc<RootCertStore>>,
     algorithms: WebPkiSupportedAlgorithms,
-    expected: ExpectedServer,
+    check: IdentityCheck,
 }
 
-impl ServerCertVerifier for SpiffeServerVerifier {
+impl IdentityServerVerifier {
+    pub fn new(
+        roots: Option<Arc<RootCertStore>>,
+        algorithms: WebPkiSupportedAlgorithms,
+        check: IdentityCheck,
+    ) -> Self {
+        IdentityServerVerifier {
+            roots,
+            algorithms,
+            check,
+        }
+    }
+}
+
+impl std::fmt::Debug for IdentityServerVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityServerVerifier")
+            .field("roots", &self.roots.as_ref().map(|r| r.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerCertVerifier for IdentityServerVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -215,25 +245,16 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let parsed = ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &parsed,
-            &self.roots,
-            intermediates,
-            now,
-            self.algorithms.all,
-        )?;
-        let identity = spiffe_id_of(end_entity).map_err(|e| verify_failure(e.to_string()))?;
-        let accepted = match &self.expected {
-            ExpectedServer::SpiffeIds(ids) => ids.contains(&identity),
-            ExpectedServer::TrustDomain(td) => identity.trust_domain() == td,
-            ExpectedServer::HostName => false,
-        };
-        if !accepted {
-            return Err(verify_failure(format!(
-                "server identity {identity} is not {}",
-                self.expected
-            )));
+        if let Some(roots) = &self.roots {
+            let parsed = ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &parsed,
+                roots,
+                intermediates,
+                now,
+                self.algorithms.all,
+            )?;
+            (self.check)(end_entity)?;
         }
         Ok(ServerCertVerified::assertion())
     }
@@ -259,6 +280,26 @@ impl ServerCertVerifier for SpiffeServerVerifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
     }
+}
+
+/// The SPIFFE check of [`client_config`]: the leaf's one SPIFFE ID is one of
+/// the expected ones, or of the expected trust domain.
+fn spiffe_check(expected: ExpectedServer) -> IdentityCheck {
+    Box::new(move |leaf| {
+        let identity = spiffe_id_of(leaf).map_err(|e| verify_failure(e.to_string()))?;
+        let accepted = match &expected {
+            ExpectedServer::SpiffeIds(ids) => ids.contains(&identity),
+            ExpectedServer::TrustDomain(td) => identity.trust_domain() == td,
+            ExpectedServer::HostName => false,
+        };
+        if accepted {
+            Ok(())
+        } else {
+            Err(verify_failure(format!(
+                "server identity {identity} is not {expected}"
+            )))
+        }
+    })
 }
 
 /// A refusal reason carried through rustls, whose message shows it with `{:?}`:

@@ -11,8 +11,9 @@ use rustls::{ClientConfig, ServerConfig};
 
 use super::SecretStore;
 use super::material::{self, TlsSetupError};
-use super::verify::{DownstreamClientVerifier, UpstreamServerVerifier};
+use super::verify::{DownstreamClientVerifier, check_sans};
 use crate::model::{DownstreamTls, TlsVersions, UpstreamTls};
+use mesh_ca::tls::IdentityServerVerifier;
 
 type Cache<T> = Mutex<(u64, HashMap<String, Arc<T>>)>;
 
@@ -159,11 +160,11 @@ fn client_config(
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(protocol_versions(tls.versions))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(UpstreamServerVerifier {
+        .with_custom_certificate_verifier(Arc::new(IdentityServerVerifier::new(
             roots,
-            sans,
-            algorithms: provider.signature_verification_algorithms,
-        }));
+            provider.signature_verification_algorithms,
+            Box::new(move |leaf| check_sans(leaf, &sans)),
+        )));
     let mut config = match &tls.certificate {
         Some(source) => {
             let cert = material::certificate(store, source)?;
