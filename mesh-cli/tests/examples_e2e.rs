@@ -648,12 +648,43 @@ fn sticky(mesh: &Mesh, header: &str, value: impl Fn(usize) -> String) {
     assert_eq!(instances.len(), 2, "20 keys, one instance only: {chosen:?}");
 }
 
+/// A client with a cookie jar, as a browser or `curl -c jar -b jar`: it starts with no
+/// cookie, keeps what `Set-Cookie` gives it as RFC 6265 says (`Max-Age` of zero or less
+/// deletes the cookie) and sends it back. The sidecar's generated cookie must pin all 50
+/// calls of each client to one instance.
+fn cookie_jar_sticks(mesh: &Mesh) {
+    for client in 0..4 {
+        let mut jar: Option<String> = None;
+        let mut seen = BTreeMap::<String, usize>::new();
+        for _ in 0..50 {
+            let sent: Vec<(&str, &str)> = jar.iter().map(|c| ("cookie", c.as_str())).collect();
+            let a = via_sidecar(mesh, CLIENT, &sent);
+            assert_eq!(a.status, 200, "{a:?}");
+            *seen.entry(a.instance().to_string()).or_default() += 1;
+            let Some(set) = a.header("set-cookie") else {
+                continue;
+            };
+            let mut parts = set.split(';').map(str::trim);
+            let pair = parts.next().unwrap_or_default().to_string();
+            let deleted = parts.any(|attr| {
+                attr.to_ascii_lowercase()
+                    .strip_prefix("max-age=")
+                    .is_some_and(|n| n.parse::<i64>().is_ok_and(|n| n <= 0))
+            });
+            jar = (!deleted).then_some(pair);
+        }
+        assert!(jar.is_some(), "client {client}: the jar kept no cookie");
+        assert_eq!(seen.len(), 1, "client {client}: 50 calls went to {seen:?}");
+    }
+}
+
 fn session_affinity(proxy: Proxy) {
     let Some(mesh) = Mesh::up(proxy, None) else {
         return;
     };
     mesh.apply("session-affinity/helloworld.yaml");
     sticky(&mesh, "cookie", |u| format!("user=user-{u}"));
+    cookie_jar_sticks(&mesh);
     mesh.apply("session-affinity/by-header/helloworld.yaml");
     sticky(&mesh, "x-user", |u| format!("user-{u}"));
 }

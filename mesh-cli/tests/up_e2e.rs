@@ -113,6 +113,80 @@ fn log_dump(state: &Path) -> String {
     out
 }
 
+/// GET `path` from a proxy's admin port (HTTP/1.0 style: one request, read to the end).
+fn admin_get(admin: &str, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(admin).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Every proxy's bearer token is a credential for the CA: no admin page of any proxy may
+/// show any of them (the token files are owner-only; the admin port is not).
+fn no_token_on_any_admin_page(mesh: &Mesh, status: &Value) {
+    let tokens: Vec<String> = std::fs::read_dir(mesh.state.path().join("tokens"))
+        .unwrap()
+        .map(|e| {
+            std::fs::read_to_string(e.unwrap().path())
+                .unwrap()
+                .trim()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(tokens.len(), 3);
+    let mut admins: Vec<String> = status["sidecars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["admin_address"].as_str().unwrap().to_string())
+        .collect();
+    admins.push(
+        status["gateway"]["admin_address"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    for admin in &admins {
+        let index = admin_get(admin, "/");
+        let pages: Vec<&str> = index
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix('/').map(|_| l.trim()))
+            .filter_map(|l| l.split(':').next())
+            .filter(|p| *p != "/quitquitquit")
+            .collect();
+        assert!(pages.len() >= 8, "admin index of {admin}: {index}");
+        let mut pages: Vec<String> = pages.into_iter().map(str::to_string).collect();
+        pages.push("/config_dump?include_eds".into());
+        for page in &pages {
+            let text = admin_get(admin, page);
+            assert!(
+                text.starts_with("HTTP/1.1 200"),
+                "{admin}{page}: {text:.200}"
+            );
+            for token in &tokens {
+                assert!(
+                    !text.contains(token.as_str()),
+                    "{admin}{page} shows a proxy's token"
+                );
+            }
+        }
+        let dump = admin_get(admin, "/config_dump");
+        assert!(
+            dump.contains("\"initial_metadata\"") && dump.contains("[redacted]"),
+            "the ADS credentials are listed, redacted: {admin}"
+        );
+    }
+}
+
 #[test]
 fn up_status_traffic_apply_down_with_the_built_in_demo() {
     for bin in ["mesh-control", "helloworld"] {
@@ -219,6 +293,9 @@ fn up_status_traffic_apply_down_with_the_built_in_demo() {
         tokens.contains(" istio-system istio-ingressgateway-service-account"),
         "{tokens}"
     );
+    if proxy == "mesh" {
+        no_token_on_any_admin_page(&mesh, &status);
+    }
 
     // Through the gateway: both versions answer /hello (round robin over the two endpoints).
     let t = retry(Duration::from_secs(30), || {

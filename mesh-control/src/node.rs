@@ -88,9 +88,17 @@ pub struct ProxyNode {
     pub local: Option<LocalPorts>,
 }
 
+/// The longest node id accepted: four fields, the pod and namespace names
+/// each at most 253 bytes in Kubernetes, leave far less than this.
+pub const MAX_NODE_ID_LEN: usize = 1024;
+
 /// Why a node could not be understood.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NodeError {
+    /// Not echoed: an id this long is an attack or a bug, and gRPC carries
+    /// the error in a header.
+    #[error("node id is {len} bytes, over the limit of {MAX_NODE_ID_LEN}")]
+    IdTooLong { len: usize },
     #[error(
         "node id {id:?} is not of the form TYPE~IP~POD.NAMESPACE~NAMESPACE.svc.DOMAIN: {reason}"
     )]
@@ -106,6 +114,9 @@ pub enum NodeError {
 impl ProxyNode {
     /// Parses an Istio-form node id and its metadata.
     pub fn from_node(node: &Node) -> Result<Self, NodeError> {
+        if node.id.len() > MAX_NODE_ID_LEN {
+            return Err(NodeError::IdTooLong { len: node.id.len() });
+        }
         let id = node.id.clone();
         let invalid = |reason: &str| NodeError::InvalidId {
             id: id.clone(),

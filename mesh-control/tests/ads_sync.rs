@@ -457,3 +457,107 @@ async fn an_ack_of_an_older_nonce_is_ignored() {
     .unwrap();
     bound.shutdown().await;
 }
+
+/// What the ADS port answers to one raw gRPC request body: the status and
+/// message of its trailers (or headers, for a trailers-only answer).
+async fn raw_ads_call(addr: std::net::SocketAddr, body: Vec<u8>) -> (String, String) {
+    use http_body_util::{BodyExt, Full};
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::post(format!(
+        "http://{addr}/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(Full::new(bytes::Bytes::from(body)))
+    .unwrap();
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        sender.send_request(request),
+    )
+    .await
+    .expect("the ADS port answers")
+    .unwrap();
+    let head = response.headers().clone();
+    let collected = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        response.into_body().collect(),
+    )
+    .await
+    .expect("the ADS port ends the stream")
+    .unwrap();
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let field = |name: &str| {
+        trailers
+            .get(name)
+            .or_else(|| head.get(name))
+            .map(|v| v.to_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    (field("grpc-status"), field("grpc-message"))
+}
+
+fn grpc_frame(compressed: bool, declared_len: u32, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![u8::from(compressed)];
+    frame.extend_from_slice(&declared_len.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+#[tokio::test]
+async fn malformed_grpc_is_answered_with_an_error_status() {
+    use prost::Message as _;
+    let dir = config_dir();
+    let bound = start(dir.path()).await;
+    let addr = bound.xds_address();
+    // Bytes that are no DiscoveryRequest: field 1 (version_info) as a
+    // varint, then a field number 0.
+    let garbage: Vec<u8> = vec![0x08, 0x96, 0x01, 0x00, 0xff, 0xff, 0xff];
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "random protobuf bytes",
+            grpc_frame(false, garbage.len() as u32, &garbage),
+        ),
+        ("a 4 GiB length prefix", grpc_frame(false, u32::MAX, b"abc")),
+        (
+            "the compressed flag without an encoding",
+            grpc_frame(true, 3, b"abc"),
+        ),
+        ("a truncated message", grpc_frame(false, 100, b"0123456789")),
+    ];
+    for (case, body) in cases {
+        let (status, message) = raw_ads_call(addr, body).await;
+        assert!(
+            !status.is_empty() && status != "0",
+            "{case}: grpc-status {status:?} ({message})"
+        );
+    }
+
+    // A 1 MiB node id is refused without being echoed into grpc-message.
+    let request = envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest {
+        node: Some(node(&"x".repeat(1 << 20))),
+        type_url: CDS.to_string(),
+        ..Default::default()
+    };
+    let bytes = request.encode_to_vec();
+    let (status, message) = raw_ads_call(addr, grpc_frame(false, bytes.len() as u32, &bytes)).await;
+    assert_eq!(status, "3", "INVALID_ARGUMENT: {message}");
+    assert!(
+        message.len() < 2048,
+        "{} bytes of grpc-message",
+        message.len()
+    );
+    // grpc-message is percent-encoded.
+    assert!(message.contains("over%20the%20limit"), "{message}");
+    assert!(
+        !message.contains("xxxxxxxx"),
+        "the id is not echoed: {message}"
+    );
+    bound.shutdown().await;
+}

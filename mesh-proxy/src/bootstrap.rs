@@ -39,6 +39,8 @@ pub struct BootstrapConfig {
     pub snapshot: Snapshot,
     /// `dynamic_resources.ads_config`, when the proxy is to use ADS.
     pub ads: Option<AdsConfig>,
+    /// The global downstream connection limit (overload manager or runtime).
+    pub max_downstream_connections: Option<u64>,
     /// The bootstrap as read, encoded, for `/config_dump` (the decoded
     /// message is dropped once compiled: it is the largest part of a big
     /// bootstrap's memory and nothing else reads it).
@@ -118,6 +120,8 @@ pub enum BootstrapError {
     Unsupported { field: String, value: String },
     #[error("bootstrap: {field}: {reason}")]
     Invalid { field: String, reason: String },
+    #[error("bootstrap: {0}")]
+    Overload(#[from] crate::overload::OverloadError),
 }
 
 fn unsupported(field: &str, value: impl std::fmt::Display) -> BootstrapError {
@@ -164,6 +168,10 @@ pub fn from_proto(proto: Bootstrap) -> Result<BootstrapConfig, BootstrapError> {
     let node = node_info(proto.node.clone().unwrap_or_default())?;
     let admin_address = admin_address(&proto)?;
     let ads = ads_config(&proto)?;
+    let max_downstream_connections = crate::overload::max_connections(
+        proto.overload_manager.as_ref(),
+        proto.layered_runtime.as_ref(),
+    )?;
 
     let no_statics = Default::default();
     let statics = proto.static_resources.as_ref().unwrap_or(&no_statics);
@@ -199,6 +207,7 @@ pub fn from_proto(proto: Bootstrap) -> Result<BootstrapConfig, BootstrapError> {
         admin_address,
         snapshot,
         ads,
+        max_downstream_connections,
         encoded: Encoded::encode(&proto),
         static_resources,
         loaded_at,
@@ -232,11 +241,12 @@ fn check_top_level(b: &Bootstrap) -> Result<(), BootstrapError> {
     if b.watchdog.is_some() || b.watchdogs.is_some() {
         note("watchdogs");
     }
+    // The overload manager and the runtime are read for the one setting the
+    // proxy implements (the global connection limit, `overload.rs`), which
+    // refuses the rest of the overload manager; other runtime keys tune
+    // Envoy's internals.
     if b.layered_runtime.is_some() {
-        note("layered_runtime");
-    }
-    if b.overload_manager.is_some() {
-        note("overload_manager");
+        note("layered_runtime (except overload.global_downstream_max_connections)");
     }
     if b.cluster_manager.is_some() {
         note("cluster_manager");

@@ -359,6 +359,7 @@ pub fn build(src: &ConfigDumpSource<'_>) -> Result<admin::ConfigDump, StoredReso
 /// Renders `/config_dump` as JSON (`{"configs": [...]}`).
 pub fn render(src: &ConfigDumpSource<'_>) -> Result<serde_json::Value, ConfigDumpError> {
     let mut value = to_value(&build(src)?)?;
+    redact_credentials(&mut value);
     // Envoy always writes the array, even when empty.
     if value.get("configs").is_none() {
         value["configs"] = serde_json::Value::Array(Vec::new());
@@ -539,6 +540,59 @@ fn redact_secret(mut s: Secret) -> Secret {
     s
 }
 
+/// Header names whose values are credentials wherever config carries them
+/// (a route's `request_headers_to_add`, a health check's headers).
+const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "x-auth-token",
+];
+
+/// Hides credentials in the rendered dump, keeping their keys: every value of
+/// a gRPC service's `initial_metadata` (the ADS bearer token travels there,
+/// and gRPC metadata is how callers authenticate), and the value of any
+/// header named in [`CREDENTIAL_HEADERS`]. Done on the rendered JSON so that
+/// it covers every resource type, static and dynamic, in one place; Envoy
+/// prints these in clear, while its token files are owner-only.
+fn redact_credentials(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    let hide = |entry: &mut serde_json::Map<String, Value>| {
+        for field in ["value", "raw_value"] {
+            if let Some(v) = entry.get_mut(field) {
+                *v = Value::String(REDACTED.into());
+            }
+        }
+    };
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                if key == "initial_metadata"
+                    && let Value::Array(entries) = child
+                {
+                    entries
+                        .iter_mut()
+                        .filter_map(Value::as_object_mut)
+                        .for_each(hide);
+                    continue;
+                }
+                redact_credentials(child);
+            }
+            let is_credential = map
+                .get("key")
+                .and_then(Value::as_str)
+                .is_some_and(|k| CREDENTIAL_HEADERS.iter().any(|c| k.eq_ignore_ascii_case(c)));
+            if is_credential {
+                hide(map);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_credentials),
+        _ => {}
+    }
+}
+
 fn redact_bootstrap(mut b: Bootstrap) -> Bootstrap {
     if let Some(st) = &mut b.static_resources {
         st.secrets = std::mem::take(&mut st.secrets)
@@ -678,6 +732,37 @@ static_resources:
         // The dump reads back as Envoy's ConfigDump message.
         let again: admin::ConfigDump = crate::xds_json::from_value(&dump).unwrap();
         assert_eq!(again.configs.len(), 7);
+    }
+
+    #[test]
+    fn credentials_are_hidden_and_their_keys_kept() {
+        let mut dump = serde_json::json!({"configs": [{
+            "bootstrap": {"dynamic_resources": {"ads_config": {"grpc_services": [{
+                "envoy_grpc": {"cluster_name": "xds"},
+                "initial_metadata": [
+                    {"key": "authorization", "value": "Bearer tok-123"},
+                    {"key": "x-custom", "raw_value": "c2VjcmV0"}
+                ]
+            }]}}},
+            "route": {"request_headers_to_add": [
+                {"header": {"key": "Proxy-Authorization", "value": "Basic abc"}},
+                {"header": {"key": "x-team", "value": "blue"}}
+            ]}
+        }]});
+        redact_credentials(&mut dump);
+        let text = dump.to_string();
+        for secret in ["tok-123", "c2VjcmV0", "Basic abc"] {
+            assert!(!text.contains(secret), "{secret} shown: {text}");
+        }
+        let config = &dump["configs"][0];
+        let metadata = &config["bootstrap"]["dynamic_resources"]["ads_config"]["grpc_services"][0]
+            ["initial_metadata"];
+        assert_eq!(metadata[0]["key"], "authorization");
+        assert_eq!(metadata[0]["value"], REDACTED);
+        assert_eq!(metadata[1]["raw_value"], REDACTED);
+        let headers = &config["route"]["request_headers_to_add"];
+        assert_eq!(headers[0]["header"]["value"], REDACTED);
+        assert_eq!(headers[1]["header"]["value"], "blue", "other headers stay");
     }
 
     #[test]

@@ -162,6 +162,7 @@ mod tests {
             bind_to_port: true,
             inspect_tls: false,
             inspect_http: false,
+            ignore_global_conn_limit: false,
             filter_chains: chains,
             default_filter_chain: default,
         }

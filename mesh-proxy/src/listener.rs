@@ -30,6 +30,9 @@ pub async fn accept_loop(shared: Arc<Shared>, name: String, listener: TcpListene
     let cx_total = shared
         .stats
         .counter(&Scope::listener(&local), "downstream_cx_total");
+    let cx_overflow = shared
+        .stats
+        .counter(&Scope::listener(&local), "downstream_global_cx_overflow");
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -38,13 +41,28 @@ pub async fn accept_loop(shared: Arc<Shared>, name: String, listener: TcpListene
         match accepted {
             Ok((stream, peer)) => {
                 cx_total.inc();
+                let permit = match &shared.connection_limit {
+                    Some(limit) if !ignores_global_limit(&shared, &name) => {
+                        match limit.try_acquire() {
+                            Some(p) => Some(p),
+                            None => {
+                                // Closed at once, as Envoy does past the limit.
+                                cx_overflow.inc();
+                                tracing::debug!(listener = %name, %peer, max = limit.max(), "global downstream connection limit reached: connection closed");
+                                drop(stream);
+                                continue;
+                            }
+                        }
+                    }
+                    _ => None,
+                };
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(handle_connection(
-                    shared.clone(),
-                    name.clone(),
-                    stream,
-                    peer,
-                ));
+                let shared = shared.clone();
+                let name = name.clone();
+                tokio::spawn(async move {
+                    handle_connection(shared, name, stream, peer).await;
+                    drop(permit);
+                });
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off a little
@@ -54,6 +72,16 @@ pub async fn accept_loop(shared: Arc<Shared>, name: String, listener: TcpListene
             }
         }
     }
+}
+
+fn ignores_global_limit(shared: &Shared, name: &str) -> bool {
+    shared
+        .active
+        .load()
+        .snapshot
+        .listeners
+        .get(name)
+        .is_some_and(|l| l.ignore_global_conn_limit)
 }
 
 async fn handle_connection(shared: Arc<Shared>, name: String, stream: TcpStream, peer: SocketAddr) {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use mesh_proxy::bootstrap::load_bootstrap;
+use mesh_proxy::http::reason_header::ReasonHeader;
 use mesh_proxy::identity::{
     self, DEFAULT_TRUST_DOMAIN, DeferredSink, IdentityConfig, WorkloadIdentity, parse_duration,
 };
@@ -58,6 +59,12 @@ struct Args {
     /// the CPUs this process may run on.
     #[arg(long)]
     concurrency: Option<NonZeroUsize>,
+    /// Who sees why a local reply failed (`x-mesh-reason` and a detailed
+    /// body): `mesh` hides it at the edge (connection managers with
+    /// `use_remote_address: true`), `always` shows it to every client,
+    /// `never` to none.
+    #[arg(long, value_enum, default_value_t = ReasonHeader::Mesh)]
+    reason_header: ReasonHeader,
 }
 
 impl Args {
@@ -108,6 +115,13 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(args: Args) -> anyhow::Result<()> {
     let log_control = logging::install(&args.log_level, std::io::stderr).context("--log-level")?;
+    match mesh_proxy::fd_limit::raise_to_hard_limit() {
+        Ok(l) if l.after > l.before => {
+            tracing::info!(from = l.before, to = l.after, "open file limit raised")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the open file limit: {e}"),
+    }
     let bootstrap = load_bootstrap(&args.config)?;
 
     // The certificate comes first, so that TLS listeners never serve without it.
@@ -132,6 +146,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         config.admin_address = Some(admin);
     }
     config.logging = Some(Arc::new(log_control));
+    config.reason_header = args.reason_header;
     let bound = build(config).await?;
     if let Some((_, sink)) = &workload {
         sink.attach(bound.proxy.secrets().clone());

@@ -48,6 +48,10 @@ pub struct ProxyConfig {
     /// Runtime log levels; a detached control when the caller installed no
     /// reloadable subscriber.
     pub logging: Option<Arc<LogControl>>,
+    /// The global downstream connection limit; `None`: unlimited.
+    pub max_downstream_connections: Option<u64>,
+    /// Who sees local reply details (`x-mesh-reason`).
+    pub reason_header: crate::http::reason_header::ReasonHeader,
 }
 
 impl ProxyConfig {
@@ -59,6 +63,8 @@ impl ProxyConfig {
             node: NodeInfo::default(),
             bootstrap: None,
             logging: None,
+            max_downstream_connections: None,
+            reason_header: Default::default(),
         }
     }
 
@@ -74,6 +80,8 @@ impl ProxyConfig {
                 loaded_at: b.loaded_at,
             }),
             logging: None,
+            max_downstream_connections: b.max_downstream_connections,
+            reason_header: Default::default(),
         }
     }
 }
@@ -128,6 +136,10 @@ pub struct Shared {
     pub secrets: Arc<crate::tls::SecretStore>,
     /// rustls configurations derived from `secrets`.
     pub tls: Arc<crate::tls::TlsContexts>,
+    /// Downstream connections of every listener but those with
+    /// `ignore_global_conn_limit`, against the global limit.
+    pub connection_limit: Option<Arc<crate::overload::ConnectionLimit>>,
+    pub reason_header: crate::http::reason_header::ReasonHeader,
     listeners: tokio::sync::Mutex<BTreeMap<String, RunningListener>>,
     listener_addrs: std::sync::Mutex<BTreeMap<String, SocketAddr>>,
 }
@@ -222,6 +234,10 @@ pub async fn build(config: ProxyConfig) -> Result<Bound, BuildError> {
         shutdown,
         secrets,
         tls,
+        connection_limit: config
+            .max_downstream_connections
+            .map(crate::overload::ConnectionLimit::new),
+        reason_header: config.reason_header,
         listeners: tokio::sync::Mutex::new(BTreeMap::new()),
         listener_addrs: std::sync::Mutex::new(BTreeMap::new()),
     });

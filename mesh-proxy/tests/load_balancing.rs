@@ -192,6 +192,7 @@ async fn generated_cookie_pins_a_client() {
             name: "sticky".into(),
             ttl: Some(Duration::from_secs(3600)),
             path: None,
+            attributes: vec![],
         },
         terminal: false,
     });

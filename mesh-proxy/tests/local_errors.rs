@@ -249,3 +249,80 @@ async fn malformed_upstream_response_is_a_503_not_a_crash() {
     }
     server.abort();
 }
+
+/// A snapshot like [`http_snapshot`]'s, its connection manager at the edge
+/// (`use_remote_address: true`) or inside the mesh.
+fn snapshot_at(edge: bool, t: RouteTable, clusters: Vec<ClusterConfig>) -> Snapshot {
+    let mut h = hcm(RouteSource::Rds(t.name.clone()), vec![]);
+    h.use_remote_address = edge;
+    http_snapshot_with(h, t, clusters)
+}
+
+async fn proxy_with_default_reason_header(snapshot: Snapshot) -> mesh_proxy::Bound {
+    let mut config = mesh_proxy::server::ProxyConfig::new(snapshot);
+    config.admin_address = Some("127.0.0.1:0".parse().unwrap());
+    mesh_proxy::server::build(config).await.unwrap()
+}
+
+/// By default (`--reason-header mesh`) an edge connection manager
+/// (`use_remote_address: true`, as Istio sets on gateways) tells clients
+/// only the status: no `x-mesh-reason`, no cluster names or addresses in the
+/// body, also for a sidecar's local reply relayed through it; a sidecar's
+/// connection manager keeps them.
+#[tokio::test]
+async fn the_edge_hides_why_by_default() {
+    // The sidecar: every request to a cluster that does not exist.
+    let all = |cluster: &str| {
+        table(
+            "routes",
+            vec![vhost(
+                "all",
+                vec![DomainPattern::Any],
+                vec![to_cluster("all", prefix("/"), cluster)],
+            )],
+        )
+    };
+    let sidecar = proxy_with_default_reason_header(snapshot_at(
+        false,
+        all("outbound|80||ghost.internal"),
+        vec![],
+    ))
+    .await;
+    let sidecar_addr = sidecar.listener(LISTENER).unwrap();
+    let local = send(sidecar_addr, get("any", "/")).await.unwrap();
+    assert_eq!(local.status, 503);
+    assert!(local.text().contains("ghost.internal"), "{}", local.text());
+    assert!(local.header("x-mesh-reason").is_some());
+
+    // The gateway in front of it, and a local reply of its own.
+    let t = table(
+        "routes",
+        vec![vhost(
+            "all",
+            vec![DomainPattern::Any],
+            vec![
+                to_cluster("ghost", prefix("/ghost"), "outbound|80||ghost.internal"),
+                to_cluster("sidecar", prefix("/"), "sidecar"),
+            ],
+        )],
+    );
+    let gateway = proxy_with_default_reason_header(snapshot_at(
+        true,
+        t,
+        vec![cluster("sidecar", &[sidecar_addr], LbPolicy::RoundRobin)],
+    ))
+    .await;
+    let addr = gateway.listener(LISTENER).unwrap();
+    let own = send(addr, get("any", "/ghost")).await.unwrap();
+    assert_eq!(own.status, 503);
+    assert_eq!(own.text(), "Service Unavailable\n");
+    assert!(own.header("x-mesh-reason").is_none());
+    let relayed = send(addr, get("any", "/inner")).await.unwrap();
+    assert_eq!(relayed.status, 503);
+    assert!(relayed.header("x-mesh-reason").is_none());
+    assert_eq!(
+        relayed.text(),
+        "Service Unavailable\n",
+        "the sidecar's reason too"
+    );
+}

@@ -133,6 +133,36 @@ struct Connection {
     renew: Option<tokio::time::Instant>,
 }
 
+/// Ends a stream whose requests do not decode (garbage bytes, a length
+/// prefix over the limit, a compressed message without an encoding): the
+/// proxy gets tonic's status as the stream's end, never a `grpc-status: 0`
+/// that would read as a clean close, and the control plane says so at warn.
+async fn refuse_stream(tx: &Responses, peer: &str, connection: &str, e: Status) {
+    tracing::warn!(%peer, connection, code = ?e.code(), "ADS request stream refused: {}", e.message());
+    let _ = tx
+        .send(Err(Status::new(
+            e.code(),
+            capped(format!("ADS request stream: {}", e.message())),
+        )))
+        .await;
+}
+
+/// The longest `grpc-message` the control plane sends: errors may quote what
+/// a client sent, and gRPC carries them in a header.
+const MAX_STATUS_MESSAGE: usize = 1024;
+
+fn capped(mut message: String) -> String {
+    if message.len() > MAX_STATUS_MESSAGE {
+        let mut end = MAX_STATUS_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str("...");
+    }
+    message
+}
+
 /// Runs a stream to its end.
 pub(super) async fn run(
     ctx: Arc<AdsContext>,
@@ -145,7 +175,7 @@ pub(super) async fn run(
         Ok(Some(r)) => r,
         Ok(None) => return,
         Err(e) => {
-            tracing::debug!(%peer, "ADS stream failed before its first request: {e}");
+            refuse_stream(&tx, &peer, "", e).await;
             return;
         }
     };
@@ -154,7 +184,9 @@ pub(super) async fn run(
         Some(Err(e)) => {
             tracing::warn!(%peer, "ADS stream refused: bad node: {e}");
             let _ = tx
-                .send(Err(Status::invalid_argument(format!("bad node: {e}"))))
+                .send(Err(Status::invalid_argument(capped(format!(
+                    "bad node: {e}"
+                )))))
                 .await;
             return;
         }
@@ -238,8 +270,9 @@ pub(super) async fn run(
                     Ok(Some(req)) => if let Err(e) = conn.on_request(req).await { return ended(e) },
                     Ok(None) => return "stream closed by the proxy".to_string(),
                     Err(e) => {
-                        tracing::debug!(connection = %conn.id, "ADS stream error: {e}");
-                        return "stream error".to_string();
+                        let why = format!("bad request stream: {}", e.message());
+                        refuse_stream(&conn.tx, &peer, &conn.id, e).await;
+                        return why;
                     }
                 },
                 changed = snapshots.changed() => {

@@ -70,8 +70,10 @@ enum RouteSource {
 /// Where an HTTP connection manager sits, which decides a few of its settings.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum HcmRole {
-    /// Outbound per-port listeners and gateways.
+    /// Outbound per-port listeners.
     Outbound,
+    /// A gateway's listener: it faces clients outside the mesh.
+    Gateway,
     /// The local-mode outbound listener, an HTTP proxy.
     OutboundProxy,
     /// The sidecar's inbound listener.
@@ -113,7 +115,10 @@ fn hcm(stat_prefix: &str, routes: RouteSource, role: HcmRole) -> Filter {
         codec_type: http_connection_manager::CodecType::Auto as i32,
         route_specifier: Some(route_specifier),
         http_filters: filters,
-        use_remote_address: Some(boolv(false)),
+        // A gateway is the edge, as Istio configures it: it appends the
+        // client's address to x-forwarded-for, and the proxy keeps local
+        // reply details (`x-mesh-reason`) from clients outside the mesh.
+        use_remote_address: Some(boolv(role == HcmRole::Gateway)),
         ..Default::default()
     };
     if role == HcmRole::Inbound {
@@ -634,7 +639,7 @@ pub(crate) fn gateway(scope: &Scope<'_>, out: &mut XdsResources) {
             let rname = format!("{GATEWAY_ROUTE_PREFIX}{port}");
             out.routes
                 .insert(rname.clone(), gateway_routes(scope, &rname, port, &servers));
-            vec![hcm(&lname, RouteSource::Rds(rname), HcmRole::Outbound)]
+            vec![hcm(&lname, RouteSource::Rds(rname), HcmRole::Gateway)]
         } else {
             let spec = gateway_tcp(scope, port, &servers);
             vec![tcp_proxy_filter(&lname, spec)]

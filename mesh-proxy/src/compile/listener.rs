@@ -116,6 +116,7 @@ pub fn compile_listener(l: &pb::Listener) -> Result<ListenerConfig, CompileError
         bind_to_port: bool_or(l.bind_to_port.as_ref(), true),
         inspect_tls,
         inspect_http,
+        ignore_global_conn_limit: l.ignore_global_conn_limit,
         filter_chains,
         default_filter_chain,
     })

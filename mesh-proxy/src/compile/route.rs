@@ -741,16 +741,36 @@ fn hash_policy(ctx: &Ctx, h: &pb::route_action::HashPolicy) -> Result<HashPolicy
             }
         }
         Some(P::Cookie(c)) => {
-            if !c.attributes.is_empty() {
-                return Err(ctx.unsupported("cookie.attributes", ""));
-            }
             if c.name.is_empty() {
                 return Err(ctx.missing("cookie.name"));
+            }
+            // Everything here ends up in a `Set-Cookie` value: checked now,
+            // so that a cookie never fails to be built on the request path.
+            let cookie_text = |field: &str, v: &str| {
+                if v.bytes()
+                    .all(|b| (0x21..0x7f).contains(&b) && b != b';' && b != b',')
+                {
+                    Ok(())
+                } else {
+                    Err(ctx.invalid(field, "must be visible ASCII without ';', ',' or spaces"))
+                }
+            };
+            cookie_text("cookie.name", &c.name)?;
+            cookie_text("cookie.path", &c.path)?;
+            let mut attributes = Vec::with_capacity(c.attributes.len());
+            for (i, a) in c.attributes.iter().enumerate() {
+                if a.name.is_empty() {
+                    return Err(ctx.missing(&format!("cookie.attributes[{i}].name")));
+                }
+                cookie_text(&format!("cookie.attributes[{i}].name"), &a.name)?;
+                cookie_text(&format!("cookie.attributes[{i}].value"), &a.value)?;
+                attributes.push((a.name.clone(), a.value.clone()));
             }
             HashPolicyKind::Cookie {
                 name: c.name.clone(),
                 ttl: opt_duration(ctx, "cookie.ttl", c.ttl.as_ref())?,
                 path: (!c.path.is_empty()).then(|| c.path.clone()),
+                attributes,
             }
         }
         Some(P::ConnectionProperties(c)) if c.source_ip => HashPolicyKind::SourceIp,

@@ -9,7 +9,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::local_reply::{LocalReply, ResponseFlag};
-use crate::body::ProxyBody;
+use crate::body::{DownstreamBodyError, ProxyBody};
 use crate::upstream::circuit_breaker::Overflow;
 use crate::upstream::cluster::{ClusterRuntime, Host};
 use crate::upstream::outlier::Outcome;
@@ -25,6 +25,14 @@ pub enum AttemptFailure {
         host: SocketAddr,
         overflow: Overflow,
     },
+    /// The client's request body failed while it streamed upstream (bad
+    /// chunked framing, or the client went away): the client's fault, so
+    /// never charged to the host.
+    Downstream {
+        host: SocketAddr,
+        reason: String,
+        client_gone: bool,
+    },
     /// Connecting or exchanging with the chosen host failed.
     Upstream {
         host: SocketAddr,
@@ -36,9 +44,9 @@ impl AttemptFailure {
     pub fn host(&self) -> Option<SocketAddr> {
         match self {
             AttemptFailure::NoHealthyHost => None,
-            AttemptFailure::Overflow { host, .. } | AttemptFailure::Upstream { host, .. } => {
-                Some(*host)
-            }
+            AttemptFailure::Overflow { host, .. }
+            | AttemptFailure::Downstream { host, .. }
+            | AttemptFailure::Upstream { host, .. } => Some(*host),
         }
     }
 
@@ -57,6 +65,21 @@ impl AttemptFailure {
                 format!(
                     "upstream overflow: circuit breaker open for cluster {cluster}: {overflow}"
                 ),
+            ),
+            // Envoy answers a malformed body 400 (its codec's error) and
+            // logs `DPE`; a client that left gets `DC` (nobody reads it).
+            AttemptFailure::Downstream {
+                reason,
+                client_gone,
+                ..
+            } => LocalReply::new(
+                StatusCode::BAD_REQUEST,
+                if client_gone {
+                    ResponseFlag::DownstreamConnectionTermination
+                } else {
+                    ResponseFlag::DownstreamProtocolError
+                },
+                reason,
             ),
             AttemptFailure::Upstream { error, .. } => {
                 let flag = if error.is_connect_failure() {
@@ -108,6 +131,13 @@ pub async fn send(
     match host.state.pool.send(request, protocol).await {
         Ok(resp) => Ok((resp, host, guard)),
         Err(error) => {
+            if let Some(cause) = DownstreamBodyError::find(&error) {
+                return Err(AttemptFailure::Downstream {
+                    host: host.state.address,
+                    reason: cause.to_string(),
+                    client_gone: cause.client_gone(),
+                });
+            }
             if !matches!(error, UpstreamError::Overflow { .. }) {
                 guard.failed();
             }

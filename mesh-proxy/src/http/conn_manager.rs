@@ -191,7 +191,10 @@ async fn handle(ctx: Arc<ConnContext>, mut req: Request<Incoming>) -> Response<P
         .then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let received = Arc::new(AtomicU64::new(0));
-    let body = boxed(ObservedBody::new(boxed(body), received.clone()));
+    let body = boxed(ObservedBody::new(
+        crate::body::downstream(body),
+        received.clone(),
+    ));
     let body = boxed(super::stream_timeout::RequestBody::new(body, clock.clone()));
 
     let protocol = if parts.version == Version::HTTP_2 {
@@ -261,19 +264,35 @@ async fn handle(ctx: Arc<ConnContext>, mut req: Request<Incoming>) -> Response<P
         log.request_headers = parts.headers.clone();
     }
 
-    let routed = super::stream_timeout::guard(
-        clock.clone(),
-        ctx.hcm.request_timeout,
-        &ctx.stats.stream_timeouts,
-        // Boxed: routing and forwarding make a state machine of several KiB,
-        // which the timers' `select!` and the task-local scope would
-        // otherwise copy at every layer (a fifth of all instructions, by
-        // callgrind, before it was boxed).
-        Box::pin(route(
-            &ctx, &active, parts, body, on_upgrade, &authority, &path, protocol, &mut log,
-        )),
-    )
-    .await;
+    let routed = match super::request_check::check(&parts) {
+        // Nothing of a malformed request goes upstream; the connection
+        // closes after the reply, as Envoy's codec closes it.
+        Err(reply) => {
+            let protocol_error = reply.flag == Some(ResponseFlag::DownstreamProtocolError);
+            let mut response = local(&mut log, reply);
+            if protocol_error && protocol == Protocol::Http1 {
+                response
+                    .headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(response)
+        }
+        Ok(()) => {
+            super::stream_timeout::guard(
+                clock.clone(),
+                ctx.hcm.request_timeout,
+                &ctx.stats.stream_timeouts,
+                // Boxed: routing and forwarding make a state machine of
+                // several KiB, which the timers' `select!` and the task-local
+                // scope would otherwise copy at every layer (a fifth of all
+                // instructions, by callgrind, before it was boxed).
+                Box::pin(route(
+                    &ctx, &active, parts, body, on_upgrade, &authority, &path, protocol, &mut log,
+                )),
+            )
+            .await
+        }
+    };
     let mut response = match routed {
         Ok(response) => response,
         Err(timeout) => local(&mut log, timeout.into_reply()),
@@ -298,6 +317,13 @@ async fn handle(ctx: Arc<ConnContext>, mut req: Request<Incoming>) -> Response<P
         response
             .headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if !ctx
+        .shared
+        .reason_header
+        .shows_details(ctx.hcm.use_remote_address)
+    {
+        super::reason_header::hide_details(&mut response);
     }
     // Envoy's default `server_header_transformation: OVERWRITE`.
     if let Some(v) = &ctx.server_header {

@@ -218,9 +218,15 @@ pub async fn forward(
         match retry::buffer(body, limit).await {
             Ok(b) => b,
             Err(e) => {
+                let client_gone = crate::body::DownstreamBodyError::find(e.as_ref())
+                    .is_none_or(|d| d.client_gone());
                 return Err(LocalReply::new(
                     StatusCode::BAD_REQUEST,
-                    ResponseFlag::DownstreamConnectionTermination,
+                    if client_gone {
+                        ResponseFlag::DownstreamConnectionTermination
+                    } else {
+                        ResponseFlag::DownstreamProtocolError
+                    },
                     format!("downstream request body failed: {e}"),
                 ));
             }

@@ -117,6 +117,11 @@ impl std::fmt::Display for ResponseFlags {
     }
 }
 
+/// Marks a response the proxy generated itself (in its extensions), so the
+/// edge can replace its detailed body (`reason_header`).
+#[derive(Debug, Clone, Copy)]
+pub struct LocalReplied;
+
 /// A response the proxy generated itself.
 #[derive(Debug, Clone)]
 pub struct LocalReply {
@@ -162,6 +167,7 @@ impl LocalReply {
     pub fn into_response(self) -> Response<ProxyBody> {
         let mut resp = Response::new(full(format!("{}\n", self.reason)));
         *resp.status_mut() = self.status;
+        resp.extensions_mut().insert(LocalReplied);
         let headers = resp.headers_mut();
         headers.insert(
             http::header::CONTENT_TYPE,

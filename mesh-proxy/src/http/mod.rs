@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! conn_manager (hyper server; connection_lifetime: idle, max duration)
+//!   --> request_check (Envoy's codec checks: method, Host; 400 DPE)
 //!   --> stream_timeout (stream idle 408/504 SI, request_timeout 408)
 //!   --> router::select (virtual host, route)
 //!   --> headers (request id, forwarding, mutations)
@@ -24,6 +25,8 @@ pub mod headers;
 pub mod local_reply;
 pub mod matcher;
 pub mod mirror;
+pub mod reason_header;
+pub mod request_check;
 pub mod retry;
 pub mod router;
 pub mod stream_timeout;

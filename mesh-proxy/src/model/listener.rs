@@ -35,6 +35,9 @@ pub struct ListenerConfig {
     /// Listener filters that inspect the first bytes (TLS SNI/ALPN, HTTP).
     pub inspect_tls: bool,
     pub inspect_http: bool,
+    /// `ignore_global_conn_limit`: not counted against, nor refused by, the
+    /// global downstream connection limit (`overload.rs`).
+    pub ignore_global_conn_limit: bool,
     pub filter_chains: Vec<FilterChain>,
     pub default_filter_chain: Option<FilterChain>,
 }

@@ -14,8 +14,6 @@ pub const DEFAULT_NUM_RETRIES: u32 = 1;
 pub const DEFAULT_RETRY_BASE_INTERVAL: Duration = Duration::from_millis(25);
 /// `max_interval` defaults to ten times the base interval.
 pub const DEFAULT_RETRY_MAX_INTERVAL_FACTOR: u32 = 10;
-/// `RouteAction.HashPolicy` cookie default path when none is given.
-pub const DEFAULT_COOKIE_PATH: &str = "/";
 
 /// A `RouteConfiguration`. Built with [`RouteTable::new`], which indexes the
 /// exact domains: with a thousand services a linear scan of every domain on
@@ -281,11 +279,15 @@ pub enum HashPolicyKind {
         name: String,
     },
     /// With a `ttl`, a cookie is generated and set on the response when the
-    /// request has none; without one, a missing cookie hashes nothing.
+    /// request has none (a zero `ttl`: a session cookie, without
+    /// `Max-Age`); without one, a missing cookie hashes nothing.
     Cookie {
         name: String,
         ttl: Option<Duration>,
         path: Option<String>,
+        /// Extra `Set-Cookie` attributes (`SameSite=Strict`, `Secure`), as
+        /// (name, value); an empty value is written as the bare name.
+        attributes: Vec<(String, String)>,
     },
     SourceIp,
     QueryParameter {

@@ -1,13 +1,15 @@
 //! The request hash for RING_HASH and MAGLEV, from the route's
 //! `hash_policy` list (header, cookie, source IP, query parameter).
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use http::HeaderValue;
 use xxhash_rust::xxh64::xxh64;
 
 use crate::http::matcher::RequestHead;
-use crate::model::{DEFAULT_COOKIE_PATH, HashPolicy, HashPolicyKind};
+use crate::model::{HashPolicy, HashPolicyKind};
 
 #[derive(Debug, Default)]
 pub struct RequestHash {
@@ -29,16 +31,17 @@ pub fn compute(policies: &[HashPolicy], req: &RequestHead<'_>, peer: IpAddr) -> 
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
                 (k == name).then(|| xxh64(v.as_bytes(), 0))
             }),
-            HashPolicyKind::Cookie { name, ttl, path } => match cookie(req, name) {
+            HashPolicyKind::Cookie {
+                name,
+                ttl,
+                path,
+                attributes,
+            } => match cookie(req, name) {
                 Some(v) => Some(xxh64(v.as_bytes(), 0)),
                 None => match ttl {
                     Some(ttl) => {
                         let value = format!("{:016x}", rand::random::<u64>());
-                        let path = path.as_deref().unwrap_or(DEFAULT_COOKIE_PATH);
-                        let header = format!(
-                            "{name}=\"{value}\"; Max-Age={}; Path={path}; HttpOnly",
-                            ttl.as_secs()
-                        );
+                        let header = set_cookie(name, &value, *ttl, path.as_deref(), attributes);
                         out.set_cookie = HeaderValue::from_str(&header).ok();
                         Some(xxh64(value.as_bytes(), 0))
                     }
@@ -59,6 +62,34 @@ pub fn compute(policies: &[HashPolicy], req: &RequestHead<'_>, peer: IpAddr) -> 
     out
 }
 
+/// The `Set-Cookie` value of a generated cookie, as Envoy writes it: a zero
+/// `ttl` makes a session cookie (no `Max-Age`: `Max-Age=0` would delete it
+/// at once), no `path` leaves the browser's default path.
+fn set_cookie(
+    name: &str,
+    value: &str,
+    ttl: Duration,
+    path: Option<&str>,
+    attributes: &[(String, String)],
+) -> String {
+    let mut header = format!("{name}=\"{value}\"");
+    if !ttl.is_zero() {
+        let _ = write!(header, "; Max-Age={}", ttl.as_secs());
+    }
+    if let Some(path) = path {
+        let _ = write!(header, "; Path={path}");
+    }
+    for (attribute, v) in attributes {
+        if v.is_empty() {
+            let _ = write!(header, "; {attribute}");
+        } else {
+            let _ = write!(header, "; {attribute}={v}");
+        }
+    }
+    header.push_str("; HttpOnly");
+    header
+}
+
 /// A cookie's value from the `Cookie` headers, quotes removed.
 pub fn cookie(req: &RequestHead<'_>, name: &str) -> Option<String> {
     req.headers
@@ -75,7 +106,23 @@ pub fn cookie(req: &RequestHead<'_>, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[test]
+    fn set_cookie_follows_envoy() {
+        let attrs = [
+            ("SameSite".to_string(), "Strict".to_string()),
+            ("Secure".to_string(), String::new()),
+        ];
+        assert_eq!(
+            set_cookie("user", "ab", Duration::ZERO, None, &[]),
+            "user=\"ab\"; HttpOnly",
+            "a zero ttl is a session cookie"
+        );
+        assert_eq!(
+            set_cookie("user", "ab", Duration::from_secs(90), Some("/app"), &attrs),
+            "user=\"ab\"; Max-Age=90; Path=/app; SameSite=Strict; Secure; HttpOnly"
+        );
+    }
 
     #[test]
     fn cookie_generated_then_reused() {
@@ -84,6 +131,7 @@ mod tests {
                 name: "sticky".into(),
                 ttl: Some(Duration::from_secs(60)),
                 path: None,
+                attributes: vec![],
             },
             terminal: false,
         }];

@@ -151,6 +151,7 @@ pub fn listener(name: &str, filter: NetworkFilter) -> ListenerConfig {
         bind_to_port: true,
         inspect_tls: false,
         inspect_http: false,
+        ignore_global_conn_limit: false,
         filter_chains: vec![FilterChain {
             name: format!("{name}-chain"),
             matcher: FilterChainMatch::default(),
@@ -167,8 +168,17 @@ pub fn http_snapshot(
     clusters: Vec<ClusterConfig>,
     access_log: Vec<AccessLogConfig>,
 ) -> Snapshot {
-    let mut s = Snapshot::default();
     let h = hcm(RouteSource::Rds(t.name.clone()), access_log);
+    http_snapshot_with(h, t, clusters)
+}
+
+/// [`http_snapshot`] with a connection manager of the caller's.
+pub fn http_snapshot_with(
+    h: HttpConnectionManagerConfig,
+    t: RouteTable,
+    clusters: Vec<ClusterConfig>,
+) -> Snapshot {
+    let mut s = Snapshot::default();
     s.listeners.insert(
         LISTENER.into(),
         Arc::new(listener(LISTENER, NetworkFilter::Http(Arc::new(h)))),
@@ -180,9 +190,13 @@ pub fn http_snapshot(
     s
 }
 
+/// A proxy for `snapshot`. Its connection managers are edge ones
+/// (`use_remote_address`, see [`hcm`]); local reply details are shown to
+/// every client all the same, as the tests read them.
 pub async fn start(snapshot: Snapshot) -> Bound {
     let mut config = ProxyConfig::new(snapshot);
     config.admin_address = Some("127.0.0.1:0".parse().unwrap());
+    config.reason_header = mesh_proxy::http::reason_header::ReasonHeader::Always;
     build(config).await.expect("proxy builds")
 }
 

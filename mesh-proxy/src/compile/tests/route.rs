@@ -426,7 +426,7 @@ fn hash_policies_and_mirrors() {
       cluster: c
       hash_policy:
       - {header: {header_name: X-User}}
-      - {cookie: {name: sticky, ttl: 3600s, path: /app}, terminal: true}
+      - {cookie: {name: sticky, ttl: 3600s, path: /app, attributes: [{name: SameSite, value: Strict}, {name: Secure}]}, terminal: true}
       - {connection_properties: {source_ip: true}}
       - {query_parameter: {name: user}}
       request_mirror_policies:
@@ -437,7 +437,7 @@ fn hash_policies_and_mirrors() {
     let f = forward_of(&r);
     assert!(matches!(&f.hash_policy[0].kind, HashPolicyKind::Header { name } if name == "x-user"));
     assert!(
-        matches!(&f.hash_policy[1].kind, HashPolicyKind::Cookie { name, ttl: Some(t), path: Some(p) } if name == "sticky" && t.as_secs() == 3600 && p == "/app")
+        matches!(&f.hash_policy[1].kind, HashPolicyKind::Cookie { name, ttl: Some(t), path: Some(p), attributes } if name == "sticky" && t.as_secs() == 3600 && p == "/app" && attributes == &[("SameSite".to_string(), "Strict".to_string()), ("Secure".to_string(), String::new())])
     );
     assert!(f.hash_policy[1].terminal);
     assert!(matches!(f.hash_policy[2].kind, HashPolicyKind::SourceIp));
