@@ -444,3 +444,57 @@ async fn the_global_connection_limit_closes_connections_past_it() {
         .await
         .unwrap_or_else(|e| panic!("Envoy: {e}\n{}", envoy.log()));
 }
+
+/// Whether the proxy closes `stream` (EOF or reset) within `within`.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 256];
+    match tokio::time::timeout(within, stream.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(_)) => false,
+        Err(_) => false,
+    }
+}
+
+/// `request_headers_timeout` (30 s by default; 0.3 s here): a client that
+/// connects and sends nothing, or half a head, is disconnected; one that
+/// sends its request in time is served. (Envoy's timer starts at the head's
+/// first byte, so it keeps the silent connection: stricter here.)
+#[tokio::test]
+async fn silent_and_slow_clients_are_disconnected_after_request_headers_timeout() {
+    let up = HttpUpstream::start("up").await.unwrap();
+    let yaml = bootstrap(&[up.addr()]).replace(
+        "          stat_prefix: ingress_http\n",
+        "          stat_prefix: ingress_http\n          request_headers_timeout: 0.3s\n",
+    );
+    let proxy = build(ProxyConfig::from_bootstrap(parse_bootstrap(&yaml).unwrap()))
+        .await
+        .unwrap();
+    let addr = proxy.listener("listener_0").unwrap();
+
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(10)).await,
+        "a connection that sends nothing is closed"
+    );
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nhost: s").await.unwrap();
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(10)).await,
+        "half a head is closed"
+    );
+    assert_eq!(
+        raw_status(
+            addr,
+            b"GET / HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n"
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        proxy
+            .proxy
+            .stats()
+            .value("http.ingress_http.downstream_rq_header_timeout"),
+        Some(2)
+    );
+}

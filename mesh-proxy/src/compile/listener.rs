@@ -364,11 +364,6 @@ fn http_connection_manager(
     if h.tracing.is_some() {
         ctx.note_ignored("tracing", "tracing is not implemented");
     }
-    if h.request_headers_timeout
-        .is_some_and(|d| d.seconds != 0 || d.nanos != 0)
-    {
-        return Err(ctx.unsupported("request_headers_timeout", ""));
-    }
     if h.internal_address_config.is_some() {
         // Without it no request counts as internal, so `x-envoy-retry-on`
         // and friends are stripped, never honoured: the safe reading.
@@ -430,6 +425,12 @@ fn http_connection_manager(
             Some(DEFAULT_STREAM_IDLE_TIMEOUT),
         )?,
         request_timeout: timeout(ctx, "request_timeout", h.request_timeout.as_ref(), None)?,
+        request_headers_timeout: timeout(
+            ctx,
+            "request_headers_timeout",
+            h.request_headers_timeout.as_ref(),
+            Some(DEFAULT_REQUEST_HEADERS_TIMEOUT),
+        )?,
         use_remote_address: bool_or(h.use_remote_address.as_ref(), false),
         xff_num_trusted_hops: h.xff_num_trusted_hops,
         generate_request_id: bool_or(h.generate_request_id.as_ref(), true),

@@ -48,6 +48,8 @@ pub struct HcmStats {
     pub stream_timeouts: super::stream_timeout::StreamTimeoutStats,
     pub downstream_cx_idle_timeout: Counter,
     pub downstream_cx_max_duration_reached: Counter,
+    /// `request_headers_timeout` fired (Envoy's name).
+    pub downstream_rq_header_timeout: Counter,
 }
 
 impl HcmStats {
@@ -75,6 +77,7 @@ impl HcmStats {
             downstream_cx_idle_timeout: st.counter(&s, "downstream_cx_idle_timeout"),
             downstream_cx_max_duration_reached: st
                 .counter(&s, "downstream_cx_max_duration_reached"),
+            downstream_rq_header_timeout: st.counter(&s, "downstream_rq_header_timeout"),
         }
     }
 
@@ -145,17 +148,27 @@ pub async fn serve(
         async move { Ok::<_, Infallible>(handle(ctx, req).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(hcm.request_headers_timeout);
     builder.http2().timer(TokioTimer::new());
     match hcm.codec {
         HttpCodec::Http1 => builder = builder.http1_only(),
         HttpCodec::Http2 => builder = builder.http2_only(),
         HttpCodec::Auto => {}
     }
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream.io), service);
+    let (io, first_byte) = super::headers_timeout::FirstByte::new(stream.io);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
+        // Nothing sent at all: closed, as a head that is too slow is.
+        () = first_byte.missed(hcm.request_headers_timeout) => {
+            stats.downstream_rq_header_timeout.inc();
+            tracing::debug!(%peer, "no request within request_headers_timeout; closing");
+            Ok(())
+        }
         _ = crate::server::stopped(&mut shutdown) => {
             conn.as_mut().graceful_shutdown();
             conn.await
@@ -169,6 +182,11 @@ pub async fn serve(
         }
     };
     if let Err(e) = result {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout)
+        {
+            stats.downstream_rq_header_timeout.inc();
+        }
         // Malformed requests and resets end here, never in a panic.
         tracing::debug!(%peer, error = %e, "downstream connection ended with an error");
     }

@@ -22,6 +22,7 @@ pub mod explain;
 pub mod fault;
 pub mod forward;
 pub mod headers;
+pub mod headers_timeout;
 pub mod local_reply;
 pub mod matcher;
 pub mod mirror;

@@ -9,6 +9,13 @@ use super::{AccessLogConfig, FaultConfig, RouteTable};
 
 /// `HttpConnectionManager.stream_idle_timeout` default.
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// `HttpConnectionManager.request_headers_timeout` when unset. Envoy has
+/// none by default; without one, a client that opens connections and sends
+/// nothing holds them (and their file descriptors) for the hour of the idle
+/// timeout, and enough such clients lock everyone else out. It is also the
+/// HTTP/1 server's own default (hyper's), which already bounded the wait
+/// for request heads after the first.
+pub const DEFAULT_REQUEST_HEADERS_TIMEOUT: Duration = Duration::from_secs(30);
 /// `HttpProtocolOptions.idle_timeout` default for downstream connections.
 pub const DEFAULT_DOWNSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// `TcpProxy.idle_timeout` default.
@@ -171,6 +178,13 @@ pub struct HttpConnectionManagerConfig {
     pub stream_idle_timeout: Option<Duration>,
     /// `request_timeout`; `None` disables it (Envoy's default).
     pub request_timeout: Option<Duration>,
+    /// `request_headers_timeout` (default [`DEFAULT_REQUEST_HEADERS_TIMEOUT`],
+    /// `0s` disables it): a new connection must start its first request
+    /// within it, and an HTTP/1.1 request head must arrive within it (hyper
+    /// times the wait for a keep-alive connection's next head too, so an
+    /// idle HTTP/1.1 connection closes after it; Envoy's timer starts at the
+    /// head's first byte).
+    pub request_headers_timeout: Option<Duration>,
     /// `use_remote_address`: append the peer address to `x-forwarded-for`.
     pub use_remote_address: bool,
     pub xff_num_trusted_hops: u32,

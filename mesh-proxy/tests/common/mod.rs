@@ -131,6 +131,7 @@ pub fn hcm(routes: RouteSource, access_log: Vec<AccessLogConfig>) -> HttpConnect
         max_requests_per_connection: None,
         stream_idle_timeout: Some(DEFAULT_STREAM_IDLE_TIMEOUT),
         request_timeout: None,
+        request_headers_timeout: Some(DEFAULT_REQUEST_HEADERS_TIMEOUT),
         use_remote_address: true,
         xff_num_trusted_hops: 0,
         generate_request_id: true,

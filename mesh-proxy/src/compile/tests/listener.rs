@@ -374,18 +374,20 @@ fn hcm_common_options_that_change_traffic_are_refused() {
         "common_http_protocol_options.max_stream_duration",
         "not supported",
     );
-    assert_err(
-        listener(&hcm_listener(&format!(
-            "      rds: {{route_config_name: r}}\n      request_headers_timeout: 2s{ROUTER}"
-        ))),
-        "request_headers_timeout",
-        "not supported",
+    // request_headers_timeout: 30s unless set, `0s` disables it.
+    let headers_timeout = |extra: &str| {
+        let l = listener(&hcm_listener(&format!(
+            "      rds: {{route_config_name: r}}\n{extra}{ROUTER}"
+        )))
+        .unwrap();
+        hcm_of(&l).request_headers_timeout
+    };
+    assert_eq!(headers_timeout(""), Some(DEFAULT_REQUEST_HEADERS_TIMEOUT));
+    assert_eq!(
+        headers_timeout("      request_headers_timeout: 2s\n"),
+        Some(std::time::Duration::from_secs(2))
     );
-    // Zero means "disabled", Envoy's default: nothing to honour.
-    listener(&hcm_listener(&format!(
-        "      rds: {{route_config_name: r}}\n      request_headers_timeout: 0s{ROUTER}"
-    )))
-    .unwrap();
+    assert_eq!(headers_timeout("      request_headers_timeout: 0s\n"), None);
 }
 
 #[test]
