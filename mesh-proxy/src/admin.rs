@@ -10,7 +10,7 @@
 //! | `/stats` | GET | counters and gauges, `name: value` |
 //! | `/stats/prometheus` | GET | the same in Prometheus text format |
 //! | `/logging` | GET, POST | list levels; POST `?level=L`, `?paths=a:L,b:L` or `?NAME=L` change them |
-//! | `/ready` | GET | `LIVE` once serving |
+//! | `/ready` | GET | `LIVE` once serving; 503 `INITIALIZING` until the control plane's first configuration |
 //! | `/server_info` | GET | version, state, uptime, node |
 //! | `/quitquitquit` | POST | stops the proxy |
 
@@ -97,7 +97,10 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<ProxyB
     let active = shared.active.load_full();
     match path.as_str() {
         "/" => text(StatusCode::OK, ENDPOINTS.to_string()),
-        "/ready" => text(StatusCode::OK, "LIVE\n".into()),
+        "/ready" => match shared.state() {
+            "LIVE" => text(StatusCode::OK, "LIVE\n".into()),
+            state => text(StatusCode::SERVICE_UNAVAILABLE, format!("{state}\n")),
+        },
         "/server_info" => json(&server_info(shared)),
         "/certs" => match certs(shared) {
             Ok(v) => json(&v),
@@ -282,7 +285,7 @@ fn server_info(shared: &Shared) -> serde_json::Value {
     let uptime = format!("{}s", shared.started.elapsed().as_secs());
     serde_json::json!({
         "version": concat!("mesh-proxy/", env!("CARGO_PKG_VERSION")),
-        "state": "LIVE",
+        "state": shared.state(),
         "uptime_current_epoch": uptime,
         "uptime_all_epochs": uptime,
         "node": { "id": shared.node.id, "cluster": shared.node.cluster },

@@ -140,6 +140,11 @@ pub struct Shared {
     /// `ignore_global_conn_limit`, against the global limit.
     pub connection_limit: Option<Arc<crate::overload::ConnectionLimit>>,
     pub reason_header: crate::http::reason_header::ReasonHeader,
+    /// Waiting for the control plane's first configuration (Envoy's
+    /// `INITIALIZING`): `/ready` answers 503 until it is applied, so that
+    /// a proxy restarted while the control plane is away says it serves
+    /// nothing rather than refusing connections unexplained.
+    initializing: std::sync::atomic::AtomicBool,
     listeners: tokio::sync::Mutex<BTreeMap<String, RunningListener>>,
     listener_addrs: std::sync::Mutex<BTreeMap<String, SocketAddr>>,
 }
@@ -153,6 +158,16 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// `LIVE`, or `INITIALIZING` until the first configuration from the
+    /// control plane is applied.
+    pub fn state(&self) -> &'static str {
+        if self.initializing.load(std::sync::atomic::Ordering::Acquire) {
+            "INITIALIZING"
+        } else {
+            "LIVE"
+        }
+    }
+
     pub fn request_shutdown(&self) {
         let _ = self.shutdown.send(true);
     }
@@ -238,6 +253,7 @@ pub async fn build(config: ProxyConfig) -> Result<Bound, BuildError> {
             .max_downstream_connections
             .map(crate::overload::ConnectionLimit::new),
         reason_header: config.reason_header,
+        initializing: std::sync::atomic::AtomicBool::new(false),
         listeners: tokio::sync::Mutex::new(BTreeMap::new()),
         listener_addrs: std::sync::Mutex::new(BTreeMap::new()),
     });
@@ -271,6 +287,18 @@ pub async fn build(config: ProxyConfig) -> Result<Bound, BuildError> {
 }
 
 impl Proxy {
+    /// Marks the proxy `INITIALIZING` (`live: false`) or `LIVE`.
+    pub fn set_live(&self, live: bool) {
+        self.shared
+            .initializing
+            .store(!live, std::sync::atomic::Ordering::Release);
+    }
+
+    /// `LIVE` or `INITIALIZING`, as `/ready` says.
+    pub fn state(&self) -> &'static str {
+        self.shared.state()
+    }
+
     /// Applies a new snapshot: listeners that are new (or moved) are bound
     /// first, so a bind failure leaves the old configuration in force;
     /// then the snapshot is swapped whole and removed listeners stop

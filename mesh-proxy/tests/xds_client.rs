@@ -814,3 +814,47 @@ async fn a_listener_that_cannot_bind_is_nacked_with_the_runtime_error() {
     assert!(!mesh.bound.proxy.listener_addrs().contains_key("second"));
     assert_eq!(mesh.get().await.unwrap(), "v1");
 }
+
+/// A proxy whose control plane is away at start serves nothing, and says so: `/ready` answers
+/// 503 `INITIALIZING` (as Envoy's does) until the first listeners arrive, then `LIVE`.
+#[tokio::test]
+async fn ready_says_initializing_until_the_control_plane_configures_the_proxy() {
+    let v1 = HttpUpstream::start("v1").await.unwrap();
+    // A port where no control plane listens yet.
+    let ads_addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let b = parse_bootstrap(&bootstrap(ads_addr)).expect("bootstrap");
+    let mut config = AdsClientConfig::from_bootstrap(&b).unwrap().unwrap();
+    config.backoff_max = Duration::from_millis(200);
+    let mut proxy_config = ProxyConfig::from_bootstrap(b);
+    proxy_config.admin_address = Some("127.0.0.1:0".parse().unwrap());
+    let bound = build(proxy_config).await.unwrap();
+    let admin = bound.admin_addr.unwrap();
+    let ads = xds::start_client(config, &bound.proxy);
+    let ready = async || {
+        let r = send(admin, http::Request::get("/ready").body("").unwrap())
+            .await
+            .unwrap();
+        (r.status.as_u16(), r.text())
+    };
+    wait_until(WAIT, async || {
+        ads.status().streams > 0 || ads.status().last_error.is_some()
+    })
+    .await
+    .unwrap();
+    assert_eq!(ready().await, (503, "INITIALIZING\n".to_string()));
+
+    let script = Script::new();
+    full_config(&script, "1", v1.addr());
+    let _server = AdsServer::start(ads_addr, script.clone());
+    wait_until(WAIT, async || {
+        let (status, text) = ready().await;
+        anyhow::ensure!(status == 200, "{status} {text}");
+        Ok(text)
+    })
+    .await
+    .unwrap();
+    assert_eq!(bound.proxy.state(), "LIVE");
+}

@@ -271,5 +271,29 @@ pub fn start(
 pub fn start_client(mut config: AdsClientConfig, proxy: &Proxy) -> AdsClient {
     config.secrets = proxy.secrets().clone();
     config.tls_stats = UpstreamTlsStats::new(proxy.stats(), &config.cluster);
-    spawn(config, proxy.clone())
+    // Envoy's initialization: clusters, then listeners, from the control
+    // plane before the server is LIVE.
+    let last_type = if config.lds {
+        Some("LDS")
+    } else if config.cds {
+        Some("CDS")
+    } else {
+        None
+    };
+    let client = spawn(config, proxy.clone());
+    if let Some(last_type) = last_type {
+        proxy.set_live(false);
+        let (proxy, mut status) = (proxy.clone(), client.watch());
+        tokio::spawn(async move {
+            if status
+                .wait_for(|s| s.versions.contains_key(last_type))
+                .await
+                .is_ok()
+            {
+                proxy.set_live(true);
+                tracing::info!("initial configuration from the control plane applied: LIVE");
+            }
+        });
+    }
+    client
 }
