@@ -6,3 +6,4 @@ pub mod explain;
 pub mod proxy_config;
 pub mod proxy_status;
 pub mod up;
+pub mod wait;

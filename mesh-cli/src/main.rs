@@ -24,8 +24,11 @@ enum Command {
     Down,
     /// Show what runs where in the local mesh.
     Status(mesh_cli::up::cli::StatusArgs),
-    /// Copy Istio YAML into the running local mesh (its control plane pushes the change).
+    /// Apply Istio YAML to the running local mesh and wait until the proxies it affects have it.
     Apply(mesh_cli::up::cli::ApplyArgs),
+    /// Wait until the proxies have ACKed a resource, files, or the whole configuration
+    /// (`istioctl x wait`).
+    Wait(mesh_cli::wait::WaitArgs),
     /// Send requests through the gateway or a sidecar and count answers by version and status.
     Traffic(mesh_cli::up::cli::TrafficArgs),
     /// Each proxy's xDS sync state (CDS, LDS, EDS, RDS) from the control plane.
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Down => mesh_cli::up::cli::down(),
         Command::Status(a) => mesh_cli::up::cli::status(a),
         Command::Apply(a) => mesh_cli::up::cli::apply(a),
+        Command::Wait(a) => mesh_cli::wait::main(a),
         Command::Traffic(a) => mesh_cli::up::cli::traffic(a),
         Command::ProxyStatus(a) => mesh_cli::proxy_status::main(a),
         Command::ProxyConfig(c) => mesh_cli::proxy_config::main(c),

@@ -309,13 +309,22 @@ fn a_rejected_push_shows_stale_then_a_fix_applied_under_another_name_syncs() {
     };
     mesh.ok(&["up", "--detach", "--timeout", "30"]).unwrap();
 
-    // The bad rule: every proxy NACKs its clusters and keeps the previous ones.
+    // The bad rule: every proxy NACKs its clusters and keeps the previous ones. `apply`,
+    // waiting for the proxies, reports the rejection and fails (the rule stays written).
     let bad = mesh.state.path().join("bad-lb.yaml");
     std::fs::write(&bad, NON_PRIME_MAGLEV).unwrap();
-    let out = mesh.ok(&["apply", "-f", bad.to_str().unwrap()]).unwrap();
+    let out = mesh.run(&["apply", "-f", bad.to_str().unwrap()]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
     assert!(
-        out.contains("destinationrule/helloworld (default) configured"),
-        "{out}"
+        stdout.contains("destinationrule/helloworld (default) configured"),
+        "{stdout}"
+    );
+    assert!(
+        !out.status.success() && stderr.contains("rejected it: CDS:") && stderr.contains("prime"),
+        "{stderr}"
     );
     let row = retry(Duration::from_secs(30), || {
         let v = mesh.json(&["proxy-status", "-o", "json"])?;

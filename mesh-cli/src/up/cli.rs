@@ -61,6 +61,14 @@ pub struct ApplyArgs {
     /// Remove the resources of the files (by kind, namespace and name) instead.
     #[arg(short = 'd', long)]
     pub delete: bool,
+    /// Wait until every proxy the change affects has acknowledged it; `--wait=false` returns
+    /// once the files are written.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true")]
+    pub wait: bool,
+    /// How long to wait, e.g. `30s`, `2m`.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// Send requests and count the answers by version and status.
@@ -98,7 +106,8 @@ fn parse_header_arg(s: &str) -> Result<(String, String), String> {
     super::http::parse_header(s).map_err(|e| e.to_string())
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+/// `500ms`, `10s`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .map(|i| s.split_at(i))
@@ -149,7 +158,12 @@ pub fn status(a: StatusArgs) -> ExitCode {
 }
 
 pub fn apply(a: ApplyArgs) -> ExitCode {
-    report("apply", super::apply(&a.files, a.delete))
+    let opts = super::ApplyOptions {
+        files: a.files,
+        delete: a.delete,
+        wait: a.wait.then_some(a.timeout),
+    };
+    report("apply", super::apply(&opts))
 }
 
 pub fn traffic(a: TrafficArgs) -> ExitCode {

@@ -955,12 +955,23 @@ fn print_next_steps(state: &MeshState) {
     println!("  meshctl status | meshctl down");
 }
 
-/// `meshctl apply -f FILE`: checks the file and copies it into the running mesh's config
-/// directory, which the control plane watches.
+/// What `meshctl apply` does.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Files and directories.
+    pub files: Vec<PathBuf>,
+    /// Remove their resources instead.
+    pub delete: bool,
+    /// Wait (at most this long) until every affected proxy ACKed the change.
+    pub wait: Option<Duration>,
+}
+
 /// `meshctl apply -f FILE|DIR...` (`--delete`: remove): every file must load first; then
 /// each resource replaces (or removes) the one of the same kind, namespace and name in the
-/// running mesh's config dir, whatever file either came from.
-pub fn apply(files: &[PathBuf], delete: bool) -> anyhow::Result<()> {
+/// running mesh's config dir (which the control plane watches), whatever file either came
+/// from; then, unless told not to, waits until every proxy the change affects has ACKed the
+/// configuration generation that holds it (see [`crate::wait`]).
+pub fn apply(opts: &ApplyOptions) -> anyhow::Result<()> {
     let dir = state::state_dir()?;
     let Some(state) = MeshState::load(&dir)? else {
         bail!(
@@ -968,11 +979,20 @@ pub fn apply(files: &[PathBuf], delete: bool) -> anyhow::Result<()> {
             dir.display()
         );
     };
-    let docs = meshdir::read_apply_input(files)?;
+    let docs = meshdir::read_apply_input(&opts.files)?;
     if docs.is_empty() {
-        bail!("no Istio resource in {}", display_paths(files));
+        bail!("no Istio resource in {}", display_paths(&opts.files));
     }
-    let outcome = meshdir::apply_to_config_dir(&state.config_dir, &docs, delete)?;
+    let debug = state.control_plane.debug_address;
+    // Before writing: which proxies get a push is judged against this.
+    let before = match opts.wait {
+        Some(_) => Some(crate::wait::snapshot(debug).context(
+            "cannot wait for the proxies (is the mesh running? see `meshctl status`); \
+             `--wait=false` applies without waiting",
+        )?),
+        None => None,
+    };
+    let outcome = meshdir::apply_to_config_dir(&state.config_dir, &docs, opts.delete)?;
     let mut missing = Vec::new();
     for (id, action) in &outcome {
         println!("{id} {action}");
@@ -982,6 +1002,11 @@ pub fn apply(files: &[PathBuf], delete: bool) -> anyhow::Result<()> {
     }
     if !missing.is_empty() {
         bail!("not in the running mesh: {}", missing.join(", "));
+    }
+    if let (Some(timeout), Some(before)) = (opts.wait, before) {
+        let expected = crate::wait::Expectation::of_documents(&docs, opts.delete);
+        let done = crate::wait::wait(debug, &expected, Some(&before), timeout)?;
+        println!("{}", done.describe());
     }
     Ok(())
 }
