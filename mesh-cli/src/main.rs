@@ -14,8 +14,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Analyse Istio configuration files as `istioctl analyze` does; exits 79
-    /// when an error-level message is found.
+    /// Analyse Istio configuration as `istioctl analyze` does: files (together with the
+    /// running local mesh's configuration when one runs), or the running mesh; exits 79 when
+    /// an error-level message is found.
     Analyze(AnalyzeArgs),
     /// Start a local mesh (control plane, gateway, a sidecar per workload, the workloads);
     /// default: the built-in helloworld demo.
@@ -43,8 +44,13 @@ enum Command {
 #[derive(clap::Args)]
 struct AnalyzeArgs {
     /// Files or directories (searched recursively for .yaml, .yml, .json); `-` reads stdin.
-    #[arg(required = true)]
+    /// None: the running local mesh's configuration.
     paths: Vec<PathBuf>,
+    /// Analyse the files together with the running local mesh's configuration, when one runs
+    /// (istioctl's `--use-kube`); `--use-mesh=false` analyses the files alone.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true")]
+    use_mesh: bool,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
     output: Format,
@@ -69,7 +75,13 @@ fn main() -> ExitCode {
         Command::ProxyStatus(a) => mesh_cli::proxy_status::main(a),
         Command::ProxyConfig(c) => mesh_cli::proxy_config::main(c),
         Command::Explain(a) => mesh_cli::explain::main(a),
-        Command::Analyze(args) => match mesh_cli::analyze::run(&args.paths, args.output.into()) {
+        Command::Analyze(args) => match mesh_cli::analyze::run(
+            &args.paths,
+            args.output.into(),
+            args.use_mesh
+                .then(mesh_cli::analyze::running_mesh)
+                .flatten(),
+        ) {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
                 eprintln!(

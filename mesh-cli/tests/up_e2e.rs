@@ -408,3 +408,129 @@ fn a_workload_that_exits_is_reported_with_its_log_and_everything_stops() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// `meshctl` run with `args`: (exit code, stdout, stderr).
+fn outcome(mesh: &Mesh, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = mesh.run(args);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn example(rel: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(rel)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn apply_and_analyze_see_the_running_mesh() {
+    for bin in ["mesh-control", "mesh-proxy", "helloworld"] {
+        if missing(bin) {
+            eprintln!("SKIPPED: {bin} is not built in {}", bin_dir().display());
+            return;
+        }
+    }
+    let mesh = Mesh {
+        state: tempfile::tempdir().unwrap(),
+    };
+    let canary = example("canary/helloworld-mesh.yaml");
+
+    // No mesh yet: the file alone names subsets no DestinationRule defines.
+    let (code, stdout, _) = outcome(&mesh, &["analyze", &canary]);
+    assert_eq!(code, Some(79), "{stdout}");
+    assert!(stdout.contains("IST0101"), "{stdout}");
+    mesh.ok(&["up", "--detach", "--timeout", "60"]);
+
+    // With the mesh running, the file is analysed with its configuration (the demo's
+    // DestinationRule), and says so.
+    let (code, stdout, stderr) = outcome(&mesh, &["analyze", &canary]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("No validation issues found when analyzing")
+            && stdout.contains("together with the running local mesh"),
+        "{stdout}"
+    );
+    // --use-mesh=false: the file alone again.
+    let (code, stdout, _) = outcome(&mesh, &["analyze", "--use-mesh=false", &canary]);
+    assert_eq!(code, Some(79), "{stdout}");
+    // No path: the running mesh itself.
+    let (code, stdout, _) = outcome(&mesh, &["analyze"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("analyzing the running local mesh"),
+        "{stdout}"
+    );
+
+    // A route to a subset that does not exist: refused with the analyzer's error, nothing
+    // written, traffic unharmed.
+    let missing_subset = mesh.state.path().join("missing-subset.yaml");
+    std::fs::write(
+        &missing_subset,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: helloworld-mesh\nspec:\n  hosts: [helloworld]\n  http:\n  - route:\n    - destination: {host: helloworld, subset: nope}\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = outcome(&mesh, &["apply", "-f", missing_subset.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("Error [IST0101]")
+            && stderr.contains("\"helloworld+nope\"")
+            && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("configured"), "{stdout}");
+    let t = traffic(&mesh, &["--via", "helloworld-safe", "-n", "20"]);
+    assert_eq!(t["statuses"]["200"], 20, "{t:#}");
+
+    // A misspelt kind is an error too, not a silently skipped document.
+    let typo = mesh.state.path().join("typo.yaml");
+    std::fs::write(
+        &typo,
+        std::fs::read_to_string(&canary)
+            .unwrap()
+            .replace("kind: VirtualService", "kind: VirtualSevice"),
+    )
+    .unwrap();
+    let (code, _, stderr) = outcome(&mesh, &["apply", "-f", typo.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("unknown kind VirtualSevice") && stderr.contains("IST0106"),
+        "{stderr}"
+    );
+    let (code, stdout, _) = outcome(&mesh, &["analyze", typo.to_str().unwrap()]);
+    assert_eq!(code, Some(79), "{stdout}");
+    assert!(!stdout.contains("No validation issues"), "{stdout}");
+
+    // A warning is printed and the change applied.
+    let unreachable = mesh.state.path().join("unreachable.yaml");
+    std::fs::write(
+        &unreachable,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: helloworld-mesh\nspec:\n  hosts: [helloworld]\n  http:\n  - route:\n    - destination: {host: helloworld, subset: safe}\n  - match:\n    - headers: {end-user: {exact: jason}}\n    route:\n    - destination: {host: helloworld, subset: risky}\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = outcome(&mesh, &["apply", "-f", unreachable.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stderr.contains("Warning [IST0130]"), "{stderr}");
+    assert!(stdout.contains("configured"), "{stdout}");
+
+    // --force applies despite the error; the missing subset then answers 503.
+    let (code, stdout, stderr) = outcome(
+        &mesh,
+        &["apply", "--force", "-f", missing_subset.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("IST0101") && stdout.contains("configured"),
+        "{stdout}{stderr}"
+    );
+    let t = traffic(&mesh, &["--via", "helloworld-safe", "-n", "20"]);
+    assert_eq!(t["statuses"]["503"], 20, "{t:#}");
+    // Analysing the running mesh now finds it.
+    let (code, stdout, _) = outcome(&mesh, &["analyze"]);
+    assert_eq!(code, Some(79), "{stdout}");
+    assert!(stdout.contains("\"helloworld+nope\""), "{stdout}");
+}

@@ -52,7 +52,8 @@ pub struct StatusArgs {
 }
 
 /// Apply Istio YAML to the running local mesh (its control plane picks it up): each resource
-/// replaces the one of the same kind, namespace and name.
+/// replaces the one of the same kind, namespace and name. The change is analysed first with
+/// the mesh's configuration: errors refuse it (unless `--force`), warnings are printed.
 #[derive(Args, Debug)]
 pub struct ApplyArgs {
     /// A file or a directory (its .yaml, .yml and .json files, recursively); repeatable.
@@ -69,6 +70,9 @@ pub struct ApplyArgs {
     /// How long to wait, e.g. `30s`, `2m`.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Apply even when the analysis of the change finds errors.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Send requests and count the answers by version and status.
@@ -162,6 +166,7 @@ pub fn apply(a: ApplyArgs) -> ExitCode {
         files: a.files,
         delete: a.delete,
         wait: a.wait.then_some(a.timeout),
+        force: a.force,
     };
     report("apply", super::apply(&opts))
 }

@@ -964,10 +964,13 @@ pub struct ApplyOptions {
     pub delete: bool,
     /// Wait (at most this long) until every affected proxy ACKed the change.
     pub wait: Option<Duration>,
+    /// Apply even when the analysis finds errors.
+    pub force: bool,
 }
 
-/// `meshctl apply -f FILE|DIR...` (`--delete`: remove): every file must load first; then
-/// each resource replaces (or removes) the one of the same kind, namespace and name in the
+/// `meshctl apply -f FILE|DIR...` (`--delete`: remove): every file must load first, and the
+/// analysis of the change with the running mesh's configuration must find no error (unless
+/// `force`; its warnings are printed); then each resource replaces (or removes) the one of the same kind, namespace and name in the
 /// running mesh's config dir (which the control plane watches), whatever file either came
 /// from; then, unless told not to, waits until every proxy the change affects has ACKed the
 /// configuration generation that holds it (see [`crate::wait`]).
@@ -980,6 +983,19 @@ pub fn apply(opts: &ApplyOptions) -> anyhow::Result<()> {
         );
     };
     let docs = meshdir::read_apply_input(&opts.files)?;
+    // The analysis of the change with the mesh's configuration: what it would add.
+    let found = crate::analyze::check_change(&state.config_dir, &opts.files, opts.delete);
+    for m in &found {
+        eprintln!("{m}");
+    }
+    if mesh_api::analysis::has_errors(&found) {
+        if !opts.force {
+            bail!(
+                "nothing applied: the analysis of the change with the running mesh's configuration found errors (above); fix them, or apply anyway with --force"
+            );
+        }
+        eprintln!("applying despite the errors above (--force)");
+    }
     if docs.is_empty() {
         bail!("no Istio resource in {}", display_paths(&opts.files));
     }
