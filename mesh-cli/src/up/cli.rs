@@ -78,7 +78,9 @@ pub struct ApplyArgs {
 /// Send requests and count the answers by version and status.
 #[derive(Args, Debug)]
 pub struct TrafficArgs {
-    /// `gateway`, or a workload whose sidecar to send through (as its app would).
+    /// `gateway` (or `istio-ingressgateway.istio-system`), or a workload whose sidecar to send
+    /// through, as its app would: any name `proxy-status` prints, a short name or
+    /// `deploy/NAME.NAMESPACE`.
     #[arg(long, default_value = "gateway")]
     pub via: String,
     /// Number of requests (default 100 when no --rate/--duration).

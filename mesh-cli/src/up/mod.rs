@@ -18,6 +18,7 @@ pub mod demo;
 pub mod http;
 pub mod identity;
 pub mod meshdir;
+pub mod names;
 pub mod process;
 pub mod state;
 pub mod traffic;
