@@ -25,6 +25,9 @@ enum Command {
     Down,
     /// Show what runs where in the local mesh.
     Status(mesh_cli::up::cli::StatusArgs),
+    /// Print a process's log by its name: `control-plane`, a proxy (`gateway`,
+    /// `helloworld-safe`, ...) or `app/WORKLOAD`; `-f` follows it.
+    Logs(mesh_cli::logs::LogsArgs),
     /// Apply Istio YAML to the running local mesh and wait until the proxies it affects have it.
     Apply(mesh_cli::up::cli::ApplyArgs),
     /// Wait until the proxies have ACKed a resource, files, or the whole configuration
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Up(a) => mesh_cli::up::cli::up(a),
         Command::Down => mesh_cli::up::cli::down(),
         Command::Status(a) => mesh_cli::up::cli::status(a),
+        Command::Logs(a) => mesh_cli::logs::main(a),
         Command::Apply(a) => mesh_cli::up::cli::apply(a),
         Command::Wait(a) => mesh_cli::wait::main(a),
         Command::Traffic(a) => mesh_cli::up::cli::traffic(a),

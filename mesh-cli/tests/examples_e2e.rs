@@ -781,6 +781,28 @@ fn ingress_gateway(proxy: Proxy) {
     let t = by_host(&gw.to_string(), 40);
     assert!(t.contains_key("safe") && t.contains_key("risky"), "{t:?}");
     assert_eq!(t["safe"] + t["risky"], 40, "{t:?}");
+    // The local mesh's gateway writes an access log in Envoy's default format (both
+    // proxies): `meshctl logs gateway`.
+    // Envoy flushes its log file every second: wait for the lines, up to a deadline.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = mesh.ok(&["logs", "gateway"]);
+        let lines = log
+            .lines()
+            .filter(|l| {
+                l.contains("\"GET /hello HTTP/1.1\" 200 ")
+                    && l.contains("\"safe.helloworld.example\"")
+            })
+            .count();
+        if lines >= 30 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{lines} access log lines for safe.helloworld.example:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// `meshctl proxy-config secret NAME -o json`, once the proxy holds `default` and `ROOTCA`

@@ -154,6 +154,34 @@ fn up_status_traffic_apply_down_with_the_built_in_demo() {
         log_dump(mesh.state.path())
     );
     eprintln!("local mesh up with {proxy}");
+    // The hints name the command that ran (here the binary's path, not a `meshctl` that is
+    // not on PATH) and pipe nothing into `down`.
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let exe = meshctl().display().to_string();
+    for hint in ["traffic -n 100", "logs gateway -f", "status", "down"] {
+        assert!(
+            printed.contains(&format!("  {exe} {hint} ")),
+            "{hint}: {printed}"
+        );
+    }
+    assert!(!printed.contains("| meshctl"), "{printed}");
+    // Start-up logs: no refused handshake for the port probe, expiry times in RFC 3339.
+    let control_log =
+        std::fs::read_to_string(mesh.state.path().join("logs/control-plane.log")).unwrap();
+    assert!(
+        !control_log.contains("TLS handshake refused"),
+        "{control_log}"
+    );
+    assert!(!control_log.contains("SystemTime"), "{control_log}");
+    let expiry = control_log
+        .split("not_after=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no not_after: {control_log}"));
+    assert!(
+        expiry.len() == 20 && expiry.ends_with('Z') && expiry.as_bytes()[10] == b'T',
+        "{expiry}"
+    );
 
     // status -o json: what runs where, everything running and SYNCED.
     let status = mesh.json(&["status", "-o", "json"]);
@@ -165,6 +193,12 @@ fn up_status_traffic_apply_down_with_the_built_in_demo() {
     assert_eq!(status["proxy"], expected_proxy);
     let url = status["gateway"]["url"].as_str().unwrap().to_string();
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    // Istio's GATEWAY_URL: HOST:PORT.
+    assert_eq!(
+        status["gateway"]["address"].as_str(),
+        url.strip_prefix("http://"),
+        "{status:#}"
+    );
     let sidecars = status["sidecars"].as_array().unwrap();
     let names: Vec<&str> = sidecars
         .iter()
@@ -230,6 +264,59 @@ fn up_status_traffic_apply_down_with_the_built_in_demo() {
         }
     });
     assert_eq!(count(&t, "safe") + count(&t, "risky"), 40, "{t:#}");
+    // The gateway logged them, in Envoy's default format; `meshctl logs` reads any process's
+    // log by its name, and `-f` follows it.
+    let access = mesh.ok(&["logs", "gateway"]);
+    assert!(
+        access
+            .lines()
+            .filter(|l| l.contains("\"GET /hello HTTP/1.1\" 200 "))
+            .count()
+            >= 40,
+        "{access}"
+    );
+    assert_eq!(
+        mesh.ok(&["logs", "istio-ingressgateway.istio-system", "--tail", "2"])
+            .lines()
+            .count(),
+        2
+    );
+    assert!(
+        mesh.ok(&["logs", "control-plane"])
+            .contains("proxy connected")
+    );
+    assert!(
+        mesh.ok(&["logs", "app/helloworld-safe"])
+            .contains("helloworld version=safe")
+    );
+    let mut follow = Command::new(meshctl())
+        .args(["logs", "gateway", "-f", "--tail", "0"])
+        .env("MESH_STATE_DIR", mesh.state.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read on a thread, so that a line that never comes fails at the deadline.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let seen = retry(Duration::from_secs(20), || {
+        traffic(&mesh, &["-n", "1", "--path", "/hello?followed"]);
+        let line = rx
+            .recv_timeout(Duration::from_secs(1))
+            .map_err(|e| e.to_string())?;
+        line.contains("/hello?followed")
+            .then_some(line.clone())
+            .ok_or(line)
+    });
+    assert!(seen.contains("\" 200 "), "{seen}");
+    follow.kill().ok();
+    follow.wait().ok();
 
     // Through a sidecar's http_proxy listener, as the app itself would call.
     let t = retry(Duration::from_secs(30), || {

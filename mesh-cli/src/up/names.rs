@@ -134,6 +134,7 @@ mod tests {
                 admin_address: a(100),
                 ports: BTreeMap::new(),
                 url: String::new(),
+                address: String::new(),
             },
             sidecars: vec![sidecar("helloworld-safe", 200), sidecar("helloworld-risky", 300)],
             processes: vec![],

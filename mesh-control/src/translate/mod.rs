@@ -10,8 +10,10 @@
 //!   -> Scope (services, VirtualServices, DestinationRules this proxy may see)
 //!   -> clusters + endpoints (cluster.rs), route configs (route.rs), listeners (listener.rs)
 //!      with mesh mTLS (mtls.rs: ISTIO_MUTUAL, auto-mTLS, PeerAuthentication)
+//!      and, when the node asks for it, access logs (access_log.rs)
 //! ```
 
+mod access_log;
 mod cluster;
 mod envoy;
 mod listener;
@@ -100,6 +102,9 @@ pub fn translate(state: &MeshState, proxy: &ProxyNode) -> XdsResources {
                 listener::sidecar_outbound(&scope, &mut out);
             }
         }
+    }
+    if let Some(file) = &proxy.access_log_file {
+        access_log::add(&mut out, file);
     }
     out
 }
