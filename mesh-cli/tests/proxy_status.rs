@@ -216,6 +216,7 @@ fn proxy_status_and_proxy_config_against_the_built_in_demo() {
     let routes = mesh.ok(&["proxy-config", "route", &sidecar]).unwrap();
     assert!(routes.starts_with("NAME"), "{routes}");
     assert!(routes.contains("helloworld"), "{routes}");
+    assert_provenance(&mesh, &sidecar);
 
     // proxy-config endpoint: both helloworld versions, HEALTHY.
     let eps = retry(Duration::from_secs(10), || {
@@ -361,6 +362,42 @@ fn proxy_status_and_proxy_config_against_the_built_in_demo() {
             && stderr
                 .contains("istio-ingressgateway.istio-system (gateway), helloworld-safe.default"),
         "{stderr}"
+    );
+}
+
+/// The DESTINATION RULE and VIRTUAL SERVICE columns name the Istio resources behind the
+/// clusters and routes (Istio's `filter_metadata.istio.config`), whichever proxy runs.
+fn assert_provenance(mesh: &Mesh, sidecar: &str) {
+    let clusters = mesh
+        .ok(&[
+            "proxy-config",
+            "cluster",
+            sidecar,
+            "--fqdn",
+            "helloworld.default.svc.cluster.local",
+        ])
+        .unwrap();
+    let rows: Vec<&str> = clusters.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "{clusters}");
+    assert!(
+        rows.iter().all(|l| l.ends_with(" helloworld.default")),
+        "DESTINATION RULE: {clusters}"
+    );
+    let gateway = mesh.ok(&["proxy-config", "route", "gateway"]).unwrap();
+    let rows: Vec<&str> = gateway.lines().skip(1).collect();
+    assert!(!rows.is_empty(), "{gateway}");
+    assert!(
+        rows.iter().all(|l| l.ends_with(" helloworld.default")),
+        "VIRTUAL SERVICE: {gateway}"
+    );
+    let json = mesh
+        .json(&["proxy-config", "route", "gateway", "-o", "json"])
+        .unwrap();
+    let vh = &json[0]["virtual_hosts"][0];
+    assert_eq!(
+        vh["metadata"]["filter_metadata"]["istio"]["config"],
+        "/apis/networking.istio.io/v1/namespaces/default/virtual-service/helloworld",
+        "{vh:#}"
     );
 }
 
@@ -624,6 +661,7 @@ fn proxy_status_against_envoy() {
     ] {
         assert!(text.contains(want), "{want}:\n{text}");
     }
+    assert_provenance(&mesh, "helloworld-safe");
     // Istio's tutorial command on Envoy, by the gateway's proxy-status name: every logger
     // is Envoy's own, so all are set and none is reported idle.
     let out = mesh.run(&[
