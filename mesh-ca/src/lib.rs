@@ -22,6 +22,7 @@ pub mod client;
 pub mod csr;
 pub mod service;
 pub mod spiffe;
+pub mod timestamp;
 pub mod tls;
 
 pub use auth::{
@@ -35,3 +36,4 @@ pub use bundle::TrustBundle;
 pub use client::{CaClient, ClientError};
 pub use service::CaService;
 pub use spiffe::{DEFAULT_TRUST_DOMAIN, SpiffeId, SpiffeIdError};
+pub use timestamp::rfc3339;

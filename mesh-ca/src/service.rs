@@ -113,7 +113,7 @@ impl IstioCertificateService for CaService {
             .sign_csr(&request.csr, &identity, request.validity_duration)
         {
             Ok(signed) => {
-                tracing::info!(%remote, %identity, not_after = ?signed.not_after, "issued workload certificate");
+                tracing::info!(%remote, %identity, not_after = %crate::rfc3339(signed.not_after), "issued workload certificate");
                 Ok(Response::new(IstioCertificateResponse {
                     cert_chain: signed.chain_pem,
                 }))

@@ -445,6 +445,12 @@ impl TlsIncoming {
                             };
                             let _ = tx.send(TlsConnection { stream, info }).await;
                         }
+                        // Closed before a ClientHello: a port probe (`meshctl up` waiting
+                        // for the secure port, a load balancer's health check), not a
+                        // client that failed.
+                        Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                            tracing::debug!(%remote_addr, "connection closed before the TLS handshake (a port probe)")
+                        }
                         Ok(Err(e)) => {
                             tracing::info!(%remote_addr, error = %e, "TLS handshake refused")
                         }

@@ -1,15 +1,24 @@
-//! `meshctl analyze PATH... [-o text|json|yaml]`: load, analyse, print in
+//! `meshctl analyze [PATH...] [-o text|json|yaml]`: load, analyse, print in
 //! Istio's form, and return the exit code `istioctl analyze` would.
+//!
+//! When a local mesh runs, the files are analysed together with its configuration (each
+//! resource of the files replacing the mesh's of the same kind, namespace and name), as
+//! `istioctl analyze FILE` does with the live cluster, and with no path the running mesh is
+//! analysed; `--use-mesh=false` analyses the files alone. `meshctl apply` runs the same
+//! analysis on the change ([`check_change`]) before it writes anything. Besides Istio's
+//! analyzers, a document of an Istio API group whose kind Istio does not have is an IST0106.
 //!
 //! A local mesh directory holds `workloads.yaml` (the `meshctl up` workload
 //! file, not Istio YAML) beside its Istio YAML: such a file is recognised and
 //! skipped with a note instead of being reported as IST0106.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use mesh_api::analysis::has_errors;
+use mesh_api::analysis::{codes, has_errors};
 use mesh_api::constants::ANALYZE_ERROR_EXIT_CODE;
+use mesh_api::{Config, Message, Resource};
 
 /// How messages are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,21 +28,211 @@ pub enum OutputFormat {
     Yaml,
 }
 
+/// The running local mesh's configuration: its watched config dir, loaded.
+pub struct MeshContext {
+    pub config_dir: PathBuf,
+    pub config: Config,
+}
+
+/// The local mesh of the state directory when its control plane runs.
+pub fn running_mesh() -> Option<MeshContext> {
+    let dir = crate::up::state::state_dir().ok()?;
+    let state = crate::up::state::MeshState::load(&dir).ok()??;
+    let control_plane_runs = state
+        .processes
+        .iter()
+        .any(|p| p.name == "control-plane" && crate::up::process::is_running(p.pid, &p.program));
+    control_plane_runs.then(|| MeshContext {
+        config: mesh_api::load_path(&state.config_dir),
+        config_dir: state.config_dir,
+    })
+}
+
+/// A resource's identity: kind, namespace, name.
+fn identity(r: &Resource) -> (&str, &str, &str) {
+    (&r.meta.kind, &r.meta.namespace, &r.meta.name)
+}
+
+/// `mesh` with `change` applied as `meshctl apply` would: each resource of `change` replaces
+/// the mesh's of the same kind, namespace and name (with `delete`: removes it). The change's
+/// skipped documents and load errors are kept, so that they are reported.
+pub fn overlay(mesh: &Config, change: &Config, delete: bool) -> Config {
+    let replaced: BTreeSet<(&str, &str, &str)> = change.resources.iter().map(identity).collect();
+    let mut out = Config::default();
+    out.resources.extend(
+        mesh.resources
+            .iter()
+            .filter(|r| !replaced.contains(&identity(r)))
+            .cloned(),
+    );
+    if !delete {
+        out.resources.extend(change.resources.iter().cloned());
+        out.skipped.extend(change.skipped.iter().cloned());
+    }
+    out.skipped.extend(mesh.skipped.iter().cloned());
+    out
+}
+
+/// Kinds of Istio's API groups that the mesh knows of (those it translates, and those it
+/// skips on purpose, such as `EnvoyFilter` or `Telemetry`).
+const ISTIO_KINDS: &[&str] = &[
+    "VirtualService",
+    "DestinationRule",
+    "Gateway",
+    "ServiceEntry",
+    "WorkloadEntry",
+    "WorkloadGroup",
+    "Sidecar",
+    "EnvoyFilter",
+    "ProxyConfig",
+    "PeerAuthentication",
+    "AuthorizationPolicy",
+    "RequestAuthentication",
+    "Telemetry",
+    "WasmPlugin",
+    "IstioOperator",
+];
+
+/// A document in an Istio API group (`*.istio.io`) whose kind Istio does not have (a typo such
+/// as `VirtualSevice`): reported as IST0106 rather than skipped in silence, as it would
+/// otherwise be (a kind of another group is none of the mesh's business).
+pub fn unknown_istio_kinds(config: &Config) -> Vec<Message> {
+    config
+        .skipped
+        .iter()
+        .filter(|s| {
+            let group = s.api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+            group.ends_with("istio.io") && !ISTIO_KINDS.contains(&s.kind.as_str())
+        })
+        .map(|s| {
+            let hint = closest_kind(&s.kind)
+                .map(|k| format!(" (did you mean {k}?)"))
+                .unwrap_or_default();
+            Message {
+                message_type: codes::SchemaValidationError,
+                text: format!(
+                    "Schema validation error: unknown kind {} in {}{hint}",
+                    s.kind, s.api_version
+                ),
+                origin: s.name.as_ref().map(|name| mesh_api::analysis::Origin {
+                    kind: s.kind.clone(),
+                    namespace: "default".to_string(),
+                    name: name.clone(),
+                    namespace_explicit: false,
+                }),
+                reference: Some(format!("{}:{}", s.source.file, s.source.line)),
+            }
+        })
+        .collect()
+}
+
+/// The Istio kind at the smallest edit distance from `kind`, if it is close (a typo).
+fn closest_kind(kind: &str) -> Option<&'static str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    }
+    let lower = kind.to_ascii_lowercase();
+    ISTIO_KINDS
+        .iter()
+        .map(|k| (distance(&lower, &k.to_ascii_lowercase()), *k))
+        .min()
+        .filter(|(d, _)| *d <= 3)
+        .map(|(_, k)| k)
+}
+
+/// Every message of `config`: the analyzers' and unknown Istio kinds.
+pub fn messages(config: &Config) -> Vec<Message> {
+    let mut out = mesh_api::analyze(config);
+    out.extend(unknown_istio_kinds(config));
+    out
+}
+
+/// What a message says, without where: the same finding before and after a change.
+fn finding(m: &Message) -> (&'static str, Option<(&str, &str, &str)>, &str) {
+    (
+        m.code(),
+        m.origin
+            .as_ref()
+            .map(|o| (o.kind.as_str(), o.namespace.as_str(), o.name.as_str())),
+        &m.text,
+    )
+}
+
+/// The messages an apply of `paths` (with `delete`: a removal) would add to the running
+/// mesh's configuration in `config_dir`: what the analysis finds after the change and did not
+/// find before, so that problems the mesh already has do not block every apply.
+pub fn check_change(config_dir: &Path, paths: &[PathBuf], delete: bool) -> Vec<Message> {
+    let mesh = mesh_api::load_path(config_dir);
+    let mut change = mesh_api::load_paths(paths);
+    // `apply` loaded every file before (its errors stop it there); what is left is the
+    // workload file of a mesh directory, which it skips.
+    change.errors.clear();
+    let before = messages(&mesh);
+    let known: BTreeSet<_> = before.iter().map(finding).collect();
+    messages(&overlay(&mesh, &change, delete))
+        .into_iter()
+        .filter(|m| !known.contains(&finding(m)))
+        .collect()
+}
+
 /// Runs the analysis and prints to stdout (skipped documents to stderr);
 /// returns 79 when an error-level message was found, 0 otherwise.
-pub fn run(paths: &[PathBuf], format: OutputFormat) -> anyhow::Result<u8> {
-    let mut config = mesh_api::load_paths(paths);
-    let workload_files = drop_workload_files(&mut config);
-    let messages = mesh_api::analyze(&config);
+///
+/// With `mesh` (the running local mesh, see [`running_mesh`]) the files are analysed together
+/// with its configuration, as `istioctl analyze FILE` does with the live cluster's; with no
+/// paths the running mesh alone is.
+pub fn run(
+    paths: &[PathBuf],
+    format: OutputFormat,
+    mesh: Option<MeshContext>,
+) -> anyhow::Result<u8> {
+    let mut files = mesh_api::load_paths(paths);
+    let workload_files = drop_workload_files(&mut files);
+    let (config, what) = match (&mesh, paths.is_empty()) {
+        (None, true) => anyhow::bail!(
+            "no files given and no local mesh running: give files or directories, or start a mesh with `meshctl up`"
+        ),
+        (Some(m), true) => (
+            overlay(&m.config, &files, false),
+            format!("the running local mesh ({})", m.config_dir.display()),
+        ),
+        (Some(m), false) => {
+            let mut merged = overlay(&m.config, &files, false);
+            merged.errors = files.errors;
+            (
+                merged,
+                format!(
+                    "{} together with the running local mesh ({})",
+                    describe(paths),
+                    m.config_dir.display()
+                ),
+            )
+        }
+        (None, false) => (files, describe(paths)),
+    };
+    let messages = messages(&config);
     let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr().lock();
     match format {
         OutputFormat::Text => {
             if messages.is_empty() {
                 writeln!(
                     stdout,
-                    "\u{2714} No validation issues found when analyzing {}.",
-                    describe(paths)
+                    "\u{2714} No validation issues found when analyzing {what}."
                 )?;
+            } else if mesh.is_some() {
+                writeln!(stderr, "note: analyzed {what}")?;
             }
             for m in &messages {
                 writeln!(stdout, "{m}")?;
@@ -48,7 +247,9 @@ pub fn run(paths: &[PathBuf], format: OutputFormat) -> anyhow::Result<u8> {
             write!(stdout, "{}", serde_saphyr::to_string(&list)?)?;
         }
     }
-    let mut stderr = std::io::stderr().lock();
+    if format != OutputFormat::Text && mesh.is_some() {
+        writeln!(stderr, "note: analyzed {what}")?;
+    }
     for s in &config.skipped {
         writeln!(stderr, "note: {s}")?;
     }
@@ -96,4 +297,57 @@ fn describe(paths: &[PathBuf]) -> String {
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DR: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: hw}\nspec:\n  host: hw\n  subsets:\n  - {name: a, labels: {v: a}}\n";
+    const SE: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: hw}\nspec:\n  hosts: [hw]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  location: MESH_INTERNAL\n  endpoints: [{address: 127.0.0.1}]\n";
+
+    fn vs(name: &str, host: &str, subset: &str) -> String {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\nspec:\n  hosts: [{host}]\n  http:\n  - route:\n    - destination: {{host: {host}, subset: {subset}}}\n"
+        )
+    }
+
+    #[test]
+    fn a_change_is_judged_by_what_it_adds_to_the_mesh() {
+        let mesh = tempfile::tempdir().unwrap();
+        std::fs::write(mesh.path().join("base.yaml"), format!("{SE}---\n{DR}")).unwrap();
+        // A problem the mesh already has does not block an unrelated change.
+        std::fs::write(mesh.path().join("old.yaml"), vs("old", "elsewhere", "gone")).unwrap();
+        let change = tempfile::tempdir().unwrap();
+        let good = change.path().join("good.yaml");
+        std::fs::write(&good, vs("new", "hw", "a")).unwrap();
+        assert_eq!(
+            check_change(mesh.path(), std::slice::from_ref(&good), false),
+            []
+        );
+        // A route to a missing subset is the change's own error.
+        let bad = change.path().join("bad.yaml");
+        std::fs::write(&bad, vs("new", "hw", "b")).unwrap();
+        let found = check_change(mesh.path(), &[bad], false);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].code(), "IST0101");
+        // Deleting the DestinationRule breaks the route applied before it.
+        std::fs::write(mesh.path().join("new.yaml"), vs("new", "hw", "a")).unwrap();
+        let dr = change.path().join("dr.yaml");
+        std::fs::write(&dr, DR).unwrap();
+        let found = check_change(mesh.path(), &[dr], true);
+        assert!(
+            found
+                .iter()
+                .any(|m| m.code() == "IST0101" && m.text.contains("hw+a")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn typos_of_istio_kinds_get_a_suggestion() {
+        assert_eq!(closest_kind("VirtualSevice"), Some("VirtualService"));
+        assert_eq!(closest_kind("destinationrules"), Some("DestinationRule"));
+        assert_eq!(closest_kind("Frobnicator"), None);
+    }
 }

@@ -2,7 +2,11 @@
 //! present lives in the library crates.
 
 pub mod analyze;
+#[cfg(test)]
+mod example_readmes;
 pub mod explain;
+pub mod logs;
 pub mod proxy_config;
 pub mod proxy_status;
 pub mod up;
+pub mod wait;

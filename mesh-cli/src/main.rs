@@ -14,8 +14,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Analyse Istio configuration files as `istioctl analyze` does; exits 79
-    /// when an error-level message is found.
+    /// Analyse Istio configuration as `istioctl analyze` does: files (together with the
+    /// running local mesh's configuration when one runs), or the running mesh; exits 79 when
+    /// an error-level message is found.
     Analyze(AnalyzeArgs),
     /// Start a local mesh (control plane, gateway, a sidecar per workload, the workloads);
     /// default: the built-in helloworld demo.
@@ -24,8 +25,14 @@ enum Command {
     Down,
     /// Show what runs where in the local mesh.
     Status(mesh_cli::up::cli::StatusArgs),
-    /// Copy Istio YAML into the running local mesh (its control plane pushes the change).
+    /// Print a process's log by its name: `control-plane`, a proxy (`gateway`,
+    /// `helloworld-safe`, ...) or `app/WORKLOAD`; `-f` follows it.
+    Logs(mesh_cli::logs::LogsArgs),
+    /// Apply Istio YAML to the running local mesh and wait until the proxies it affects have it.
     Apply(mesh_cli::up::cli::ApplyArgs),
+    /// Wait until the proxies have ACKed a resource, files, or the whole configuration
+    /// (`istioctl x wait`).
+    Wait(mesh_cli::wait::WaitArgs),
     /// Send requests through the gateway or a sidecar and count answers by version and status.
     Traffic(mesh_cli::up::cli::TrafficArgs),
     /// Each proxy's xDS sync state (CDS, LDS, EDS, RDS) from the control plane.
@@ -40,8 +47,13 @@ enum Command {
 #[derive(clap::Args)]
 struct AnalyzeArgs {
     /// Files or directories (searched recursively for .yaml, .yml, .json); `-` reads stdin.
-    #[arg(required = true)]
+    /// None: the running local mesh's configuration.
     paths: Vec<PathBuf>,
+    /// Analyse the files together with the running local mesh's configuration, when one runs
+    /// (istioctl's `--use-kube`); `--use-mesh=false` analyses the files alone.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true")]
+    use_mesh: bool,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
     output: Format,
@@ -60,12 +72,20 @@ fn main() -> ExitCode {
         Command::Up(a) => mesh_cli::up::cli::up(a),
         Command::Down => mesh_cli::up::cli::down(),
         Command::Status(a) => mesh_cli::up::cli::status(a),
+        Command::Logs(a) => mesh_cli::logs::main(a),
         Command::Apply(a) => mesh_cli::up::cli::apply(a),
+        Command::Wait(a) => mesh_cli::wait::main(a),
         Command::Traffic(a) => mesh_cli::up::cli::traffic(a),
         Command::ProxyStatus(a) => mesh_cli::proxy_status::main(a),
         Command::ProxyConfig(c) => mesh_cli::proxy_config::main(c),
         Command::Explain(a) => mesh_cli::explain::main(a),
-        Command::Analyze(args) => match mesh_cli::analyze::run(&args.paths, args.output.into()) {
+        Command::Analyze(args) => match mesh_cli::analyze::run(
+            &args.paths,
+            args.output.into(),
+            args.use_mesh
+                .then(mesh_cli::analyze::running_mesh)
+                .flatten(),
+        ) {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
                 eprintln!(

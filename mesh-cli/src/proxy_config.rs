@@ -30,7 +30,9 @@ pub enum ConfigFormat {
 /// Which proxy to ask.
 #[derive(Args, Debug, Clone)]
 pub struct Target {
-    /// A workload of the local mesh (its sidecar) or `gateway`.
+    /// A proxy of the local mesh: as `proxy-status` names it (`helloworld-safe.default`,
+    /// `istio-ingressgateway.istio-system`), by its short name (`helloworld-safe`, `gateway`),
+    /// as `deploy/NAME.NAMESPACE` or by node id.
     #[arg(required_unless_present = "admin")]
     pub name: Option<String>,
     /// Any Envoy or mesh-proxy admin address instead of NAME.
@@ -61,7 +63,9 @@ pub struct ClusterArgs {
 pub struct LogArgs {
     #[command(flatten)]
     pub target: Target,
-    /// `LEVEL` for every logger, or `NAME:LEVEL[,NAME:LEVEL...]`.
+    /// `LEVEL` for every logger, or `NAME:LEVEL[,NAME:LEVEL...]` with Envoy's logger names
+    /// (`connection:debug,conn_handler:debug,router:debug`); names mesh-proxy has no use for
+    /// are accepted and reported.
     #[arg(long)]
     pub level: Option<String>,
 }
@@ -133,21 +137,7 @@ pub fn admin_address(target: &Target) -> anyhow::Result<SocketAddr> {
             dir.display()
         );
     };
-    if name == "gateway" || name == s.gateway.name {
-        return Ok(s.gateway.admin_address);
-    }
-    if let Some(sc) = s
-        .sidecars
-        .iter()
-        .find(|sc| sc.workload == name || format!("{}.{}", sc.workload, sc.namespace) == name)
-    {
-        return Ok(sc.admin_address);
-    }
-    let known: Vec<&str> = s.sidecars.iter().map(|s| s.workload.as_str()).collect();
-    bail!(
-        "no proxy {name:?} in the local mesh; known: gateway, {}",
-        known.join(", ")
-    )
+    Ok(crate::up::names::resolve(&s, name)?.admin_address())
 }
 
 fn admin_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
@@ -574,9 +564,30 @@ fn run(cmd: &ProxyConfigCmd) -> anyhow::Result<()> {
                 }
             };
             print!("{body}");
+            for name in idle_loggers(a.level.as_deref().unwrap_or_default(), &body) {
+                eprintln!(
+                    "note: logger {name:?} accepted, but this proxy logs nothing under it (an Envoy logger mesh-proxy has no use for); the others are set"
+                );
+            }
             Ok(())
         }
     }
+}
+
+/// The loggers of a `--level NAME:LEVEL,...` spec that the proxy's answer does not list as
+/// active: accepted without effect (mesh-proxy takes every Envoy logger name).
+pub fn idle_loggers<'a>(spec: &'a str, listing: &str) -> Vec<&'a str> {
+    let active: Vec<&str> = listing
+        .lines()
+        .filter_map(|l| l.strip_prefix("  ")?.split_once(':').map(|(n, _)| n))
+        .collect();
+    if active.is_empty() {
+        return Vec::new();
+    }
+    spec.split(',')
+        .filter_map(|part| part.split_once(':').map(|(n, _)| n.trim()))
+        .filter(|n| !n.is_empty() && !active.contains(n))
+        .collect()
 }
 
 /// `meshctl proxy-config`.
@@ -691,6 +702,17 @@ mod tests {
             (rows[1].status.as_str(), rows[1].outlier_check.as_str()),
             ("UNHEALTHY", "FAILED")
         );
+    }
+
+    #[test]
+    fn loggers_the_listing_does_not_show_are_idle() {
+        let listing = "active loggers:\n  router: debug\n  connection: debug\naccepted, nothing to log in mesh-proxy: aws, conn_handler\n";
+        assert_eq!(
+            idle_loggers("connection:debug,conn_handler:debug,router:debug", listing),
+            ["conn_handler"]
+        );
+        assert!(idle_loggers("debug", listing).is_empty());
+        assert!(idle_loggers("router:debug", "").is_empty());
     }
 
     #[test]

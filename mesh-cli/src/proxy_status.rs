@@ -35,7 +35,8 @@ pub enum StatusFormat {
 /// Show each proxy's xDS sync state with the control plane.
 #[derive(Args, Debug)]
 pub struct ProxyStatusArgs {
-    /// Only this proxy: its pod name, `POD.NAMESPACE` or its node id; compares what the
+    /// Only this proxy: its pod name, `POD.NAMESPACE`, its node id, or in the local mesh any
+    /// name the other commands take (`gateway`, `deploy/NAME.NAMESPACE`); compares what the
     /// control plane sent it with what it holds.
     pub name: Option<String>,
     /// The control plane's debug address (default: the running local mesh's).
@@ -581,6 +582,16 @@ fn local_admins(debug: SocketAddr) -> BTreeMap<String, SocketAddr> {
         .collect()
 }
 
+/// The node id `name` stands for in the local mesh, when `debug` is its control plane.
+fn local_node_id(debug: SocketAddr, name: &str) -> Option<String> {
+    let s = MeshState::load(&state::state_dir().ok()?).ok()??;
+    if s.control_plane.debug_address != debug {
+        return None;
+    }
+    let p = crate::up::names::resolve(&s, name).ok()?;
+    Some(p.node_id().to_string())
+}
+
 fn admin_json(admin: SocketAddr, path: &str) -> anyhow::Result<Value> {
     let a = http::get(admin, "localhost", path, TIMEOUT)?;
     if a.status != 200 {
@@ -596,10 +607,15 @@ fn run(a: &ProxyStatusArgs) -> anyhow::Result<()> {
     };
     let syncz = fetch_syncz(debug)?;
     let admins = local_admins(debug);
+    // The local mesh's names (`gateway`, `deploy/NAME.NS`) stand for the proxy's node id.
+    let filter = a
+        .name
+        .as_deref()
+        .map(|n| local_node_id(debug, n).unwrap_or(n.to_string()));
     let mut rows = rows(
         &syncz,
         &format!("mesh-control@{debug}"),
-        a.name.as_deref(),
+        filter.as_deref(),
         SystemTime::now(),
     );
     for r in rows.iter_mut().filter(|r| r.version == "-") {

@@ -3,8 +3,15 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+/// `meshctl` with a state directory where no mesh runs: the files are analysed alone,
+/// whatever mesh the user running the tests has up.
 fn meshctl() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_meshctl"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_meshctl"));
+    c.env(
+        "MESH_STATE_DIR",
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("no-mesh"),
+    );
+    c
 }
 
 fn fixtures() -> PathBuf {
@@ -118,4 +125,34 @@ fn istio_bookinfo_rules_exit_0() {
     let out = meshctl().arg("analyze").arg(&dir).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
+}
+
+#[test]
+fn an_unknown_kind_in_an_istio_group_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("typo.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualSevice\nmetadata:\n  name: r\nspec:\n  hosts: [r]\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n",
+    )
+    .unwrap();
+    let out = meshctl().arg("analyze").arg(&file).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(79), "{stdout}");
+    assert!(
+        stdout.contains("Error [IST0106] (VirtualSevice default/r ")
+            && stdout.contains("typo.yaml:1) Schema validation error: unknown kind VirtualSevice in networking.istio.io/v1 (did you mean VirtualService?)"),
+        "{stdout}"
+    );
+    // A kind of another group is none of the mesh's business: skipped, not reported.
+    assert!(!stdout.contains("Widget"), "{stdout}");
+    assert!(!stdout.contains("No validation issues"), "{stdout}");
+}
+
+#[test]
+fn no_path_and_no_running_mesh_is_an_error_that_says_what_to_do() {
+    let out = meshctl().arg("analyze").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no local mesh running"), "{stderr}");
 }

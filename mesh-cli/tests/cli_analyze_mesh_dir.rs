@@ -4,8 +4,15 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+/// `meshctl` with a state directory where no mesh runs: the files are analysed alone,
+/// whatever mesh the user running the tests has up.
 fn meshctl() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_meshctl"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_meshctl"));
+    c.env(
+        "MESH_STATE_DIR",
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("no-mesh"),
+    );
+    c
 }
 
 fn demo() -> PathBuf {

@@ -1,8 +1,10 @@
 //! End to end, one test per traffic example under `examples/`: each test starts a local mesh
 //! of real processes (`meshctl up --detach`, its own `MESH_STATE_DIR`), applies the example's
-//! Istio YAML with `meshctl apply -f`, waits until every proxy has acknowledged the push, sends
-//! traffic through a sidecar's `http_proxy` listener or the ingress gateway, and checks the
-//! behaviour with tolerances wide enough never to flake.
+//! Istio YAML with `meshctl apply -f` (which returns once every proxy the change affects has
+//! acknowledged it: the tests measure right after it, as the READMEs do), sends traffic
+//! through a sidecar's `http_proxy` listener (`meshctl traffic --via`, or requests as an app
+//! makes them) or the ingress gateway, and checks the behaviour with tolerances wide enough
+//! never to flake.
 //!
 //! Every scenario runs twice: `mesh_proxy::NAME` on the mesh's own proxy and `envoy::NAME` on the
 //! real Envoy with the very same bootstraps (the interop proof).
@@ -156,10 +158,6 @@ impl Mesh {
         out
     }
 
-    fn debug_address(&self) -> SocketAddr {
-        addr(&self.status["control_plane"]["debug_address"])
-    }
-
     /// The sidecar's HTTP proxy listener of a workload.
     fn sidecar(&self, workload: &str) -> SocketAddr {
         let s = self.status["sidecars"]
@@ -188,64 +186,45 @@ impl Mesh {
         url.trim_start_matches("http://").parse().unwrap()
     }
 
-    /// Per proxy, the versions it acknowledged, by xDS type, with whether all are SYNCED.
-    fn sync_versions(&self) -> (BTreeMap<String, String>, bool) {
-        let Ok(resp) = http_get(self.debug_address(), "/debug/syncz", "syncz", &[]) else {
-            return (BTreeMap::new(), false);
-        };
-        let Ok(v) = serde_json::from_str::<Value>(&resp.body) else {
-            return (BTreeMap::new(), false);
-        };
-        let mut out = BTreeMap::new();
-        let mut all_synced = true;
-        for p in v.as_array().into_iter().flatten() {
-            let id = p["proxy"].as_str().unwrap_or_default();
-            for (t, s) in p["types"].as_object().into_iter().flatten() {
-                let status = s["status"].as_str().unwrap_or_default();
-                all_synced &= status == "SYNCED" || status == "NOT SENT";
-                out.insert(
-                    format!("{id} {t}"),
-                    s["acked_version"].as_str().unwrap_or_default().to_string(),
-                );
-            }
-        }
-        (out, all_synced)
-    }
-
-    /// The control plane's configuration generation (`/debug/configz`).
-    fn generation(&self) -> u64 {
-        http_get(self.debug_address(), "/debug/configz", "configz", &[])
-            .ok()
-            .and_then(|r| serde_json::from_str::<Value>(&r.body).ok())
-            .and_then(|v| v["generation"].as_u64())
-            .unwrap_or(0)
-    }
-
-    /// `meshctl apply -f FILE`, then waits until the control plane has loaded it (a new
-    /// configuration generation) and every proxy has acknowledged what it pushed: all SYNCED,
-    /// with the same versions over two looks (a push goes out type by type, and a rule that
-    /// changes nothing for a proxy, like the default LEAST_REQUEST, pushes nothing new).
-    fn apply(&self, rel: &str) {
-        let generation = self.generation();
+    /// `meshctl apply -f FILE`, as the READMEs run it: it returns once every proxy the change
+    /// affects has acknowledged the configuration that holds it, so what is measured next
+    /// already runs on the new rules (no retry loop here: that is what `apply` promises).
+    fn apply(&self, rel: &str) -> String {
         let file = example(rel);
-        let out = self.ok(&["apply", "-f", file.to_str().unwrap()]);
-        assert!(out.contains("configured"), "{out}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut last: Option<BTreeMap<String, String>> = None;
-        loop {
-            let loaded = self.generation() > generation;
-            let (now, synced) = self.sync_versions();
-            if loaded && synced && last.as_ref() == Some(&now) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{rel}: not loaded ({loaded}) or not acknowledged by every proxy within 30s: {now:#?}\n{}",
-                self.logs()
-            );
-            last = (loaded && synced).then_some(now);
-            std::thread::sleep(Duration::from_millis(400));
+        let out = self.run(&["apply", "-f", file.to_str().unwrap()]);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "meshctl apply -f {rel} failed:\n{stdout}\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+        assert!(stdout.contains("configured"), "{stdout}");
+        assert!(
+            stdout.contains("in force (configuration generation"),
+            "{stdout}"
+        );
+        stdout
+    }
+
+    /// `meshctl traffic --via WORKLOAD -n N -o json`: the README's command, counted by version.
+    fn traffic(&self, via: &str, n: usize, headers: &[&str]) -> BTreeMap<String, usize> {
+        let n = n.to_string();
+        let mut args = vec!["traffic", "--via", via, "-n", &n, "-o", "json"];
+        for h in headers {
+            args.extend(["-H", h]);
         }
+        let t = self.json(&args);
+        let mut out = BTreeMap::new();
+        for (v, c) in t["versions"].as_object().into_iter().flatten() {
+            out.insert(v.clone(), c.as_u64().unwrap_or(0) as usize);
+        }
+        for (s, c) in t["statuses"].as_object().into_iter().flatten() {
+            if s != "200" {
+                out.insert(format!("status {s}"), c.as_u64().unwrap_or(0) as usize);
+            }
+        }
+        out
     }
 
     /// Lines of a workload app's log that contain `needle`.
@@ -480,17 +459,28 @@ fn canary(proxy: Proxy) {
     let Some(mesh) = Mesh::up(proxy, None) else {
         return;
     };
-    mesh.apply("canary/helloworld-mesh.yaml");
-    let t = tally(&mesh, CLIENT, 2000, &[]);
+    // The README's steps as written: apply, then 2,000 calls through a sidecar at once.
+    let applied = mesh.apply("canary/helloworld-mesh.yaml");
+    // The rule binds to `mesh`: the sidecars get it, the gateway's routes do not change.
+    assert!(
+        applied.contains("helloworld-safe.default") && applied.contains("helloworld-risky.default"),
+        "{applied}"
+    );
+    assert!(
+        applied.contains("not affected: istio-ingressgateway.istio-system"),
+        "{applied}"
+    );
+    let t = mesh.traffic(CLIENT, 2000, &[]);
     assert_eq!(t["safe"] + t["risky"], 2000, "{t:?}");
     let risky = share(&t, "risky");
+    eprintln!("canary right after apply: risky {risky:.1}% {t:?}");
     assert!(
         (6.0..=14.0).contains(&risky),
         "90/10: risky {risky:.1}% {t:?}"
     );
 
     mesh.apply("canary/50-50/helloworld-mesh.yaml");
-    let t = tally(&mesh, CLIENT, 2000, &[]);
+    let t = mesh.traffic(CLIENT, 2000, &[]);
     assert_eq!(t["safe"] + t["risky"], 2000, "{t:?}");
     let risky = share(&t, "risky");
     assert!(
@@ -504,6 +494,9 @@ fn header(proxy: Proxy) {
         return;
     };
     mesh.apply("header/helloworld-mesh.yaml");
+    // Right after apply, the first call already follows the rule.
+    let first = via_sidecar(&mesh, CLIENT, &[("end-user", "jason")]);
+    assert_eq!(first.version(), "risky", "{first:?}");
     let jason = tally(&mesh, CLIENT, 50, &[("end-user", "jason")]);
     assert_eq!(jason.get("risky"), Some(&50), "end-user: jason {jason:?}");
     let canary = tally(&mesh, CLIENT, 30, &[("x-canary", "always")]);
@@ -512,8 +505,8 @@ fn header(proxy: Proxy) {
         Some(&30),
         "x-canary: always {canary:?}"
     );
-    let others = tally(&mesh, CLIENT, 50, &[]);
-    assert_eq!(others.get("safe"), Some(&50), "no header {others:?}");
+    let others = mesh.traffic(CLIENT, 100, &[]);
+    assert_eq!(others.get("safe"), Some(&100), "no header {others:?}");
     let mary = tally(&mesh, CLIENT, 30, &[("end-user", "mary")]);
     assert_eq!(mary.get("safe"), Some(&30), "end-user: mary {mary:?}");
 }
@@ -552,11 +545,11 @@ fn oneway(proxy: Proxy) {
     let Some(mesh) = Mesh::up(proxy, None) else {
         return;
     };
-    // Before: both versions answer.
-    let t = tally(&mesh, CLIENT, 40, &[]);
+    // The README's steps: before, both versions answer; right after apply, safe only.
+    let t = mesh.traffic(CLIENT, 100, &[]);
     assert!(t.contains_key("safe") && t.contains_key("risky"), "{t:?}");
     mesh.apply("oneway/helloworld-mesh.yaml");
-    let t = tally(&mesh, CLIENT, 200, &[]);
+    let t = mesh.traffic(CLIENT, 200, &[]);
     assert_eq!(t.get("safe"), Some(&200), "{t:?}");
 }
 
@@ -819,6 +812,28 @@ fn ingress_gateway(proxy: Proxy) {
     let t = by_host(&gw.to_string(), 40);
     assert!(t.contains_key("safe") && t.contains_key("risky"), "{t:?}");
     assert_eq!(t["safe"] + t["risky"], 40, "{t:?}");
+    // The local mesh's gateway writes an access log in Envoy's default format (both
+    // proxies): `meshctl logs gateway`.
+    // Envoy flushes its log file every second: wait for the lines, up to a deadline.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = mesh.ok(&["logs", "gateway"]);
+        let lines = log
+            .lines()
+            .filter(|l| {
+                l.contains("\"GET /hello HTTP/1.1\" 200 ")
+                    && l.contains("\"safe.helloworld.example\"")
+            })
+            .count();
+        if lines >= 30 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{lines} access log lines for safe.helloworld.example:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// `meshctl proxy-config secret NAME -o json`, once the proxy holds `default` and `ROOTCA`

@@ -216,6 +216,7 @@ fn proxy_status_and_proxy_config_against_the_built_in_demo() {
     let routes = mesh.ok(&["proxy-config", "route", &sidecar]).unwrap();
     assert!(routes.starts_with("NAME"), "{routes}");
     assert!(routes.contains("helloworld"), "{routes}");
+    assert_provenance(&mesh, &sidecar);
 
     // proxy-config endpoint: both helloworld versions, HEALTHY.
     let eps = retry(Duration::from_secs(10), || {
@@ -260,6 +261,90 @@ fn proxy_status_and_proxy_config_against_the_built_in_demo() {
     let bad = mesh.run(&["proxy-config", "log", &sidecar, "--level", "router:loud"]);
     assert!(!bad.status.success());
 
+    // Istio's tutorial command as typed, on the name proxy-status prints: Envoy's logger
+    // names, `conn_handler` included (mesh-proxy has no use for it: accepted and reported,
+    // the others set).
+    let out = mesh.run(&[
+        "proxy-config",
+        "log",
+        "helloworld-safe.default",
+        "--level",
+        "connection:debug,conn_handler:debug,filter:debug,router:debug,http:debug,upstream:debug",
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    for name in ["connection", "filter", "router", "http", "upstream"] {
+        assert!(
+            stdout.lines().any(|l| l.trim() == format!("{name}: debug")),
+            "{name}: {stdout}"
+        );
+    }
+    assert!(
+        stderr.contains("logger \"conn_handler\" accepted, but this proxy logs nothing under it"),
+        "{stderr}"
+    );
+    // A name that is no Envoy logger still refuses the whole change.
+    let bad = mesh.run(&[
+        "proxy-config",
+        "log",
+        &sidecar,
+        "--level",
+        "router:info,conn_handlr:debug",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown logger \"conn_handlr\""));
+    let after = mesh.ok(&["proxy-config", "log", &sidecar]).unwrap();
+    assert!(
+        after.lines().any(|l| l.trim() == "router: debug"),
+        "{after}"
+    );
+
+    // One name per proxy: each name proxy-status prints works in every command, and so do
+    // the short names and Istio's deploy/NAME.NAMESPACE and POD.NAMESPACE forms.
+    for r in &rows {
+        let name = r["name"].as_str().unwrap();
+        let routes = mesh.ok(&["proxy-config", "route", name]).unwrap();
+        assert!(
+            routes.starts_with("NAME") && routes.lines().count() > 1,
+            "{name}: {routes}"
+        );
+        let listeners = mesh.ok(&["proxy-config", "listener", name]).unwrap();
+        assert!(listeners.lines().count() > 1, "{name}: {listeners}");
+        let explained = mesh
+            .ok(&["explain", name, "--host", "helloworld", "--path", "/hello"])
+            .unwrap();
+        assert!(
+            explained.contains("-> cluster outbound|5000|"),
+            "{name}: {explained}"
+        );
+        let t = mesh
+            .json(&["traffic", "--via", name, "-n", "4", "-o", "json"])
+            .unwrap();
+        assert_eq!(t["statuses"]["200"], 4, "{name}: {t:#}");
+        let one = mesh
+            .json(&["proxy-status", &format!("deploy/{name}"), "-o", "json"])
+            .unwrap();
+        assert_eq!(one["proxy"]["name"], name, "{one:#}");
+    }
+    for name in [
+        "gateway",
+        "istio-ingressgateway",
+        "deploy/istio-ingressgateway.istio-system",
+        "deploy/helloworld-risky",
+    ] {
+        mesh.ok(&["proxy-config", "cluster", name]).unwrap();
+    }
+    let one = mesh
+        .json(&["proxy-status", "gateway", "-o", "json"])
+        .unwrap();
+    assert_eq!(
+        one["proxy"]["name"], "istio-ingressgateway.istio-system",
+        "{one:#}"
+    );
+
     // --admin reaches any admin directly.
     let admin = status["gateway"]["admin_address"].as_str().unwrap();
     let via_admin = mesh
@@ -268,10 +353,52 @@ fn proxy_status_and_proxy_config_against_the_built_in_demo() {
     assert!(via_admin.starts_with("ADDRESS"), "{via_admin}");
     assert!(via_admin.lines().count() > 1, "{via_admin}");
 
-    // Unknown proxy: a clear error.
+    // Unknown proxy: a clear error that lists the names there are.
     let out = mesh.run(&["proxy-config", "cluster", "nope"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no proxy \"nope\"")
+            && stderr
+                .contains("istio-ingressgateway.istio-system (gateway), helloworld-safe.default"),
+        "{stderr}"
+    );
+}
+
+/// The DESTINATION RULE and VIRTUAL SERVICE columns name the Istio resources behind the
+/// clusters and routes (Istio's `filter_metadata.istio.config`), whichever proxy runs.
+fn assert_provenance(mesh: &Mesh, sidecar: &str) {
+    let clusters = mesh
+        .ok(&[
+            "proxy-config",
+            "cluster",
+            sidecar,
+            "--fqdn",
+            "helloworld.default.svc.cluster.local",
+        ])
+        .unwrap();
+    let rows: Vec<&str> = clusters.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "{clusters}");
+    assert!(
+        rows.iter().all(|l| l.ends_with(" helloworld.default")),
+        "DESTINATION RULE: {clusters}"
+    );
+    let gateway = mesh.ok(&["proxy-config", "route", "gateway"]).unwrap();
+    let rows: Vec<&str> = gateway.lines().skip(1).collect();
+    assert!(!rows.is_empty(), "{gateway}");
+    assert!(
+        rows.iter().all(|l| l.ends_with(" helloworld.default")),
+        "VIRTUAL SERVICE: {gateway}"
+    );
+    let json = mesh
+        .json(&["proxy-config", "route", "gateway", "-o", "json"])
+        .unwrap();
+    let vh = &json[0]["virtual_hosts"][0];
+    assert_eq!(
+        vh["metadata"]["filter_metadata"]["istio"]["config"],
+        "/apis/networking.istio.io/v1/namespaces/default/virtual-service/helloworld",
+        "{vh:#}"
+    );
 }
 
 /// A DestinationRule whose Maglev table size is not prime: Istio's API takes it, the
@@ -309,13 +436,22 @@ fn a_rejected_push_shows_stale_then_a_fix_applied_under_another_name_syncs() {
     };
     mesh.ok(&["up", "--detach", "--timeout", "30"]).unwrap();
 
-    // The bad rule: every proxy NACKs its clusters and keeps the previous ones.
+    // The bad rule: every proxy NACKs its clusters and keeps the previous ones. `apply`,
+    // waiting for the proxies, reports the rejection and fails (the rule stays written).
     let bad = mesh.state.path().join("bad-lb.yaml");
     std::fs::write(&bad, NON_PRIME_MAGLEV).unwrap();
-    let out = mesh.ok(&["apply", "-f", bad.to_str().unwrap()]).unwrap();
+    let out = mesh.run(&["apply", "-f", bad.to_str().unwrap()]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
     assert!(
-        out.contains("destinationrule/helloworld (default) configured"),
-        "{out}"
+        stdout.contains("destinationrule/helloworld (default) configured"),
+        "{stdout}"
+    );
+    assert!(
+        !out.status.success() && stderr.contains("rejected it: CDS:") && stderr.contains("prime"),
+        "{stderr}"
     );
     let row = retry(Duration::from_secs(30), || {
         let v = mesh.json(&["proxy-status", "-o", "json"])?;
@@ -525,4 +661,24 @@ fn proxy_status_against_envoy() {
     ] {
         assert!(text.contains(want), "{want}:\n{text}");
     }
+    assert_provenance(&mesh, "helloworld-safe");
+    // Istio's tutorial command on Envoy, by the gateway's proxy-status name: every logger
+    // is Envoy's own, so all are set and none is reported idle.
+    let out = mesh.run(&[
+        "proxy-config",
+        "log",
+        "istio-ingressgateway.istio-system",
+        "--level",
+        "connection:debug,conn_handler:debug,filter:debug,router:debug,http:debug,upstream:debug",
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.lines().any(|l| l.trim() == "conn_handler: debug"),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("accepted, but"), "{stderr}");
 }

@@ -228,6 +228,34 @@ fn up_status_traffic_apply_down_with_the_built_in_demo() {
         log_dump(mesh.state.path())
     );
     eprintln!("local mesh up with {proxy}");
+    // The hints name the command that ran (here the binary's path, not a `meshctl` that is
+    // not on PATH) and pipe nothing into `down`.
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let exe = meshctl().display().to_string();
+    for hint in ["traffic -n 100", "logs gateway -f", "status", "down"] {
+        assert!(
+            printed.contains(&format!("  {exe} {hint} ")),
+            "{hint}: {printed}"
+        );
+    }
+    assert!(!printed.contains("| meshctl"), "{printed}");
+    // Start-up logs: no refused handshake for the port probe, expiry times in RFC 3339.
+    let control_log =
+        std::fs::read_to_string(mesh.state.path().join("logs/control-plane.log")).unwrap();
+    assert!(
+        !control_log.contains("TLS handshake refused"),
+        "{control_log}"
+    );
+    assert!(!control_log.contains("SystemTime"), "{control_log}");
+    let expiry = control_log
+        .split("not_after=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no not_after: {control_log}"));
+    assert!(
+        expiry.len() == 20 && expiry.ends_with('Z') && expiry.as_bytes()[10] == b'T',
+        "{expiry}"
+    );
 
     // status -o json: what runs where, everything running and SYNCED.
     let status = mesh.json(&["status", "-o", "json"]);
@@ -239,6 +267,12 @@ fn up_status_traffic_apply_down_with_the_built_in_demo() {
     assert_eq!(status["proxy"], expected_proxy);
     let url = status["gateway"]["url"].as_str().unwrap().to_string();
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    // Istio's GATEWAY_URL: HOST:PORT.
+    assert_eq!(
+        status["gateway"]["address"].as_str(),
+        url.strip_prefix("http://"),
+        "{status:#}"
+    );
     let sidecars = status["sidecars"].as_array().unwrap();
     let names: Vec<&str> = sidecars
         .iter()
@@ -307,6 +341,59 @@ fn up_status_traffic_apply_down_with_the_built_in_demo() {
         }
     });
     assert_eq!(count(&t, "safe") + count(&t, "risky"), 40, "{t:#}");
+    // The gateway logged them, in Envoy's default format; `meshctl logs` reads any process's
+    // log by its name, and `-f` follows it.
+    let access = mesh.ok(&["logs", "gateway"]);
+    assert!(
+        access
+            .lines()
+            .filter(|l| l.contains("\"GET /hello HTTP/1.1\" 200 "))
+            .count()
+            >= 40,
+        "{access}"
+    );
+    assert_eq!(
+        mesh.ok(&["logs", "istio-ingressgateway.istio-system", "--tail", "2"])
+            .lines()
+            .count(),
+        2
+    );
+    assert!(
+        mesh.ok(&["logs", "control-plane"])
+            .contains("proxy connected")
+    );
+    assert!(
+        mesh.ok(&["logs", "app/helloworld-safe"])
+            .contains("helloworld version=safe")
+    );
+    let mut follow = Command::new(meshctl())
+        .args(["logs", "gateway", "-f", "--tail", "0"])
+        .env("MESH_STATE_DIR", mesh.state.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read on a thread, so that a line that never comes fails at the deadline.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let seen = retry(Duration::from_secs(20), || {
+        traffic(&mesh, &["-n", "1", "--path", "/hello?followed"]);
+        let line = rx
+            .recv_timeout(Duration::from_secs(1))
+            .map_err(|e| e.to_string())?;
+        line.contains("/hello?followed")
+            .then_some(line.clone())
+            .ok_or(line)
+    });
+    assert!(seen.contains("\" 200 "), "{seen}");
+    follow.kill().ok();
+    follow.wait().ok();
 
     // Through a sidecar's http_proxy listener, as the app itself would call.
     let t = retry(Duration::from_secs(30), || {
@@ -326,16 +413,86 @@ fn up_status_traffic_apply_down_with_the_built_in_demo() {
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: helloworld-mesh\n  namespace: default\nspec:\n  hosts: [helloworld]\n  http:\n  - route:\n    - destination: {host: helloworld, subset: risky}\n",
     )
     .unwrap();
+    // It returns once the proxies the rule affects have acknowledged it, and says which: the
+    // very next calls follow it (no retry).
     let applied = mesh.ok(&["apply", "-f", rule.to_str().unwrap()]);
     assert!(applied.contains("helloworld-mesh"), "{applied}");
-    retry(Duration::from_secs(30), || {
-        let t = traffic(&mesh, &["--via", "helloworld-safe", "-n", "10"]);
-        (count(&t, "risky") == 10)
-            .then_some(())
-            .ok_or(format!("{t:#}"))
-    });
+    assert!(
+        applied.contains(
+            "acknowledged by 2 proxies: helloworld-risky.default, helloworld-safe.default"
+        ),
+        "{applied}"
+    );
+    assert!(
+        applied.contains("not affected: istio-ingressgateway.istio-system"),
+        "{applied}"
+    );
     let t = traffic(&mesh, &["--via", "helloworld-safe", "-n", "30"]);
     assert_eq!(count(&t, "risky"), 30, "{t:#}");
+    // The same rule again changes nothing: no proxy to wait for.
+    let again = mesh.ok(&["apply", "-f", rule.to_str().unwrap()]);
+    assert!(
+        again.contains("unchanged") && again.contains("no proxy is affected"),
+        "{again}"
+    );
+
+    // --wait=false returns once the file is written; `meshctl wait` (istioctl x wait's shape)
+    // then waits for the resource, and with no argument for the whole configuration.
+    let all_safe = mesh.state.path().join("all-safe.yaml");
+    std::fs::write(
+        &all_safe,
+        std::fs::read_to_string(&rule)
+            .unwrap()
+            .replace("subset: risky", "subset: safe"),
+    )
+    .unwrap();
+    let applied = mesh.ok(&["apply", "--wait=false", "-f", all_safe.to_str().unwrap()]);
+    assert!(
+        applied.contains("configured") && !applied.contains("in force"),
+        "{applied}"
+    );
+    let waited = mesh.ok(&["wait", "virtualservice", "helloworld-mesh.default"]);
+    assert!(
+        waited.contains("virtualservice/helloworld-mesh (default): in force"),
+        "{waited}"
+    );
+    let t = traffic(&mesh, &["--via", "helloworld-safe", "-n", "30"]);
+    assert_eq!(count(&t, "safe"), 30, "{t:#}");
+    let waited = mesh.ok(&["wait", "--timeout", "20s"]);
+    assert!(waited.contains("in force"), "{waited}");
+    // Deleted: `--for delete`, then calls from inside the mesh split again.
+    mesh.ok(&[
+        "apply",
+        "--delete",
+        "--wait=false",
+        "-f",
+        all_safe.to_str().unwrap(),
+    ]);
+    mesh.ok(&["wait", "--for", "delete", "vs", "helloworld-mesh"]);
+    let t = traffic(&mesh, &["--via", "helloworld-safe", "-n", "40"]);
+    assert!(count(&t, "safe") > 0 && count(&t, "risky") > 0, "{t:#}");
+    // What cannot happen times out, non-zero, naming what it waited for.
+    let out = mesh.run(&[
+        "wait",
+        "--for",
+        "delete",
+        "vs",
+        "helloworld",
+        "--timeout",
+        "1s",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("timed out after 1s")
+            && err.contains("still in force"),
+        "{err}"
+    );
+    let out = mesh.run(&["wait", "vs", "nope"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not in the running mesh's configuration")
+    );
 
     // A bad file is refused with its error, and not copied.
     let bad = mesh.state.path().join("bad.yaml");
@@ -414,4 +571,130 @@ fn a_workload_that_exits_is_reported_with_its_log_and_everything_stops() {
         "processes left: {}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+/// `meshctl` run with `args`: (exit code, stdout, stderr).
+fn outcome(mesh: &Mesh, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = mesh.run(args);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn example(rel: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(rel)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn apply_and_analyze_see_the_running_mesh() {
+    for bin in ["mesh-control", "mesh-proxy", "helloworld"] {
+        if missing(bin) {
+            eprintln!("SKIPPED: {bin} is not built in {}", bin_dir().display());
+            return;
+        }
+    }
+    let mesh = Mesh {
+        state: tempfile::tempdir().unwrap(),
+    };
+    let canary = example("canary/helloworld-mesh.yaml");
+
+    // No mesh yet: the file alone names subsets no DestinationRule defines.
+    let (code, stdout, _) = outcome(&mesh, &["analyze", &canary]);
+    assert_eq!(code, Some(79), "{stdout}");
+    assert!(stdout.contains("IST0101"), "{stdout}");
+    mesh.ok(&["up", "--detach", "--timeout", "60"]);
+
+    // With the mesh running, the file is analysed with its configuration (the demo's
+    // DestinationRule), and says so.
+    let (code, stdout, stderr) = outcome(&mesh, &["analyze", &canary]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("No validation issues found when analyzing")
+            && stdout.contains("together with the running local mesh"),
+        "{stdout}"
+    );
+    // --use-mesh=false: the file alone again.
+    let (code, stdout, _) = outcome(&mesh, &["analyze", "--use-mesh=false", &canary]);
+    assert_eq!(code, Some(79), "{stdout}");
+    // No path: the running mesh itself.
+    let (code, stdout, _) = outcome(&mesh, &["analyze"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("analyzing the running local mesh"),
+        "{stdout}"
+    );
+
+    // A route to a subset that does not exist: refused with the analyzer's error, nothing
+    // written, traffic unharmed.
+    let missing_subset = mesh.state.path().join("missing-subset.yaml");
+    std::fs::write(
+        &missing_subset,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: helloworld-mesh\nspec:\n  hosts: [helloworld]\n  http:\n  - route:\n    - destination: {host: helloworld, subset: nope}\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = outcome(&mesh, &["apply", "-f", missing_subset.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("Error [IST0101]")
+            && stderr.contains("\"helloworld+nope\"")
+            && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("configured"), "{stdout}");
+    let t = traffic(&mesh, &["--via", "helloworld-safe", "-n", "20"]);
+    assert_eq!(t["statuses"]["200"], 20, "{t:#}");
+
+    // A misspelt kind is an error too, not a silently skipped document.
+    let typo = mesh.state.path().join("typo.yaml");
+    std::fs::write(
+        &typo,
+        std::fs::read_to_string(&canary)
+            .unwrap()
+            .replace("kind: VirtualService", "kind: VirtualSevice"),
+    )
+    .unwrap();
+    let (code, _, stderr) = outcome(&mesh, &["apply", "-f", typo.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("unknown kind VirtualSevice") && stderr.contains("IST0106"),
+        "{stderr}"
+    );
+    let (code, stdout, _) = outcome(&mesh, &["analyze", typo.to_str().unwrap()]);
+    assert_eq!(code, Some(79), "{stdout}");
+    assert!(!stdout.contains("No validation issues"), "{stdout}");
+
+    // A warning is printed and the change applied.
+    let unreachable = mesh.state.path().join("unreachable.yaml");
+    std::fs::write(
+        &unreachable,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: helloworld-mesh\nspec:\n  hosts: [helloworld]\n  http:\n  - route:\n    - destination: {host: helloworld, subset: safe}\n  - match:\n    - headers: {end-user: {exact: jason}}\n    route:\n    - destination: {host: helloworld, subset: risky}\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = outcome(&mesh, &["apply", "-f", unreachable.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stderr.contains("Warning [IST0130]"), "{stderr}");
+    assert!(stdout.contains("configured"), "{stdout}");
+
+    // --force applies despite the error; the missing subset then answers 503.
+    let (code, stdout, stderr) = outcome(
+        &mesh,
+        &["apply", "--force", "-f", missing_subset.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("IST0101") && stdout.contains("configured"),
+        "{stdout}{stderr}"
+    );
+    let t = traffic(&mesh, &["--via", "helloworld-safe", "-n", "20"]);
+    assert_eq!(t["statuses"]["503"], 20, "{t:#}");
+    // Analysing the running mesh now finds it.
+    let (code, stdout, _) = outcome(&mesh, &["analyze"]);
+    assert_eq!(code, Some(79), "{stdout}");
+    assert!(stdout.contains("\"helloworld+nope\""), "{stdout}");
 }

@@ -3,7 +3,8 @@
 //! Endpoints, all `GET`, JSON unless said otherwise:
 //! - `/debug/syncz`: one object per connected proxy (ADS stream) of either
 //!   port: node identity, `port` (`plaintext` or `secure`), the SPIFFE
-//!   `identity` a secure stream authenticated as, connected since, and per
+//!   `identity` a secure stream authenticated as, connected since, the configuration
+//!   `generation` it last translated (pushed and recorded below), and per
 //!   type (`cds`, `eds`, `lds`, `rds`, plus `sds` once it asks for secrets) the sent and
 //!   ACKed version and nonce, the last NACK and the status `SYNCED`, `STALE`,
 //!   `STALE (Never Acknowledged)` or `NOT SENT`; plus Istio's flat fields

@@ -4,7 +4,7 @@
 //! `router`; node metadata carries `LABELS`, `NAMESPACE`, `SERVICE_ACCOUNT`, `WORKLOAD_NAME`
 //! and `CLUSTER_ID` as an Istio-bootstrapped Envoy sends them. The `MESH_*` keys describe the
 //! addresses of a proxy running in local mode (no traffic capture, see the control-plane
-//! contract).
+//! contract), and `MESH_ACCESS_LOG_FILE` asks for an access log (Istio's `accessLogFile`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -33,6 +33,9 @@ pub const META_INBOUND_ADDRESS: &str = "MESH_INBOUND_ADDRESS";
 pub const META_APP_ADDRESS: &str = "MESH_APP_ADDRESS";
 /// Metadata key: a router's `PORT=ADDR,...` gateway port bindings in local mode.
 pub const META_GATEWAY_PORTS: &str = "MESH_GATEWAY_PORTS";
+/// Metadata key: where the proxy's HTTP listeners write an access log in Envoy's default
+/// format (`/dev/stdout`, `/dev/stderr` or a path), as Istio's `meshConfig.accessLogFile`.
+pub const META_ACCESS_LOG_FILE: &str = "MESH_ACCESS_LOG_FILE";
 
 /// The role of a proxy, from the first field of its node id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -86,6 +89,8 @@ pub struct ProxyNode {
     pub cluster_id: String,
     /// Set when `MESH_LOCAL_MODE` is `"true"`.
     pub local: Option<LocalPorts>,
+    /// `MESH_ACCESS_LOG_FILE`: the access log of the proxy's HTTP listeners, if any.
+    pub access_log_file: Option<String>,
 }
 
 /// The longest node id accepted: four fields, the pod and namespace names
@@ -209,6 +214,8 @@ impl ProxyNode {
             None
         };
 
+        let access_log_file = Some(get(META_ACCESS_LOG_FILE, "")?).filter(|f| !f.is_empty());
+
         Ok(ProxyNode {
             id,
             kind,
@@ -220,6 +227,7 @@ impl ProxyNode {
             workload_name,
             cluster_id,
             local,
+            access_log_file,
         })
     }
 
@@ -236,6 +244,7 @@ impl ProxyNode {
             workload_name: String::new(),
             cluster_id: "Kubernetes".to_string(),
             local: None,
+            access_log_file: None,
         }
     }
 }
@@ -335,6 +344,7 @@ mod tests {
         assert_eq!(p.workload_name, "reviews-v2");
         assert_eq!(p.cluster_id, "Kubernetes");
         assert!(p.local.is_none());
+        assert!(p.access_log_file.is_none());
     }
 
     #[test]
@@ -348,10 +358,12 @@ mod tests {
                     s("80=127.0.0.1:18080, 443=127.0.0.1:18443"),
                 ),
                 ("MESH_OUTBOUND_ADDRESS", s("127.0.0.1:15001")),
+                ("MESH_ACCESS_LOG_FILE", s("/dev/stdout")),
             ],
         );
         let p = ProxyNode::from_node(&n).unwrap();
         assert_eq!(p.kind, ProxyKind::Router);
+        assert_eq!(p.access_log_file.as_deref(), Some("/dev/stdout"));
         let local = p.local.unwrap();
         assert_eq!(local.gateway_ports[&80].port(), 18080);
         assert_eq!(local.gateway_ports[&443].port(), 18443);

@@ -179,7 +179,7 @@ pub fn listen(
     )?;
     let dns: Vec<String> = CONTROL_PLANE_DNS_NAMES.map(String::from).to_vec();
     let issued = ca.issue_identity(&identity, &dns, serving_ttl)?;
-    tracing::info!(%identity, not_after = ?issued.not_after, "issued the control plane's serving certificate");
+    tracing::info!(%identity, not_after = %mesh_ca::rfc3339(issued.not_after), "issued the control plane's serving certificate");
     let mut config = mesh_ca::tls::server_config(&issued, ClientAuth::Optional)?;
     let serving = Arc::new(ServingCertificate::new(issued)?);
     config.cert_resolver = serving.clone();
@@ -223,7 +223,7 @@ async fn renew(
             });
         match renewed {
             Ok(not_after) => {
-                tracing::info!(%identity, ?not_after, "renewed the control plane's serving certificate");
+                tracing::info!(%identity, not_after = %mesh_ca::rfc3339(not_after), "renewed the control plane's serving certificate");
                 wait = half_life_left(&serving.identity());
             }
             Err(e) => {

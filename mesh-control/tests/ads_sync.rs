@@ -185,6 +185,8 @@ async fn editing_a_virtual_service_weight_pushes_a_new_rds_version_only() {
     let bound = start(dir.path()).await;
     let mut client = AdsClient::connect(bound.xds_address(), node(NODE_ID)).await;
     let s = sync_all(&mut client).await;
+    let first = syncz_of(&bound, NODE_ID).await.unwrap_or_default();
+    assert_eq!(first["generation"], 1, "{first:#}");
 
     write(dir.path(), "virtual-service.yaml", &virtual_service(80, 20));
     // Routes alone changed: the next response is RDS (CDS/EDS/LDS would come first).
@@ -210,6 +212,12 @@ async fn editing_a_virtual_service_weight_pushes_a_new_rds_version_only() {
     })
     .await
     .unwrap();
+    // The stream says which configuration generation it pushed (what `meshctl apply` waits
+    // for): the one `/debug/configz` shows.
+    let p = syncz_of(&bound, NODE_ID).await.unwrap_or_default();
+    let configz = get_json(&bound, "/debug/configz").await;
+    assert_eq!(p["generation"], configz["generation"], "{p:#}");
+    assert!(configz["generation"].as_u64() >= Some(2), "{configz:#}");
     // The push was timed: one push and one convergence sample.
     let metrics = bound.metrics().encode();
     assert!(

@@ -449,3 +449,57 @@ fn inbound_listener_in_local_mode() {
     // No outbound address: no outbound listener.
     assert!(!x.listeners.contains_key(OUTBOUND_HTTP_PROXY_LISTENER));
 }
+
+/// Istio's `filter_metadata.istio.config` of a resource, if any.
+fn istio_config(m: Option<&envoy_types::pb::envoy::config::core::v3::Metadata>) -> Option<String> {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    match m?
+        .filter_metadata
+        .get("istio")?
+        .fields
+        .get("config")?
+        .kind
+        .as_ref()?
+    {
+        Kind::StringValue(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn clusters_routes_and_virtual_hosts_name_the_istio_resource_they_come_from() {
+    let x = run(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews-split}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v1}\n",
+    );
+    let dr = "/apis/networking.istio.io/v1/namespaces/default/destination-rule/reviews";
+    for name in [CLUSTER, V1, V2] {
+        assert_eq!(
+            istio_config(x.clusters[name].metadata.as_ref()).as_deref(),
+            Some(dr),
+            "{name}"
+        );
+    }
+    let vs = "/apis/networking.istio.io/v1/namespaces/default/virtual-service/reviews-split";
+    let routes = reviews_routes(&x);
+    assert_eq!(
+        istio_config(routes[0].metadata.as_ref()).as_deref(),
+        Some(vs)
+    );
+    let rc: &RouteConfiguration = &x.routes[HTTP_PROXY_ROUTE];
+    let vh = rc
+        .virtual_hosts
+        .iter()
+        .find(|v| v.name == "reviews.default.svc.cluster.local:9080")
+        .unwrap();
+    assert_eq!(istio_config(vh.metadata.as_ref()).as_deref(), Some(vs));
+    // Without a VirtualService the default route names none; the blackhole cluster no rule.
+    let plain = run("");
+    assert_eq!(
+        istio_config(reviews_routes(&plain)[0].metadata.as_ref()),
+        None
+    );
+    assert_eq!(
+        istio_config(plain.clusters["BlackHoleCluster"].metadata.as_ref()),
+        None
+    );
+}

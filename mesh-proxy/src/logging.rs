@@ -3,11 +3,19 @@
 //! Components have Envoy's names (`router`, `upstream`, `pool`, ...) and map
 //! to this crate's tracing targets. Changing a level rebuilds the tracing
 //! filter through a reload handle, when the binary installed one.
+//!
+//! Every name of Envoy's logger list ([`ENVOY_LOGGERS`]) is accepted, so that
+//! commands written for Envoy work as typed (Istio's tutorial sets
+//! `connection:debug,conn_handler:debug,filter:debug,router:debug,http:debug,upstream:debug`);
+//! a name mesh-proxy logs nothing under is accepted without effect, and the
+//! listing names those apart from the active loggers, so nobody waits for
+//! lines that will never come.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-/// Envoy logger names and the tracing targets that implement them.
+/// Envoy logger names and the tracing targets that implement them. A target
+/// belongs to one component only (the most specific directive wins).
 pub const COMPONENTS: &[(&str, &[&str])] = &[
     ("admin", &["mesh_proxy::admin"]),
     (
@@ -16,9 +24,12 @@ pub const COMPONENTS: &[(&str, &[&str])] = &[
             "mesh_proxy::server",
             "mesh_proxy::bootstrap",
             "mesh_proxy::compile",
+            // Envoy logs its xDS subscriptions under `config`.
+            "mesh_proxy::xds",
         ],
     ),
-    ("connection", &["mesh_proxy::listener"]),
+    // Envoy logs TLS handshakes under `connection`.
+    ("connection", &["mesh_proxy::listener", "mesh_proxy::tls"]),
     ("filter", &["mesh_proxy::filter_chain"]),
     ("http", &["mesh_proxy::http::conn_manager"]),
     ("main", &["mesh_proxy"]),
@@ -27,9 +38,82 @@ pub const COMPONENTS: &[(&str, &[&str])] = &[
         "router",
         &["mesh_proxy::http::forward", "mesh_proxy::http::router"],
     ),
+    // The workload certificate: fetched from the CA and rotated.
+    ("secret", &["mesh_proxy::identity"]),
+    ("stats", &["mesh_proxy::stats"]),
     ("tcp", &["mesh_proxy::tcp_proxy"]),
     ("upstream", &["mesh_proxy::upstream"]),
 ];
+
+/// Envoy's logger names (`ALL_LOGGER_IDS` in Envoy's
+/// `source/common/common/logger.h`): each is accepted by `/logging`; those not
+/// in [`COMPONENTS`] have nothing to log in mesh-proxy.
+pub const ENVOY_LOGGERS: &[&str] = &[
+    "admin",
+    "alternate_protocols_cache",
+    "aws",
+    "assert",
+    "backtrace",
+    "basic_auth",
+    "cache_filter",
+    "client",
+    "config",
+    "connection",
+    "conn_handler",
+    "decompression",
+    "dns",
+    "dubbo",
+    "envoy_bug",
+    "ext_authz",
+    "ext_proc",
+    "rocketmq",
+    "file",
+    "filter",
+    "forward_proxy",
+    "geolocation",
+    "grpc",
+    "happy_eyeballs",
+    "hc",
+    "health_checker",
+    "http",
+    "http2",
+    "hystrix",
+    "init",
+    "io",
+    "jwt",
+    "kafka",
+    "key_value_store",
+    "lua",
+    "main",
+    "matcher",
+    "misc",
+    "mongo",
+    "multi_connection",
+    "oauth2",
+    "quic",
+    "quic_stream",
+    "pool",
+    "rate_limit_quota",
+    "rbac",
+    "rds",
+    "redis",
+    "router",
+    "runtime",
+    "stats",
+    "secret",
+    "tap",
+    "testing",
+    "thrift",
+    "tracing",
+    "upstream",
+    "udp",
+    "wasm",
+    "websocket",
+    "golang",
+];
+
+/// The heading of the listing's line of loggers accepted without effect.
+pub const WITHOUT_EFFECT: &str = "accepted, nothing to log in mesh-proxy:";
 
 pub const LEVELS: &[&str] = &[
     "trace", "debug", "info", "warning", "error", "critical", "off",
@@ -85,13 +169,20 @@ impl LogControl {
         }
     }
 
-    /// Envoy's listing: `active loggers:` then `  NAME: LEVEL` lines.
+    /// Envoy's listing: `active loggers:` then `  NAME: LEVEL` lines; then, on
+    /// one line, Envoy's loggers that are accepted but have nothing to log here.
     pub fn render(&self) -> String {
         let levels = self.levels.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::from("active loggers:\n");
         for (name, level) in levels.iter() {
             out.push_str(&format!("  {name}: {level}\n"));
         }
+        let idle: Vec<&str> = ENVOY_LOGGERS
+            .iter()
+            .copied()
+            .filter(|n| !levels.contains_key(n))
+            .collect();
+        out.push_str(&format!("{WITHOUT_EFFECT} {}\n", idle.join(", ")));
         out
     }
 
@@ -115,14 +206,19 @@ impl LogControl {
         self.reapply()
     }
 
-    /// `router:debug,upstream:trace`.
+    /// `router:debug,upstream:trace`. Every name and level is checked before
+    /// anything changes; Envoy's loggers without a component here are
+    /// accepted and change nothing.
     pub fn set_paths(&self, spec: &str) -> Result<(), LoggingError> {
         let mut changes = Vec::new();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (name, level) = part
                 .split_once(':')
                 .ok_or_else(|| LoggingError::Malformed(part.into()))?;
-            changes.push((component(name)?, canonical(level)?));
+            let level = canonical(level)?;
+            if let Some(component) = component(name)? {
+                changes.push((component, level));
+            }
         }
         {
             let mut levels = self.levels.lock().unwrap_or_else(|e| e.into_inner());
@@ -168,12 +264,16 @@ impl LogControl {
     }
 }
 
-fn component(name: &str) -> Result<&'static str, LoggingError> {
-    COMPONENTS
-        .iter()
-        .map(|(n, _)| *n)
-        .find(|n| *n == name)
-        .ok_or_else(|| LoggingError::UnknownLogger(name.into()))
+/// The component of a logger name; `None` for an Envoy logger with nothing
+/// to log here.
+fn component(name: &str) -> Result<Option<&'static str>, LoggingError> {
+    if let Some(c) = COMPONENTS.iter().map(|(n, _)| *n).find(|n| *n == name) {
+        return Ok(Some(c));
+    }
+    if ENVOY_LOGGERS.contains(&name) {
+        return Ok(None);
+    }
+    Err(LoggingError::UnknownLogger(name.into()))
 }
 
 fn canonical(level: &str) -> Result<&'static str, LoggingError> {
@@ -245,8 +345,40 @@ mod tests {
             Err(LoggingError::UnknownLogger(_))
         ));
         assert!(matches!(
+            c.set_paths("router:info,nope:debug"),
+            Err(LoggingError::UnknownLogger(_))
+        ));
+        assert_eq!(c.level_of("router"), Some("warning"), "nothing changed");
+        assert!(matches!(
             c.set_all("loud"),
             Err(LoggingError::UnknownLevel(_))
         ));
+    }
+
+    #[test]
+    fn envoys_logger_list_is_accepted_and_the_idle_ones_are_named() {
+        let c = LogControl::new("info", None).unwrap();
+        // Istio's tutorial, as typed.
+        c.set_paths(
+            "connection:debug,conn_handler:debug,filter:debug,router:debug,http:debug,upstream:debug",
+        )
+        .unwrap();
+        for name in ["connection", "filter", "router", "http", "upstream"] {
+            assert_eq!(c.level_of(name), Some("debug"), "{name}");
+        }
+        assert!(c.directives().contains("mesh_proxy::tls=debug"));
+        let listing = c.render();
+        assert!(!listing.contains("  conn_handler:"), "{listing}");
+        let idle = listing
+            .lines()
+            .find_map(|l| l.strip_prefix(WITHOUT_EFFECT))
+            .unwrap_or_else(|| panic!("{listing}"));
+        assert!(idle.contains(" conn_handler,"), "{listing}");
+        assert!(!idle.contains("router"), "{listing}");
+        c.set_one("rbac", "trace").unwrap();
+        // Every component is one of Envoy's names, but `tcp` (mesh-proxy's own).
+        for (name, _) in COMPONENTS {
+            assert!(ENVOY_LOGGERS.contains(name) || *name == "tcp", "{name}");
+        }
     }
 }

@@ -19,6 +19,9 @@ pub const XDS_CLUSTER: &str = "xds-grpc";
 pub const CLUSTER_ID: &str = "Kubernetes";
 /// Istio version reported in node metadata, so tools keyed on it behave.
 pub const ISTIO_VERSION: &str = "1.24.0";
+/// Where the gateway writes its access log (Envoy's default format): its stdout, which `up`
+/// sends to `STATE/logs/proxy-istio-ingressgateway.log` (`meshctl logs gateway`).
+pub const GATEWAY_ACCESS_LOG: &str = "/dev/stdout";
 /// SNI sent to the control plane's secure port (istiod's service name in Istio).
 pub const XDS_TLS_SNI: &str = "istiod.istio-system.svc";
 
@@ -112,6 +115,8 @@ impl ProxyBootstrap {
             }
             ProxyRole::Router { ports } => {
                 metadata["MESH_GATEWAY_PORTS"] = gateway_ports(ports).into();
+                // As Istio's demo profile: the gateway logs every request (its log file).
+                metadata["MESH_ACCESS_LOG_FILE"] = GATEWAY_ACCESS_LOG.into();
             }
         }
         // Istio's `cluster` is `app.namespace` (or the workload name).
@@ -273,6 +278,13 @@ mod tests {
             "80=127.0.0.1:18080,443=127.0.0.1:18443"
         );
         assert!(b["node"]["metadata"].get("MESH_INBOUND_ADDRESS").is_none());
+        assert_eq!(b["node"]["metadata"]["MESH_ACCESS_LOG_FILE"], "/dev/stdout");
+        // Sidecars log no requests (their apps do).
+        assert!(
+            sidecar().to_json()["node"]["metadata"]
+                .get("MESH_ACCESS_LOG_FILE")
+                .is_none()
+        );
     }
 
     #[test]

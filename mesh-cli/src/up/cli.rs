@@ -52,7 +52,8 @@ pub struct StatusArgs {
 }
 
 /// Apply Istio YAML to the running local mesh (its control plane picks it up): each resource
-/// replaces the one of the same kind, namespace and name.
+/// replaces the one of the same kind, namespace and name. The change is analysed first with
+/// the mesh's configuration: errors refuse it (unless `--force`), warnings are printed.
 #[derive(Args, Debug)]
 pub struct ApplyArgs {
     /// A file or a directory (its .yaml, .yml and .json files, recursively); repeatable.
@@ -61,12 +62,25 @@ pub struct ApplyArgs {
     /// Remove the resources of the files (by kind, namespace and name) instead.
     #[arg(short = 'd', long)]
     pub delete: bool,
+    /// Wait until every proxy the change affects has acknowledged it; `--wait=false` returns
+    /// once the files are written.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true")]
+    pub wait: bool,
+    /// How long to wait, e.g. `30s`, `2m`.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Apply even when the analysis of the change finds errors.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Send requests and count the answers by version and status.
 #[derive(Args, Debug)]
 pub struct TrafficArgs {
-    /// `gateway`, or a workload whose sidecar to send through (as its app would).
+    /// `gateway` (or `istio-ingressgateway.istio-system`), or a workload whose sidecar to send
+    /// through, as its app would: any name `proxy-status` prints, a short name or
+    /// `deploy/NAME.NAMESPACE`.
     #[arg(long, default_value = "gateway")]
     pub via: String,
     /// Number of requests (default 100 when no --rate/--duration).
@@ -98,7 +112,8 @@ fn parse_header_arg(s: &str) -> Result<(String, String), String> {
     super::http::parse_header(s).map_err(|e| e.to_string())
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+/// `500ms`, `10s`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .map(|i| s.split_at(i))
@@ -149,7 +164,13 @@ pub fn status(a: StatusArgs) -> ExitCode {
 }
 
 pub fn apply(a: ApplyArgs) -> ExitCode {
-    report("apply", super::apply(&a.files, a.delete))
+    let opts = super::ApplyOptions {
+        files: a.files,
+        delete: a.delete,
+        wait: a.wait.then_some(a.timeout),
+        force: a.force,
+    };
+    report("apply", super::apply(&opts))
 }
 
 pub fn traffic(a: TrafficArgs) -> ExitCode {

@@ -256,7 +256,7 @@ impl ResourceId {
     }
 
     /// `applied/virtualservice.default.helloworld.yaml`.
-    fn applied_path(&self) -> PathBuf {
+    pub fn applied_path(&self) -> PathBuf {
         Path::new(APPLIED_DIR).join(format!(
             "{}.{}.{}.yaml",
             self.kind.to_ascii_lowercase(),

@@ -17,7 +17,9 @@ pub mod cli;
 pub mod demo;
 pub mod http;
 pub mod identity;
+pub mod invocation;
 pub mod meshdir;
+pub mod names;
 pub mod process;
 pub mod state;
 pub mod traffic;
@@ -333,6 +335,10 @@ pub fn up(opts: &UpOptions) -> anyhow::Result<()> {
             .get(&meshdir::DEFAULT_GATEWAY_PORT)
             .map(|a| format!("http://{a}"))
             .unwrap_or_default(),
+        address: gw_ports
+            .get(&meshdir::DEFAULT_GATEWAY_PORT)
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         ports: gw_ports,
     };
     boots.push((format!("proxy/{GATEWAY_NAME}"), gw));
@@ -385,10 +391,11 @@ pub fn up(opts: &UpOptions) -> anyhow::Result<()> {
         processes: running.records(),
     };
     state.save()?;
+    let meshctl = invocation::meshctl_command();
     println!("{}", render_status(&state, None));
-    print_next_steps(&state);
+    print!("\n{}", next_steps(&state, &meshctl));
     if opts.detach {
-        println!("The mesh keeps running; stop it with `meshctl down`.");
+        println!("The mesh keeps running; stop it with `{meshctl} down`.");
         return Ok(());
     }
     println!("Press Ctrl-C to stop the mesh.");
@@ -578,6 +585,9 @@ fn start_all(
                 b.admin.port().to_string(),
                 "-l".into(),
                 "warning".into(),
+                // The access log reaches the log file within a second, not Envoy's 10 s.
+                "--file-flush-interval-msec".into(),
+                "1000".into(),
             ],
         };
         start(running, name, proxy_bin, args, vec![])?;
@@ -792,6 +802,10 @@ pub fn status(json: bool) -> anyhow::Result<()> {
             p["running"] = process::is_running(pid, &program).into();
         }
         v["sync"] = serde_json::to_value(&syncz)?;
+        // A state file written before `address` existed: from the URL.
+        if state.gateway.address.is_empty() {
+            v["gateway"]["address"] = state.gateway.url.trim_start_matches("http://").into();
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("{}", render_status(&state, syncz.as_ref()));
@@ -927,40 +941,75 @@ pub fn render_status(state: &MeshState, syncz: Option<&BTreeMap<String, String>>
     out
 }
 
-fn print_next_steps(state: &MeshState) {
-    println!("\nTry:");
-    println!(
-        "  curl {}/hello                      # through the ingress gateway",
-        state.gateway.url
-    );
+/// What to try next, with the command that runs this `meshctl` (see [`invocation`]); one
+/// command per line, none of them piped into another.
+pub fn next_steps(state: &MeshState, meshctl: &str) -> String {
+    let mut lines = vec![(
+        format!("curl {}/hello", state.gateway.url),
+        "through the ingress gateway".to_string(),
+    )];
     if let Some(s) = state.sidecars.iter().find(|s| s.service.is_some()) {
         let service = s.service.as_deref().unwrap_or_default();
         let (name, port) = service
             .split_once(':')
             .map(|(h, p)| (h.split('.').next().unwrap_or(h), p))
             .unwrap_or((service, ""));
-        println!(
-            "  http_proxy=http://{} curl http://{name}:{port}/hello   # through {}'s sidecar",
-            s.outbound_address, s.workload
-        );
+        lines.push((
+            format!(
+                "http_proxy=http://{} curl http://{name}:{port}/hello",
+                s.outbound_address
+            ),
+            format!("through {}'s sidecar", s.workload),
+        ));
     }
-    println!("  meshctl traffic -n 100                # the distribution of answers by version");
+    lines.push((
+        format!("{meshctl} traffic -n 100"),
+        "the distribution of answers by version".into(),
+    ));
     if let Some(s) = state.sidecars.first() {
-        println!(
-            "  meshctl proxy-config secret {}   # its certificate (mTLS between sidecars is automatic)",
-            s.workload
-        );
+        lines.push((
+            format!("{meshctl} proxy-config secret {}", s.workload),
+            "its certificate (mTLS between sidecars is automatic)".into(),
+        ));
     }
-    println!("  meshctl apply -f FILE.yaml            # change the rules of the running mesh");
-    println!("  meshctl status | meshctl down");
+    lines.push((
+        format!("{meshctl} apply -f FILE.yaml"),
+        "change the rules; returns once the proxies have them".into(),
+    ));
+    lines.push((
+        format!("{meshctl} logs gateway -f"),
+        "the gateway's access log".into(),
+    ));
+    lines.push((format!("{meshctl} status"), "what runs where".into()));
+    lines.push((format!("{meshctl} down"), "stop the mesh".into()));
+    let width = lines.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
+    let mut out = String::from("Try:\n");
+    for (cmd, why) in lines {
+        out.push_str(&format!("  {cmd:<width$}   # {why}\n"));
+    }
+    out
 }
 
-/// `meshctl apply -f FILE`: checks the file and copies it into the running mesh's config
-/// directory, which the control plane watches.
-/// `meshctl apply -f FILE|DIR...` (`--delete`: remove): every file must load first; then
-/// each resource replaces (or removes) the one of the same kind, namespace and name in the
-/// running mesh's config dir, whatever file either came from.
-pub fn apply(files: &[PathBuf], delete: bool) -> anyhow::Result<()> {
+/// What `meshctl apply` does.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Files and directories.
+    pub files: Vec<PathBuf>,
+    /// Remove their resources instead.
+    pub delete: bool,
+    /// Wait (at most this long) until every affected proxy ACKed the change.
+    pub wait: Option<Duration>,
+    /// Apply even when the analysis finds errors.
+    pub force: bool,
+}
+
+/// `meshctl apply -f FILE|DIR...` (`--delete`: remove): every file must load first, and the
+/// analysis of the change with the running mesh's configuration must find no error (unless
+/// `force`; its warnings are printed); then each resource replaces (or removes) the one of the same kind, namespace and name in the
+/// running mesh's config dir (which the control plane watches), whatever file either came
+/// from; then, unless told not to, waits until every proxy the change affects has ACKed the
+/// configuration generation that holds it (see [`crate::wait`]).
+pub fn apply(opts: &ApplyOptions) -> anyhow::Result<()> {
     let dir = state::state_dir()?;
     let Some(state) = MeshState::load(&dir)? else {
         bail!(
@@ -968,11 +1017,33 @@ pub fn apply(files: &[PathBuf], delete: bool) -> anyhow::Result<()> {
             dir.display()
         );
     };
-    let docs = meshdir::read_apply_input(files)?;
-    if docs.is_empty() {
-        bail!("no Istio resource in {}", display_paths(files));
+    let docs = meshdir::read_apply_input(&opts.files)?;
+    // The analysis of the change with the mesh's configuration: what it would add.
+    let found = crate::analyze::check_change(&state.config_dir, &opts.files, opts.delete);
+    for m in &found {
+        eprintln!("{m}");
     }
-    let outcome = meshdir::apply_to_config_dir(&state.config_dir, &docs, delete)?;
+    if mesh_api::analysis::has_errors(&found) {
+        if !opts.force {
+            bail!(
+                "nothing applied: the analysis of the change with the running mesh's configuration found errors (above); fix them, or apply anyway with --force"
+            );
+        }
+        eprintln!("applying despite the errors above (--force)");
+    }
+    if docs.is_empty() {
+        bail!("no Istio resource in {}", display_paths(&opts.files));
+    }
+    let debug = state.control_plane.debug_address;
+    // Before writing: which proxies get a push is judged against this.
+    let before = match opts.wait {
+        Some(_) => Some(crate::wait::snapshot(debug).context(
+            "cannot wait for the proxies (is the mesh running? see `meshctl status`); \
+             `--wait=false` applies without waiting",
+        )?),
+        None => None,
+    };
+    let outcome = meshdir::apply_to_config_dir(&state.config_dir, &docs, opts.delete)?;
     let mut missing = Vec::new();
     for (id, action) in &outcome {
         println!("{id} {action}");
@@ -982,6 +1053,11 @@ pub fn apply(files: &[PathBuf], delete: bool) -> anyhow::Result<()> {
     }
     if !missing.is_empty() {
         bail!("not in the running mesh: {}", missing.join(", "));
+    }
+    if let (Some(timeout), Some(before)) = (opts.wait, before) {
+        let expected = crate::wait::Expectation::of_documents(&docs, opts.delete);
+        let done = crate::wait::wait(debug, &expected, Some(&before), timeout)?;
+        println!("{}", done.describe());
     }
     Ok(())
 }
@@ -1045,6 +1121,7 @@ mod tests {
                 admin_address: a(4),
                 ports: BTreeMap::from([(80, a(5))]),
                 url: "http://127.0.0.1:5".into(),
+                address: "127.0.0.1:5".into(),
             },
             sidecars: vec![],
             processes: vec![],
@@ -1069,5 +1146,30 @@ mod tests {
         let out = render_status(&state, None);
         assert!(out.contains("xds 127.0.0.1:1 debug 127.0.0.1:2"), "{out}");
         assert!(!out.contains("CA:"), "{out}");
+    }
+
+    #[test]
+    fn next_steps_name_the_command_and_pipe_nothing_into_down() {
+        let state: MeshState = serde_json::from_value(serde_json::json!({
+            "state_dir": "/s", "config_dir": "/s/config", "log_dir": "/s/logs",
+            "source": "demo", "proxy": "mesh-proxy", "supervisor_pid": null,
+            "control_plane": {"xds_address": "127.0.0.1:1", "debug_address": "127.0.0.1:2"},
+            "gateway": {"name": "istio-ingressgateway", "namespace": "istio-system",
+                        "node_id": "router~x", "admin_address": "127.0.0.1:4",
+                        "ports": {"80": "127.0.0.1:5"}, "url": "http://127.0.0.1:5"},
+            "sidecars": [], "processes": []
+        }))
+        .unwrap();
+        assert_eq!(state.gateway.address, "", "an older state file still loads");
+        let text = next_steps(&state, "cargo run -q -p mesh-cli --");
+        assert!(
+            text.contains("  cargo run -q -p mesh-cli -- traffic -n 100 "),
+            "{text}"
+        );
+        assert!(
+            text.contains("  cargo run -q -p mesh-cli -- down "),
+            "{text}"
+        );
+        assert!(!text.contains('|'), "{text}");
     }
 }

@@ -85,6 +85,9 @@ pub struct GatewayProxy {
     pub ports: BTreeMap<u32, SocketAddr>,
     /// `http://ADDR` of the port-80 server.
     pub url: String,
+    /// `HOST:PORT` of the port-80 server (Istio's `GATEWAY_URL`).
+    #[serde(default)]
+    pub address: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -235,33 +235,21 @@ fn target(
     } else {
         format!("/{}", opts.path)
     };
-    if opts.via == "gateway" {
-        let addr = state
-            .gateway
-            .ports
-            .get(&super::meshdir::DEFAULT_GATEWAY_PORT)
-            .or_else(|| state.gateway.ports.values().next())
-            .copied()
-            .context("the gateway has no port")?;
-        let host = opts.host.clone().unwrap_or_else(|| addr.to_string());
-        return Ok((addr, host, path));
-    }
-    let sidecar = state
-        .sidecars
-        .iter()
-        .find(|s| s.workload == opts.via || format!("{}.{}", s.workload, s.namespace) == opts.via)
-        .with_context(|| {
-            format!(
-                "--via {}: no such workload; use `gateway` or one of: {}",
-                opts.via,
-                state
-                    .sidecars
-                    .iter()
-                    .map(|s| s.workload.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })?;
+    let sidecar = match super::names::resolve(state, &opts.via)
+        .with_context(|| format!("--via {}", opts.via))?
+    {
+        super::names::ProxyRef::Gateway(gateway) => {
+            let addr = gateway
+                .ports
+                .get(&super::meshdir::DEFAULT_GATEWAY_PORT)
+                .or_else(|| gateway.ports.values().next())
+                .copied()
+                .context("the gateway has no port")?;
+            let host = opts.host.clone().unwrap_or_else(|| addr.to_string());
+            return Ok((addr, host, path));
+        }
+        super::names::ProxyRef::Sidecar(sidecar) => sidecar,
+    };
     let host = match &opts.host {
         Some(h) => h.clone(),
         None => {

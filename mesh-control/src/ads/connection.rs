@@ -217,6 +217,7 @@ pub(super) async fn run(
         port: auth.port(),
         identity: auth.identity(),
         connected_since: Some(SystemTime::now()),
+        generation: snapshot.generation,
         types: XdsType::CONFIG
             .into_iter()
             .map(|t| (t.label(), TypeStatus::new(t)))
@@ -507,6 +508,11 @@ impl Connection {
                 self.publish(t);
             }
         }
+        // After the types: a reader that sees this generation sees what it pushed.
+        let generation = self.snapshot.generation;
+        self.ctx
+            .sync
+            .update(&self.id, |p| p.generation = generation);
         true
     }
 }

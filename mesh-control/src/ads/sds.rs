@@ -70,7 +70,7 @@ impl SecretCache {
         // under the lock so that concurrent streams of one workload share it.
         let fresh = Arc::new(self.ca.issue_identity(identity, &[], self.ttl)?);
         self.metrics.sds_certificates_issued.inc();
-        tracing::info!(%identity, not_after = ?fresh.not_after, "issued a workload certificate for SDS");
+        tracing::info!(%identity, not_after = %mesh_ca::rfc3339(fresh.not_after), "issued a workload certificate for SDS");
         issued.insert(identity.clone(), fresh.clone());
         Ok(fresh)
     }

@@ -96,6 +96,10 @@ pub struct ProxyStatus {
     pub identity: Option<String>,
     #[serde(serialize_with = "serialize_time")]
     pub connected_since: Option<SystemTime>,
+    /// The configuration generation (`/debug/configz`'s `generation`) this stream last
+    /// translated; raised only once what that generation changed was sent and recorded in
+    /// `types`, so `generation >= G` with every type `SYNCED` means the proxy ACKed G.
+    pub generation: u64,
     /// Per type, keyed `cds`, `eds`, `lds`, `rds`, and `sds` once the proxy
     /// subscribes to secrets.
     pub types: BTreeMap<&'static str, TypeStatus>,

@@ -37,12 +37,13 @@ use mesh_api::networking::destination_rule::{
     SimpleLb, TrafficPolicy,
 };
 
-use super::envoy::{ads, any, duration, u32v};
+use super::envoy::{ads, any, duration, istio_config_metadata, u32v};
 use super::mtls::{
     auto_mtls_applies, auto_mtls_matches, istio_mutual_socket, istio_sni, sidecar_endpoint_metadata,
 };
 use super::{Scope, XdsResources};
 use crate::registry::{Resolution, Service, ServicePort};
+use mesh_api::ResourceMeta;
 
 /// Where routes with no usable destination point; a static cluster with no endpoints.
 pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
@@ -102,12 +103,12 @@ pub(crate) fn policy_for<'a>(
 /// Adds the outbound clusters (and EDS assignments) of every service in scope.
 pub(crate) fn build(scope: &Scope<'_>, out: &mut XdsResources) {
     for svc in &scope.services {
-        let dr = scope.destination_rule(svc);
+        let dr = scope.destination_rule_with_meta(svc);
         for port in &svc.ports {
             add(scope, svc, port, None, dr, out);
-            if let Some(dr) = dr {
-                for subset in &dr.subsets {
-                    add(scope, svc, port, Some(subset), Some(dr), out);
+            if let Some((_, spec)) = dr {
+                for subset in &spec.subsets {
+                    add(scope, svc, port, Some(subset), dr, out);
                 }
             }
         }
@@ -130,9 +131,10 @@ fn add(
     svc: &Service,
     port: &ServicePort,
     subset: Option<&mesh_api::networking::destination_rule::Subset>,
-    dr: Option<&DestinationRuleSpec>,
+    dr: Option<(&ResourceMeta, &DestinationRuleSpec)>,
     out: &mut XdsResources,
 ) {
+    let (dr_meta, dr) = (dr.map(|(m, _)| m), dr.map(|(_, d)| d));
     let subset_name = subset.map(|s| s.name.as_str());
     let name = outbound_cluster_name(port.number, subset_name, &svc.hostname);
     let policy = policy_for(dr, port.number, subset_name);
@@ -142,6 +144,8 @@ fn add(
     let mut c = Cluster {
         name: name.clone(),
         connect_timeout: Some(duration(DEFAULT_CONNECT_TIMEOUT)),
+        // The DestinationRule behind the cluster, as Istio records it.
+        metadata: dr_meta.map(istio_config_metadata),
         ..Default::default()
     };
     match svc.resolution {

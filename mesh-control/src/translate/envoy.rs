@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::{
-    AggregatedConfigSource, ApiVersion, ConfigSource, HeaderValue, HeaderValueOption,
+    AggregatedConfigSource, ApiVersion, ConfigSource, HeaderValue, HeaderValueOption, Metadata,
     RuntimeFractionalPercent, SocketAddress, address, config_source::ConfigSourceSpecifier,
     header_value_option::HeaderAppendAction, socket_address,
 };
@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatcher, StringMatcher, string_matcher::MatchPattern,
 };
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
-use envoy_types::pb::google::protobuf::{Any, BoolValue, UInt32Value};
+use envoy_types::pb::google::protobuf::{Any, BoolValue, Struct, UInt32Value, Value, value};
 use mesh_api::common::{HeaderOperations, StringMatch};
 use prost::{Message, Name};
 
@@ -124,6 +124,43 @@ fn header_option(key: &str, value: &str, action: HeaderAppendAction) -> HeaderVa
             ..Default::default()
         }),
         append_action: action as i32,
+        ..Default::default()
+    }
+}
+
+/// The filter metadata key Istio records a resource's origin under.
+pub const ISTIO_METADATA_KEY: &str = "istio";
+
+/// Istio's record of the Istio resource a translated cluster, route or virtual host came from:
+/// `filter_metadata.istio.config = /apis/GROUP/VERSION/namespaces/NS/KIND/NAME` (the kind in
+/// kebab case, `destination-rule`), as `util.BuildConfigInfoMetadata` writes it, so that
+/// `istioctl proxy-config` and `meshctl proxy-config` can name the rule behind each.
+pub fn istio_config_metadata(meta: &mesh_api::ResourceMeta) -> Metadata {
+    let mut kind = String::new();
+    for (i, c) in meta.kind.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            kind.push('-');
+        }
+        kind.push(c.to_ascii_lowercase());
+    }
+    let path = format!(
+        "/apis/{}/namespaces/{}/{kind}/{}",
+        meta.api_version, meta.namespace, meta.name
+    );
+    let config = Struct {
+        fields: [(
+            "config".to_string(),
+            Value {
+                kind: Some(value::Kind::StringValue(path)),
+            },
+        )]
+        .into_iter()
+        .collect(),
+    };
+    Metadata {
+        filter_metadata: [(ISTIO_METADATA_KEY.to_string(), config)]
+            .into_iter()
+            .collect(),
         ..Default::default()
     }
 }

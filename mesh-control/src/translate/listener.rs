@@ -36,7 +36,7 @@ use mesh_api::constants::{
 };
 use mesh_api::networking::virtual_service::RouteDestination;
 
-use super::envoy::{ads, any, boolv, duration, socket_address, u32v};
+use super::envoy::{ads, any, boolv, duration, istio_config_metadata, socket_address, u32v};
 use super::mtls::{
     EffectivePeerAuthentication, InboundMtls, inbound_chains, peer_authentication, tls_inspector,
 };
@@ -236,6 +236,10 @@ fn add_vhost(
         name: format!("{}:{port}", svc.hostname),
         domains,
         routes: service_routes(scope, svc, port),
+        metadata: scope
+            .mesh_virtual_service(&svc.hostname)
+            .filter(|vs| !vs.spec.http.is_empty())
+            .map(|vs| istio_config_metadata(vs.meta)),
         ..Default::default()
     });
 }
@@ -703,6 +707,8 @@ fn gateway_routes(
                     } else {
                         vec![host.clone(), format!("{host}:{port}")]
                     },
+                    // The first VirtualService of the host (each route names its own).
+                    metadata: Some(istio_config_metadata(vs.meta)),
                     ..Default::default()
                 });
                 vh.routes.extend(routes.iter().cloned());

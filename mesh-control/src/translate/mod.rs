@@ -10,8 +10,10 @@
 //!   -> Scope (services, VirtualServices, DestinationRules this proxy may see)
 //!   -> clusters + endpoints (cluster.rs), route configs (route.rs), listeners (listener.rs)
 //!      with mesh mTLS (mtls.rs: ISTIO_MUTUAL, auto-mTLS, PeerAuthentication)
+//!      and, when the node asks for it, access logs (access_log.rs)
 //! ```
 
+mod access_log;
 mod cluster;
 mod envoy;
 mod listener;
@@ -100,6 +102,9 @@ pub fn translate(state: &MeshState, proxy: &ProxyNode) -> XdsResources {
                 listener::sidecar_outbound(&scope, &mut out);
             }
         }
+    }
+    if let Some(file) = &proxy.access_log_file {
+        access_log::add(&mut out, file);
     }
     out
 }
@@ -213,6 +218,14 @@ impl<'a> Scope<'a> {
     /// then one in the service's namespace, then one in the root namespace, then any other; an
     /// exact host before a wildcard one.
     pub fn destination_rule(&self, service: &Service) -> Option<&'a DestinationRuleSpec> {
+        self.destination_rule_with_meta(service).map(|(_, dr)| dr)
+    }
+
+    /// [`Scope::destination_rule`] with the rule's metadata (its origin, for provenance).
+    pub fn destination_rule_with_meta(
+        &self,
+        service: &Service,
+    ) -> Option<(&'a ResourceMeta, &'a DestinationRuleSpec)> {
         let rank_ns = |ns: &str| {
             if ns == self.proxy.namespace {
                 0
@@ -228,7 +241,7 @@ impl<'a> Scope<'a> {
             .iter()
             .filter(|(_, _, host)| mesh_api::host::host_matches(host, &service.hostname))
             .min_by_key(|(m, _, host)| (rank_ns(&m.namespace), host.starts_with('*'), host.len()))
-            .map(|(_, dr, _)| *dr)
+            .map(|(m, dr, _)| (*m, *dr))
     }
 
     /// A visible service by a host as written in a resource of `namespace`.

@@ -26,8 +26,8 @@ use mesh_api::networking::virtual_service::{
 
 use super::cluster::policy_for;
 use super::envoy::{
-    any, boolv, duration, header_ops, percent_hundred, percent_million, runtime_fraction,
-    string_matcher, u32v,
+    any, boolv, duration, header_ops, istio_config_metadata, percent_hundred, percent_million,
+    runtime_fraction, string_matcher, u32v,
 };
 use super::{Scope, VsRef};
 use crate::registry::labels_match;
@@ -142,6 +142,8 @@ fn build_route(
     let mut route = Route {
         name,
         r#match: Some(route_match(m)),
+        // The VirtualService behind the route, as Istio records it.
+        metadata: Some(istio_config_metadata(vs.meta)),
         ..Default::default()
     };
     if let Some(h) = &rule.headers {
