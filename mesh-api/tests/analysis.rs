@@ -112,6 +112,36 @@ fn empty_route_is_reported() {
 }
 
 #[test]
+fn only_a_delegate_may_have_no_hosts() {
+    let doc = |name: &str, ns: &str, spec: &str| {
+        format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n{spec}"
+        )
+    };
+    let route = "  http:\n  - route:\n    - destination: {host: a}\n";
+    let yaml = [
+        doc(
+            "root",
+            "a",
+            "  hosts: [x]\n  http:\n  - match:\n    - uri: {prefix: /c}\n    delegate: {name: child, namespace: b}\n  - route:\n    - destination: {host: a}\n",
+        ),
+        // The delegate: no hosts needed.
+        doc("child", "b", route),
+        // The same name in another namespace is not the delegate.
+        doc("child", "a", route),
+    ]
+    .concat();
+    let e = schema_errors(&yaml);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("Error [IST0106] (VirtualService a/child ")
+            && e[0].ends_with("spec.hosts: a VirtualService needs at least one host"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
 fn duplicate_subset_names_are_reported() {
     let e = schema_errors(
         "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: r\nspec:\n  host: r\n  subsets:\n  - name: v1\n    labels: {version: v1}\n  - name: v1\n    labels: {version: v2}\n",
@@ -292,4 +322,184 @@ spec:
     let config = load_str("ok.yaml", &yaml);
     let msgs = analyze(&config);
     assert!(msgs.is_empty(), "{msgs:#?}");
+}
+
+/// 20,000 VirtualServices (plus delegates, duplicates and a few mistakes):
+/// validation and analysis find exactly the conflicts, orphans and missing
+/// subsets planted among them. (Lookups are indexed, so this takes seconds,
+/// not the hours comparing every pair took; time is not asserted.)
+#[test]
+fn twenty_thousand_virtual_services_are_analysed_with_exact_findings() {
+    use std::collections::BTreeSet;
+    use std::fmt::Write as _;
+
+    const N: usize = 20_000;
+    let vs = |y: &mut String, name: &str, ns: &str, hosts: &str, extra: &str, http: &str| {
+        let _ = write!(
+            y,
+            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n{hosts}{extra}  http:\n{http}"
+        );
+    };
+    let route = |host: &str, subset: &str| {
+        format!("  - route:\n    - destination: {{host: {host}{subset}}}\n")
+    };
+    let mut y = String::new();
+    let mut conflicts: Vec<(String, String, String)> = Vec::new(); // (a key, b key, host)
+    let mut orphans = Vec::new();
+    for i in 0..N {
+        let ns = format!("ns{}", i % 4);
+        let host = format!("h{i}.example.com");
+        let subset = if i % 5000 == 0 { ", subset: v1" } else { "" };
+        let mut http = route(&host, subset);
+        if i % 500 == 0 {
+            // Delegates to a VirtualService without hosts, which is allowed.
+            http = format!(
+                "  - match:\n    - uri: {{prefix: /d}}\n    delegate: {{name: child{i}, namespace: {ns}}}\n{http}"
+            );
+            vs(
+                &mut y,
+                &format!("child{i}"),
+                &ns,
+                "",
+                "",
+                &route("child", ""),
+            );
+        }
+        vs(
+            &mut y,
+            &format!("vs{i}"),
+            &ns,
+            &format!("  hosts: [{host}]\n"),
+            "",
+            &http,
+        );
+        if i % 1000 == 7 {
+            // Another VirtualService for the same host (in another namespace,
+            // visible everywhere): both are reported.
+            let other_ns = format!("ns{}", (i + 1) % 4);
+            vs(
+                &mut y,
+                &format!("dup{i}"),
+                &other_ns,
+                &format!("  hosts: [{host}]\n"),
+                "",
+                &route(&host, ""),
+            );
+            conflicts.push((
+                format!("{ns}/vs{i}"),
+                format!("{other_ns}/dup{i}"),
+                host.clone(),
+            ));
+        }
+        if i % 7000 == 3 {
+            // No hosts, and nothing delegates to it.
+            vs(
+                &mut y,
+                &format!("orphan{i}"),
+                &ns,
+                "",
+                "",
+                &route(&host, ""),
+            );
+            orphans.push(format!("{ns}/orphan{i}"));
+        }
+    }
+    // A wildcard overlapping a host; and two private VirtualServices for one
+    // host in different namespaces, which do not conflict.
+    vs(
+        &mut y,
+        "wild",
+        "ns0",
+        "  hosts: [\"*.w.example.com\"]\n",
+        "",
+        &route("w", ""),
+    );
+    vs(
+        &mut y,
+        "a-w",
+        "ns1",
+        "  hosts: [a.w.example.com]\n",
+        "",
+        &route("w", ""),
+    );
+    conflicts.push(("ns0/wild".into(), "ns1/a-w".into(), String::new()));
+    for ns in ["ns2", "ns3"] {
+        vs(
+            &mut y,
+            "private",
+            ns,
+            "  hosts: [p.example.com]\n",
+            "  exportTo: [\".\"]\n",
+            &route("p", ""),
+        );
+    }
+    for i in [0, 10_000] {
+        let _ = write!(
+            y,
+            "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: dr{i}\n  namespace: ns0\nspec:\n  host: h{i}.example.com\n  subsets:\n  - {{name: v1, labels: {{version: v1}}}}\n"
+        );
+    }
+
+    let config = load_str("scale.yaml", &y);
+    assert!(config.errors.is_empty(), "{:?}", config.errors.first());
+    // What mesh-control runs on every file, and what `meshctl analyze` runs.
+    let schema = analyze_with(&config, &[Analyzer::Schema]);
+    let all = analyze(&config);
+
+    let about = |m: &mesh_api::analysis::Message| {
+        let o = m.origin.as_ref().expect("origin");
+        format!("{}/{}", o.namespace, o.name)
+    };
+    let schema_found: BTreeSet<(String, String)> =
+        schema.iter().map(|m| (about(m), m.text.clone())).collect();
+    let orphan_text =
+        "Schema validation error: spec.hosts: a VirtualService needs at least one host";
+    let schema_expected: BTreeSet<(String, String)> = orphans
+        .iter()
+        .map(|o| (o.clone(), orphan_text.to_string()))
+        .collect();
+    assert_eq!(schema_found, schema_expected);
+    assert_eq!(schema.len(), orphans.len());
+
+    let mut expected: BTreeSet<(&str, String, String)> = BTreeSet::new();
+    for o in &orphans {
+        expected.insert(("IST0106", o.clone(), orphan_text.to_string()));
+    }
+    for (a, b, host) in &conflicts {
+        let names: BTreeSet<&String> = [a, b].into_iter().collect();
+        let names: Vec<&str> = names.into_iter().map(String::as_str).collect();
+        for me in [a, b] {
+            // The host named is the VirtualService's own that overlaps.
+            let shared = if host.is_empty() {
+                if me == "ns0/wild" {
+                    "*.w.example.com"
+                } else {
+                    "a.w.example.com"
+                }
+            } else {
+                host
+            };
+            expected.insert((
+                "IST0109",
+                me.clone(),
+                format!(
+                    "The VirtualServices {} associated with mesh gateway define the same host {shared} which can lead to undefined behavior. This can be fixed by merging the conflicting VirtualServices into a single resource.",
+                    names.join(",")
+                ),
+            ));
+        }
+    }
+    for i in [5000, 15_000] {
+        expected.insert((
+            "IST0101",
+            format!("ns0/vs{i}"),
+            format!("Referenced host+subset in destinationrule not found: \"h{i}.example.com+v1\""),
+        ));
+    }
+    let found: BTreeSet<(&str, String, String)> = all
+        .iter()
+        .map(|m| (m.code(), about(m), m.text.clone()))
+        .collect();
+    assert_eq!(found, expected);
+    assert_eq!(all.len(), expected.len(), "no message twice");
 }

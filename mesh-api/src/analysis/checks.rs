@@ -2,7 +2,10 @@
 //! DestinationRules, Gateways, ServiceEntries, Services and workloads.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 
+use super::host_index::HostIndex;
+use super::pod_index::PodIndex;
 use super::{Index, Message, codes};
 use crate::common::ServerTlsMode;
 use crate::constants::{MESH_GATEWAY, ROOT_NAMESPACE};
@@ -158,6 +161,13 @@ pub(super) fn destination_hosts(index: &Index<'_>, out: &mut Vec<Message>) {
     }
     ingress_rules_not_affected(index, out);
     let services = registry(index);
+    let by_host = HostIndex::new(
+        services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.host.as_str(), i)),
+    );
+    let mut candidates = Vec::new();
     for (r, vs) in index.virtual_services() {
         let ns = &r.meta.namespace;
         // The destinations must be visible wherever the VirtualService is.
@@ -170,16 +180,20 @@ pub(super) fn destination_hosts(index: &Index<'_>, out: &mut Vec<Message>) {
         }
         for (path, dest, is_route) in destinations(vs) {
             let host = fqdn(&dest.host, ns);
-            let found: Vec<&KnownService> = services
+            candidates.clear();
+            by_host.overlapping(&host, &mut candidates);
+            // The first in registry order, as a scan of the registry finds it.
+            let found = candidates
                 .iter()
-                .filter(|s| {
+                .map(|&i| (i, &services[i]))
+                .filter(|(_, s)| {
                     host_matches(&s.host, &host)
                         && seen_from
                             .iter()
                             .all(|n| visible(&s.export_to, &s.namespace, n))
                 })
-                .collect();
-            let Some(service) = found.first() else {
+                .min_by_key(|(i, _)| *i);
+            let Some((_, service)) = found else {
                 out.push(not_found(r, &path, "host", &dest.host));
                 continue;
             };
@@ -265,12 +279,22 @@ pub(super) fn destination_subsets(index: &Index<'_>, out: &mut Vec<Message>) {
         .destination_rules()
         .map(|(r, dr)| (r, fqdn(&dr.spec.host, &r.meta.namespace), &dr.spec))
         .collect();
+    let by_host = HostIndex::new(
+        rules
+            .iter()
+            .enumerate()
+            .map(|(i, (_, h, _))| (h.as_str(), i)),
+    );
+    let mut candidates = Vec::new();
     for (r, vs) in index.virtual_services() {
         let ns = &r.meta.namespace;
         for (path, dest, _) in destinations(vs) {
             let Some(subset) = &dest.subset else { continue };
             let host = fqdn(&dest.host, ns);
-            let found = rules.iter().any(|(dr, dr_host, spec)| {
+            candidates.clear();
+            by_host.overlapping(&host, &mut candidates);
+            let found = candidates.iter().any(|&i| {
+                let (dr, dr_host, spec) = &rules[i];
                 (dr.meta.namespace == *ns
                     || dr.meta.namespace == ROOT_NAMESPACE
                     || visible(&spec.export_to, &dr.meta.namespace, ns))
@@ -304,6 +328,9 @@ pub(super) fn virtual_service_gateways(index: &Index<'_>, out: &mut Vec<Message>
         .gateways()
         .map(|(r, g)| ((r.meta.namespace.clone(), r.meta.name.clone()), (r, g)))
         .collect();
+    // What each gateway serves to each namespace, built on first use.
+    let mut served_to: HashMap<((String, String), &str), ServedHosts<'_>> = HashMap::new();
+    let mut candidates = Vec::new();
     for (r, vs) in index.virtual_services() {
         let ns = &r.meta.namespace;
         for (i, gw_ref) in vs.spec.gateways.iter().enumerate() {
@@ -324,34 +351,21 @@ pub(super) fn virtual_service_gateways(index: &Index<'_>, out: &mut Vec<Message>
                 continue;
             }
             let key = gateway_key(gw_ref, ns);
-            let served: Vec<&str> = match gateways.get(&key) {
+            let serves_any = match gateways.get(&key) {
                 None => {
                     out.push(not_found(r, &path, "gateway", gw_ref));
-                    Vec::new()
+                    false
                 }
                 Some((gr, gw)) => {
-                    let gw_ns = &gr.meta.namespace;
-                    gw.spec
-                        .servers
+                    let served = served_to
+                        .entry((key.clone(), ns.as_str()))
+                        .or_insert_with(|| ServedHosts::new(gr, gw, ns));
+                    vs.spec
+                        .hosts
                         .iter()
-                        .flat_map(|s| s.hosts.iter())
-                        .filter_map(|h| {
-                            let (host_ns, host) = split_namespaced_host(h);
-                            match host_ns {
-                                None | Some("*") => Some(host),
-                                Some(".") if gw_ns == ns => Some(host),
-                                Some(n) if n == ns => Some(host),
-                                _ => None,
-                            }
-                        })
-                        .collect()
+                        .any(|h| served.matches(h, &mut candidates))
                 }
             };
-            let serves_any = vs
-                .spec
-                .hosts
-                .iter()
-                .any(|h| served.iter().any(|g| host_matches(g, h)));
             if !serves_any && !vs.spec.hosts.is_empty() {
                 out.push(Message::about(
                     codes::VirtualServiceHostNotFoundInGateway,
@@ -367,6 +381,44 @@ pub(super) fn virtual_service_gateways(index: &Index<'_>, out: &mut Vec<Message>
                 ));
             }
         }
+    }
+}
+
+/// The hosts a Gateway serves to VirtualServices of one namespace.
+struct ServedHosts<'a> {
+    hosts: Vec<&'a str>,
+    index: HostIndex<'a>,
+}
+
+impl<'a> ServedHosts<'a> {
+    fn new(gr: &'a Resource, gw: &'a crate::networking::Gateway, ns: &str) -> ServedHosts<'a> {
+        let gw_ns = &gr.meta.namespace;
+        let hosts: Vec<&'a str> = gw
+            .spec
+            .servers
+            .iter()
+            .flat_map(|s| s.hosts.iter())
+            .filter_map(|h| {
+                let (host_ns, host) = split_namespaced_host(h);
+                match host_ns {
+                    None | Some("*") => Some(host),
+                    Some(".") if gw_ns == ns => Some(host),
+                    Some(n) if n == ns => Some(host),
+                    _ => None,
+                }
+            })
+            .collect();
+        let index = HostIndex::new(hosts.iter().enumerate().map(|(i, h)| (*h, i)));
+        ServedHosts { hosts, index }
+    }
+
+    /// Whether a served host matches `host` (as written in a VirtualService).
+    fn matches(&self, host: &str, candidates: &mut Vec<usize>) -> bool {
+        candidates.clear();
+        self.index.overlapping(host, candidates);
+        candidates
+            .iter()
+            .any(|&i| host_matches(self.hosts[i], host))
     }
 }
 
@@ -389,10 +441,24 @@ pub(super) fn conflicting_mesh_hosts(index: &Index<'_>, out: &mut Vec<Message>) 
             (r, vs, hosts)
         })
         .collect();
+    let by_host = HostIndex::new(
+        mesh.iter()
+            .enumerate()
+            .flat_map(|(i, (_, _, hosts))| hosts.iter().map(move |h| (h.as_str(), i))),
+    );
+    let mut candidates = Vec::new();
     for (r, vs, hosts) in &mesh {
         let mut names = BTreeSet::new();
         let mut shared_host = None;
-        for (o, ovs, ohosts) in &mesh {
+        // Only VirtualServices with an overlapping host can conflict; in
+        // order, so that the host named is the one comparing all would name.
+        candidates.clear();
+        for h in hosts {
+            by_host.overlapping(h, &mut candidates);
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        for (o, ovs, ohosts) in candidates.iter().map(|&i| &mesh[i]) {
             if o.meta.key() == r.meta.key()
                 || !visibilities_intersect(
                     &vs.spec.export_to,
@@ -509,10 +575,36 @@ fn is_subset(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> bool
 /// IST0145: gateways selecting the same workloads declare one port and host twice.
 pub(super) fn conflicting_gateways(index: &Index<'_>, out: &mut Vec<Message>) {
     let gws: Vec<(&Resource, &crate::networking::Gateway)> = index.gateways().collect();
+    // Only gateways with a server on the same port and an overlapping host
+    // can conflict: index the hosts of every server by port.
+    let mut hosts_by_port: HashMap<u32, Vec<(&str, usize)>> = HashMap::new();
+    for (j, (_, gw)) in gws.iter().enumerate() {
+        for s in gw.spec.servers.iter().filter(|s| s.port.number != 0) {
+            let hosts = hosts_by_port.entry(s.port.number).or_default();
+            hosts.extend(s.hosts.iter().map(|h| (split_namespaced_host(h).1, j)));
+        }
+    }
+    let by_port: HashMap<u32, HostIndex<'_>> = hosts_by_port
+        .into_iter()
+        .map(|(port, hosts)| (port, HostIndex::new(hosts)))
+        .collect();
+    let mut candidates = Vec::new();
     for (i, (r, gw)) in gws.iter().enumerate() {
         let mut conflicts: BTreeSet<String> = BTreeSet::new();
         let mut detail = None;
-        for (j, (o, ogw)) in gws.iter().enumerate() {
+        candidates.clear();
+        for s in &gw.spec.servers {
+            let Some(hosts) = by_port.get(&s.port.number).filter(|_| s.port.number != 0) else {
+                continue;
+            };
+            for h in &s.hosts {
+                hosts.overlapping(split_namespaced_host(h).1, &mut candidates);
+            }
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        // In order, so that the port and hosts named are those comparing all would name.
+        for (j, (o, ogw)) in candidates.iter().map(|&j| (j, &gws[j])) {
             if i == j || o.meta.key() == r.meta.key() {
                 continue;
             }
@@ -589,9 +681,22 @@ pub(super) fn duplicate_certificates(index: &Index<'_>, out: &mut Vec<Message>) 
     };
     let gws: Vec<(&Resource, &crate::networking::Gateway, BTreeSet<String>)> =
         index.gateways().map(|(r, g)| (r, g, certs(g))).collect();
+    // Only gateways that share a certificate are compared.
+    let mut by_cert: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (j, (_, _, certs)) in gws.iter().enumerate() {
+        for c in certs {
+            by_cert.entry(c.as_str()).or_default().push(j);
+        }
+    }
     for (r, gw, mine) in &gws {
         let mut names = BTreeSet::new();
-        for (o, ogw, theirs) in &gws {
+        let mut candidates: Vec<usize> = mine
+            .iter()
+            .flat_map(|c| by_cert.get(c.as_str()).into_iter().flatten().copied())
+            .collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        for (o, ogw, theirs) in candidates.iter().map(|&j| &gws[j]) {
             if o.meta.key() == r.meta.key() || mine.is_disjoint(theirs) {
                 continue;
             }
@@ -622,22 +727,41 @@ fn pod_labels(r: &Resource) -> Option<&BTreeMap<String, String>> {
     }
 }
 
+/// The input's pods with their labels, indexed.
+fn pods<'a>(index: &Index<'a>) -> PodIndex<'a> {
+    PodIndex::new(
+        index
+            .resources
+            .iter()
+            .filter_map(|r| pod_labels(r).map(|l| (*r, l)))
+            .collect(),
+    )
+}
+
 /// IST0101 for gateways selecting no pod, IST0162 for gateway ports no Service exposes.
 /// Only run when the input holds pods.
 pub(super) fn gateway_ports(index: &Index<'_>, out: &mut Vec<Message>) {
-    let pods: Vec<(&Resource, &BTreeMap<String, String>)> = index
-        .resources
-        .iter()
-        .filter_map(|r| pod_labels(r).map(|l| (*r, l)))
-        .collect();
+    let pods = pods(index);
     if pods.is_empty() {
         return;
     }
+    // Services with a selector, by namespace and the first label of their
+    // selector: a pod's Services are among those under one of its labels.
+    let mut services: HashMap<(&str, &str, &str), Vec<&k8s_openapi::api::core::v1::ServiceSpec>> =
+        HashMap::new();
+    for (sr, svc) in index.services() {
+        let Some(spec) = &svc.spec else { continue };
+        let Some(sel) = &spec.selector else { continue };
+        let Some((k, v)) = sel.iter().next() else {
+            continue;
+        };
+        services
+            .entry((sr.meta.namespace.as_str(), k.as_str(), v.as_str()))
+            .or_default()
+            .push(spec);
+    }
     for (r, gw) in index.gateways() {
-        let selected: Vec<&(&Resource, &BTreeMap<String, String>)> = pods
-            .iter()
-            .filter(|(_, labels)| is_subset(&gw.spec.selector, labels))
-            .collect();
+        let selected = pods.selected(&gw.spec.selector, None);
         if selected.is_empty() {
             out.push(not_found(
                 r,
@@ -650,11 +774,13 @@ pub(super) fn gateway_ports(index: &Index<'_>, out: &mut Vec<Message>) {
         // Ports of the Services that front the selected pods.
         let mut ports = BTreeSet::new();
         for (pod, labels) in &selected {
-            for (sr, svc) in index.services() {
-                if sr.meta.namespace != pod.meta.namespace {
-                    continue;
-                }
-                let Some(spec) = &svc.spec else { continue };
+            let fronting = labels.iter().flat_map(|(k, v)| {
+                services
+                    .get(&(pod.meta.namespace.as_str(), k.as_str(), v.as_str()))
+                    .into_iter()
+                    .flatten()
+            });
+            for spec in fronting {
                 let Some(sel) = &spec.selector else { continue };
                 if sel.is_empty() || !is_subset(sel, labels) {
                     continue;
@@ -699,19 +825,16 @@ pub(super) fn gateway_secrets(index: &Index<'_>, out: &mut Vec<Message>) {
     if secrets.is_empty() {
         return;
     }
-    let pods: Vec<(&Resource, &BTreeMap<String, String>)> = index
-        .resources
-        .iter()
-        .filter_map(|r| pod_labels(r).map(|l| (*r, l)))
-        .collect();
+    let pods = pods(index);
     for (r, gw) in index.gateways() {
-        let mut namespaces: BTreeSet<&str> = pods
-            .iter()
-            .filter(|(_, labels)| {
-                !gw.spec.selector.is_empty() && is_subset(&gw.spec.selector, labels)
-            })
-            .map(|(p, _)| p.meta.namespace.as_str())
-            .collect();
+        let mut namespaces: BTreeSet<&str> = if gw.spec.selector.is_empty() {
+            BTreeSet::new()
+        } else {
+            pods.selected(&gw.spec.selector, None)
+                .into_iter()
+                .map(|(p, _)| p.meta.namespace.as_str())
+                .collect()
+        };
         if namespaces.is_empty() {
             let default_ingress = gw.spec.selector.len() == 1
                 && gw.spec.selector.get("istio").map(String::as_str) == Some("ingressgateway");
@@ -769,11 +892,7 @@ pub(super) fn service_entry_addresses(index: &Index<'_>, out: &mut Vec<Message>)
 /// IST0111/IST0110/IST0101 for Sidecars: several without selector in a
 /// namespace, several selecting one pod, a selector that matches no pod.
 pub(super) fn sidecar_selectors(index: &Index<'_>, out: &mut Vec<Message>) {
-    let pods: Vec<(&Resource, &BTreeMap<String, String>)> = index
-        .resources
-        .iter()
-        .filter_map(|r| pod_labels(r).map(|l| (*r, l)))
-        .collect();
+    let pods = pods(index);
     let ambient_namespaces: BTreeSet<&str> = index
         .namespaces()
         .filter(|(r, _)| {
@@ -815,9 +934,9 @@ pub(super) fn sidecar_selectors(index: &Index<'_>, out: &mut Vec<Message>) {
             no_selector.entry(&r.meta.namespace).or_default().push(r);
             continue;
         };
-        let matching: Vec<&&Resource> = pods
-            .iter()
-            .filter(|(p, pl)| p.meta.namespace == r.meta.namespace && is_subset(labels, pl))
+        let matching: Vec<&Resource> = pods
+            .selected(labels, Some(&r.meta.namespace))
+            .into_iter()
             .map(|(p, _)| p)
             .collect();
         if matching.is_empty() {
@@ -894,11 +1013,7 @@ pub(super) fn sidecar_selectors(index: &Index<'_>, out: &mut Vec<Message>) {
 /// IST0127 for policies that select no pod, IST0101 for unknown source namespaces.
 /// Only run when the input holds pods.
 pub(super) fn authorization_policies(index: &Index<'_>, out: &mut Vec<Message>) {
-    let pods: Vec<(&Resource, &BTreeMap<String, String>)> = index
-        .resources
-        .iter()
-        .filter_map(|r| pod_labels(r).map(|l| (*r, l)))
-        .collect();
+    let pods = pods(index);
     if pods.is_empty() {
         return;
     }
@@ -910,10 +1025,11 @@ pub(super) fn authorization_policies(index: &Index<'_>, out: &mut Vec<Message>) 
     for (r, ap) in index.authorization_policies() {
         let mesh_wide = r.meta.namespace == ROOT_NAMESPACE;
         let labels = ap.spec.selector.as_ref().map(|s| &s.match_labels);
-        let matches = pods.iter().any(|(p, pl)| {
-            (mesh_wide || p.meta.namespace == r.meta.namespace)
-                && labels.is_none_or(|l| is_subset(l, pl))
-        });
+        let any_pod = BTreeMap::new();
+        let namespace = (!mesh_wide).then_some(r.meta.namespace.as_str());
+        let matches = !pods
+            .selected(labels.unwrap_or(&any_pod), namespace)
+            .is_empty();
         if !matches && ap.spec.target_ref.is_none() && ap.spec.target_refs.is_empty() {
             out.push(Message::about(
                 codes::NoMatchingWorkloadsFound,
@@ -933,17 +1049,19 @@ pub(super) fn authorization_policies(index: &Index<'_>, out: &mut Vec<Message>) 
                     ("notNamespaces", &src.not_namespaces),
                 ] {
                     for ns in list {
-                        let exists = namespaces.iter().any(|n| {
-                            if ns == "*" {
-                                true
-                            } else if let Some(prefix) = ns.strip_suffix('*') {
-                                n.starts_with(prefix)
-                            } else if let Some(suffix) = ns.strip_prefix('*') {
-                                n.ends_with(suffix)
-                            } else {
-                                n == ns
-                            }
-                        });
+                        let exists = if ns == "*" {
+                            !namespaces.is_empty()
+                        } else if let Some(prefix) = ns.strip_suffix('*') {
+                            // Names with a prefix follow the prefix itself in order.
+                            namespaces
+                                .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+                                .next()
+                                .is_some_and(|n| n.starts_with(prefix))
+                        } else if let Some(suffix) = ns.strip_prefix('*') {
+                            namespaces.iter().any(|n| n.ends_with(suffix))
+                        } else {
+                            namespaces.contains(ns.as_str())
+                        };
                         if exists {
                             continue;
                         }
@@ -962,15 +1080,19 @@ pub(super) fn authorization_policies(index: &Index<'_>, out: &mut Vec<Message>) 
 
 /// IST0149: routing on JWT claims needs a RequestAuthentication on the gateway.
 pub(super) fn jwt_claim_routes(index: &Index<'_>, out: &mut Vec<Message>) {
-    let pods: Vec<(&Resource, &BTreeMap<String, String>)> = index
-        .resources
-        .iter()
-        .filter_map(|r| pod_labels(r).map(|l| (*r, l)))
-        .collect();
+    let pods = pods(index);
     let gateways: HashMap<(String, String), &crate::networking::Gateway> = index
         .gateways()
         .map(|(r, g)| ((r.meta.namespace.clone(), r.meta.name.clone()), g))
         .collect();
+    let mut request_authentications: HashMap<&str, Vec<&crate::security::RequestAuthentication>> =
+        HashMap::new();
+    for (ra_r, ra) in index.request_authentications() {
+        request_authentications
+            .entry(ra_r.meta.namespace.as_str())
+            .or_default()
+            .push(ra);
+    }
     for (r, vs) in index.virtual_services() {
         let claim = vs
             .spec
@@ -998,9 +1120,9 @@ pub(super) fn jwt_claim_routes(index: &Index<'_>, out: &mut Vec<Message>) {
             // The gateway's workloads: the input's pods it selects or, when the
             // input has none, a workload labelled as the selector in its namespace.
             let mut workloads: Vec<(String, String, &BTreeMap<String, String>)> = pods
-                .iter()
-                .filter(|(_, labels)| is_subset(&gw.spec.selector, labels))
-                .map(|(p, l)| (p.meta.namespace.clone(), p.meta.key(), *l))
+                .selected(&gw.spec.selector, None)
+                .into_iter()
+                .map(|(p, l)| (p.meta.namespace.clone(), p.meta.key(), l))
                 .collect();
             if pods.is_empty() {
                 workloads.push((
@@ -1010,14 +1132,19 @@ pub(super) fn jwt_claim_routes(index: &Index<'_>, out: &mut Vec<Message>) {
                 ));
             }
             for (pod_ns, pod_name, labels) in workloads {
-                let covered = index.request_authentications().any(|(ra_r, ra)| {
-                    (ra_r.meta.namespace == pod_ns || ra_r.meta.namespace == ROOT_NAMESPACE)
-                        && ra
-                            .spec
+                let mut namespaces = vec![pod_ns.as_str()];
+                if pod_ns != ROOT_NAMESPACE {
+                    namespaces.push(ROOT_NAMESPACE);
+                }
+                let covered = namespaces
+                    .into_iter()
+                    .flat_map(|ns| request_authentications.get(ns).into_iter().flatten())
+                    .any(|ra| {
+                        ra.spec
                             .selector
                             .as_ref()
                             .is_none_or(|s| is_subset(&s.match_labels, labels))
-                });
+                    });
                 if !covered {
                     out.push(Message::about(
                         codes::JwtClaimBasedRoutingWithoutRequestAuthN,

@@ -180,16 +180,7 @@ pub(super) fn validate(index: &Index<'_>, out: &mut Vec<Message>) {
 }
 
 fn virtual_service(c: &mut Checker<'_, '_>, spec: &VirtualServiceSpec, index: &Index<'_>) {
-    let is_delegate = index.virtual_services().any(|(_, other)| {
-        other.spec.http.iter().any(|h| {
-            h.delegate.as_ref().is_some_and(|d| {
-                d.name.as_deref() == Some(c.resource.meta.name.as_str())
-                    && d.namespace.as_deref().unwrap_or(&c.resource.meta.namespace)
-                        == c.resource.meta.namespace
-            })
-        })
-    });
-    if spec.hosts.is_empty() && !is_delegate {
+    if spec.hosts.is_empty() && !index.is_delegate(c.resource) {
         c.fail("spec.hosts", "a VirtualService needs at least one host");
     }
     if spec.http.is_empty() && spec.tcp.is_empty() && spec.tls.is_empty() {
