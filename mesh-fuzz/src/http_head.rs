@@ -80,6 +80,11 @@ thread_local! {
 
 /// `data` is everything the client sends, then it closes its side.
 pub fn http_head(data: &[u8]) {
+    let _ = replies(data);
+}
+
+/// Everything the server side sent back.
+fn replies(data: &[u8]) -> Vec<u8> {
     let table = route_table();
     RUNTIME.with(|rt| {
         let mut rt = rt.borrow_mut();
@@ -89,15 +94,18 @@ pub fn http_head(data: &[u8]) {
                 .build()
                 .expect("a current-thread runtime")
         });
-        rt.block_on(exchange(table, data));
-    });
+        rt.block_on(exchange(table, data))
+    })
 }
 
-async fn exchange(table: &'static RouteTable, data: &[u8]) {
+async fn exchange(table: &'static RouteTable, data: &[u8]) -> Vec<u8> {
     let (mut client, server) = tokio::io::duplex(PIPE_BYTES);
-    // As `mesh_proxy::http::conn_manager::serve` builds its codec.
+    // As `mesh_proxy::http::conn_manager::serve` builds its codec, but for
+    // half-closes: the whole input and its end arrive at once here, and
+    // without them hyper would drop the requests read with the end unanswered,
+    // so the checks and routing would never run.
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new());
+    builder.http1().timer(TokioTimer::new()).half_close(true);
     builder.http2().timer(TokioTimer::new());
     let service = service_fn(move |req| answer(table, req));
     let serve = async move {
@@ -110,8 +118,9 @@ async fn exchange(table: &'static RouteTable, data: &[u8]) {
         let _ = client.shutdown().await;
         let mut replies = Vec::new();
         let _ = client.read_to_end(&mut replies).await;
+        replies
     };
-    tokio::join!(serve, talk);
+    tokio::join!(serve, talk).1
 }
 
 async fn answer(
@@ -170,4 +179,39 @@ async fn answer(
     let mut response = Response::new(Empty::new());
     *response.status_mut() = status;
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statuses(data: &[u8]) -> Vec<String> {
+        String::from_utf8_lossy(&replies(data))
+            .lines()
+            .filter_map(|l| l.strip_prefix("HTTP/1.1 "))
+            .map(|rest| rest[..3].to_string())
+            .collect()
+    }
+
+    /// The harness answers as the proxy decides: routed, unrouted, refused.
+    #[test]
+    fn answers_as_the_proxy_decides() {
+        assert_eq!(
+            statuses(b"GET /items/7 HTTP/1.1\r\nhost: a.example.com\r\n\r\n"),
+            ["200"]
+        );
+        assert_eq!(
+            statuses(b"GET / HTTP/1.1\r\nhost: elsewhere\r\n\r\n"),
+            ["200"]
+        );
+        assert_eq!(
+            statuses(b"GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n"),
+            ["400"]
+        );
+        assert_eq!(statuses(b"get / HTTP/1.1\r\nhost: svc\r\n\r\n"), ["400"]);
+        assert_eq!(
+            statuses(b"GET /a HTTP/1.1\r\nhost: svc\r\n\r\nGET /b HTTP/1.1\r\nhost: svc\r\n\r\n"),
+            ["200", "200"]
+        );
+    }
 }

@@ -12,7 +12,14 @@ use mesh_control::translate::{MeshState, XdsResources, translate};
 
 /// A YAML or JSON stream, as `meshctl analyze -` or a watched file gives it.
 pub fn loader(data: &[u8]) {
+    let _ = run(data);
+}
+
+/// What each step made of `data`: the load errors, and per proxy whether
+/// its xDS compiled (with how many listeners).
+fn run(data: &[u8]) -> (usize, Vec<Result<usize, String>>) {
     let config = mesh_api::load_reader("fuzz.yaml", data);
+    let errors = config.errors.len();
     for error in &config.errors {
         // Every message is rendered for a user: formatting must not panic either.
         let _ = error.to_string();
@@ -20,11 +27,17 @@ pub fn loader(data: &[u8]) {
     let messages = mesh_api::analyze(&config);
     let _ = mesh_api::analysis::has_errors(&messages);
     let state = MeshState::new(config);
-    for node in nodes() {
-        let xds = translate(&state, node);
-        // The proxy may refuse what it is sent (a NACK); it may not panic.
-        let _ = compile(&xds);
-    }
+    let compiled = nodes()
+        .iter()
+        .map(|node| {
+            let xds = translate(&state, node);
+            // The proxy may refuse what it is sent (a NACK); it may not panic.
+            compile(&xds)
+                .map(|snapshot| snapshot.listeners.len())
+                .map_err(|e| e.to_string())
+        })
+        .collect();
+    (errors, compiled)
 }
 
 pub(crate) fn compile(
@@ -71,4 +84,22 @@ pub(crate) fn nodes() -> &'static [ProxyNode] {
         });
         vec![sidecar, gateway]
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The harness reaches the end: the demo's seed loads cleanly, and both
+    /// proxies accept what the control plane makes of it.
+    #[test]
+    fn the_demo_goes_all_the_way() {
+        let seed = std::fs::read(crate::tests::seeds_dir().join("loader/demo.yaml")).unwrap();
+        let (errors, compiled) = run(&seed);
+        assert_eq!(errors, 0);
+        assert_eq!(compiled.len(), 2);
+        for listeners in compiled {
+            assert!(listeners.unwrap() > 0);
+        }
+    }
 }

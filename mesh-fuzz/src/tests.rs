@@ -3,8 +3,8 @@
 //! fuzz targets stay compiled and their regressions stay fixed without
 //! a fuzzer build.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::TARGETS;
 
@@ -12,15 +12,18 @@ pub(crate) fn seeds_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds")
 }
 
-/// Panics anywhere in the process, including in tasks that hyper spawns
-/// (tokio catches those, so a caller would not see them).
-static PANICS: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// Panics on this thread, including in tasks that hyper spawns (tokio
+    /// catches those, so a caller would not see them): the targets run their
+    /// tasks on the calling thread, and other tests' panics do not count.
+    static PANICS: Cell<usize> = const { Cell::new(0) };
+}
 
 #[test]
 fn every_seed_runs_clean() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        PANICS.fetch_add(1, Ordering::SeqCst);
+        PANICS.with(|p| p.set(p.get() + 1));
         previous(info);
     }));
     for (name, target) in TARGETS {
@@ -33,10 +36,10 @@ fn every_seed_runs_clean() {
         assert!(!files.is_empty(), "{} has no seeds", dir.display());
         for file in &files {
             let data = std::fs::read(file).unwrap();
-            let before = PANICS.load(Ordering::SeqCst);
+            let before = PANICS.with(Cell::get);
             target(&data);
             assert_eq!(
-                PANICS.load(Ordering::SeqCst),
+                PANICS.with(Cell::get),
                 before,
                 "{name}: {} panicked",
                 file.display()

@@ -64,7 +64,9 @@ pub fn xds(data: &[u8]) {
                 let _ = compile::compile_secret(&s);
             }
         }
-        _ => stream(bytes),
+        _ => {
+            stream(bytes);
+        }
     }
 }
 
@@ -87,37 +89,58 @@ fn single(ty: ResourceType, bytes: &[u8]) {
     apply(&mut fresh_state(), response);
 }
 
-fn stream(mut bytes: &[u8]) {
+/// Returns how many responses were accepted.
+fn stream(mut bytes: &[u8]) -> usize {
     let mut state = fresh_state();
+    let mut accepted = 0;
     for _ in 0..MAX_RESPONSES {
         if !bytes.has_remaining() {
-            return;
+            break;
         }
         let Ok(response) = DiscoveryResponse::decode_length_delimited(&mut bytes) else {
-            return;
+            break;
         };
-        apply(&mut state, response);
+        accepted += usize::from(apply(&mut state, response));
     }
+    accepted
 }
 
 /// What `xds::client` does with a response, less the runtime's apply
 /// (which binds listeners): validate, pick what may be served, commit,
 /// and derive the next subscriptions. A rejection is a NACK.
-fn apply(state: &mut XdsState, response: DiscoveryResponse) {
+/// Returns whether the response was accepted (ACKed).
+fn apply(state: &mut XdsState, response: DiscoveryResponse) -> bool {
     let candidate = match state.prepare(response) {
         Ok(candidate) => candidate,
         Err(rejection) => {
             let _ = state.nack(&rejection, None);
-            return;
+            return false;
         }
     };
     match state.servable(&candidate.resources, Instant::now()) {
         Ok(servable) => {
             let _ = state.commit(candidate, servable.resources, None);
             let _ = state.subscription_updates(None);
+            true
         }
         Err(error) => {
             let _ = error.to_string();
+            false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The harness reaches the end: the control plane's whole exchange for
+    /// the demo's sidecar is accepted response by response.
+    #[test]
+    fn the_demo_exchange_is_accepted() {
+        let seed =
+            std::fs::read(crate::tests::seeds_dir().join("xds/demo-sidecar-ads.bin")).unwrap();
+        assert_eq!(seed[0] % 6, 5);
+        assert_eq!(stream(&seed[1..]), 4);
     }
 }
