@@ -498,3 +498,180 @@ async fn silent_and_slow_clients_are_disconnected_after_request_headers_timeout(
         Some(2)
     );
 }
+
+/// Panics anywhere in this test binary, including in the proxy's own
+/// tasks, which tokio catches and a client never sees.
+static PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Inputs the random-bytes test sends unless `MESH_PROXY_RANDOM_INPUTS` says.
+const DEFAULT_RANDOM_INPUTS: usize = 300;
+
+/// Requests from the http_head fuzz target's seeds, cut, spliced and
+/// sprinkled with HTTP's framing tokens: the mutations libFuzzer makes,
+/// without its coverage feedback (each input costs a connection here).
+fn mutated_request(rng: &mut impl rand::Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
+    const TOKENS: &[&[u8]] = &[
+        b"\r\n",
+        b"\r\n\r\n",
+        b"\n",
+        b": ",
+        b" ",
+        b"\0",
+        b"\xff",
+        b"0\r\n\r\n",
+        b"transfer-encoding: chunked\r\n",
+        b"content-length: 5\r\n",
+        b"content-length: -1\r\n",
+        b"content-length: 99999999999999999999\r\n",
+        b"host: svc\r\n",
+        b"host: \r\n",
+        b"expect: 100-continue\r\n",
+        b"connection: upgrade\r\nupgrade: h2c\r\n",
+        b"HTTP/1.1",
+        b"HTTP/1.0",
+        b"HTTP/9.9",
+        b"http://svc",
+        b"ffffffff\r\n",
+        b"GET ",
+        b"CONNECT ",
+    ];
+    let mut out = seeds[rng.random_range(0..seeds.len())].clone();
+    for _ in 0..rng.random_range(1..=4) {
+        let at = rng.random_range(0..=out.len());
+        match rng.random_range(0..6) {
+            0 if !out.is_empty() => {
+                let i = rng.random_range(0..out.len());
+                out[i] ^= 1 << rng.random_range(0..8);
+            }
+            1 => {
+                let token = TOKENS[rng.random_range(0..TOKENS.len())];
+                out.splice(at..at, token.iter().copied());
+            }
+            2 if at < out.len() => {
+                let end = rng.random_range(at..=out.len().min(at + 16));
+                out.drain(at..end);
+            }
+            3 => out.truncate(at),
+            4 => {
+                let other = &seeds[rng.random_range(0..seeds.len())];
+                let from = rng.random_range(0..=other.len());
+                out.splice(at..at, other[from..].iter().copied());
+            }
+            _ => {
+                let n = rng.random_range(1..8);
+                let noise: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+                out.splice(at..at, noise);
+            }
+        }
+    }
+    out
+}
+
+/// Sends `bytes`, closes the sending side and reads what comes back.
+async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(bytes).await;
+    let _ = stream.shutdown().await;
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply)).await;
+    reply
+}
+
+/// Random bytes from clients, over real sockets, into a whole proxy with a
+/// healthy upstream behind outlier detection: no panic in any task, every
+/// answer is HTTP, no client's bytes are charged to the upstream (no 5xx,
+/// no ejection), every connection is closed, and a good request is still
+/// served. The fuzz target `http_head` covers the codec and the head
+/// checks at libFuzzer's speed; this covers what only a whole proxy does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_client_bytes_never_break_the_proxy() {
+    use rand::SeedableRng;
+    use std::sync::atomic::Ordering;
+
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::SeqCst);
+        previous(info);
+    }));
+    let seed_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/http_head");
+    let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&seed_dir)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        // h2 answers are frames, not HTTP/1 text: the h2 codec is the fuzz target's.
+        .filter(|s| !s.starts_with(b"PRI * HTTP/2.0"))
+        .collect();
+    seeds.sort();
+    let inputs = std::env::var("MESH_PROXY_RANDOM_INPUTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(DEFAULT_RANDOM_INPUTS);
+    let rng_seed = std::env::var("MESH_PROXY_RANDOM_SEED")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(13);
+    eprintln!("{inputs} inputs, MESH_PROXY_RANDOM_SEED={rng_seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(rng_seed);
+
+    let up = HttpUpstream::start("up").await.unwrap();
+    let yaml = bootstrap(&[up.addr()]);
+    let proxy = build(ProxyConfig::from_bootstrap(parse_bootstrap(&yaml).unwrap()))
+        .await
+        .unwrap();
+    let addr = proxy.listener("listener_0").unwrap();
+
+    let cases: Vec<Vec<u8>> = (0..inputs)
+        .map(|_| mutated_request(&mut rng, &seeds))
+        .collect();
+    let mut statuses = std::collections::BTreeMap::<String, usize>::new();
+    for batch in cases.chunks(8) {
+        let replies =
+            futures::future::join_all(batch.iter().map(|bytes| exchange(addr, bytes))).await;
+        for (bytes, reply) in batch.iter().zip(replies) {
+            let input = String::from_utf8_lossy(bytes);
+            let status = if reply.is_empty() {
+                "closed".to_string()
+            } else {
+                let text = String::from_utf8_lossy(&reply);
+                let code = text
+                    .strip_prefix("HTTP/1.1 ")
+                    .or_else(|| text.strip_prefix("HTTP/1.0 "))
+                    .and_then(|rest| rest.get(..3))
+                    .filter(|c| c.bytes().all(|b| b.is_ascii_digit()));
+                let code = code.unwrap_or_else(|| panic!("not HTTP: {text:?} for {input:?}"));
+                assert!(
+                    !code.starts_with('5'),
+                    "a client's bytes got {code} (charged upstream?): {input:?} -> {text:?}"
+                );
+                code.to_string()
+            };
+            *statuses.entry(status).or_default() += 1;
+        }
+    }
+    eprintln!("answers: {statuses:?}");
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a task panicked (above)");
+
+    let stats = proxy.proxy.stats();
+    assert_eq!(
+        stats.value("cluster.svc.outlier_detection.ejections_enforced_total"),
+        Some(0)
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while stats.value("http.ingress_http.downstream_cx_active") != Some(0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connections left open: {:?}",
+            stats.value("http.ingress_http.downstream_cx_active")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = send(
+        addr,
+        http::Request::get("/")
+            .header("host", "svc")
+            .body("")
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+}

@@ -1,7 +1,10 @@
 //! Developer tasks. `cargo xtask crds` writes the CRDs of the Istio kinds,
-//! generated from `mesh-api`'s types, into `charts/mesh/crds/`.
+//! generated from `mesh-api`'s types, into `charts/mesh/crds/`; `bench`
+//! measures the proxy against Envoy; `fuzz` runs the fuzz targets of
+//! `fuzz/` (docs/fuzzing.md).
 
 mod bench;
+mod fuzz;
 
 use std::path::PathBuf;
 
@@ -25,12 +28,15 @@ enum Task {
     },
     /// Benchmark mesh-proxy against Envoy on the same bootstraps (see docs/bench.md).
     Bench(bench::BenchArgs),
+    /// Build the libFuzzer targets of fuzz/ and run each for a while (see docs/fuzzing.md).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Crds { out } => crds(out),
         Task::Bench(args) => bench::run(args),
+        Task::Fuzz(args) => fuzz::run(args),
     }
 }
 

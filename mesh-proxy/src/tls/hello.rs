@@ -53,10 +53,14 @@ pub async fn inspect(stream: &TcpStream) -> Inspected {
     }
 }
 
+/// What the bytes seen so far say.
 #[derive(Debug, PartialEq, Eq)]
-enum Parse {
+pub enum Parse {
+    /// Not a TLS handshake record.
     NotTls,
+    /// A prefix of a handshake record: peek again.
     NeedMore,
+    /// A whole handshake record (a well-formed ClientHello or not).
     Hello(Inspected),
 }
 
@@ -91,7 +95,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn parse(seen: &[u8]) -> Parse {
+/// Reads the bytes peeked so far: the pure part of [`inspect`], public so
+/// that the fuzzer (`mesh-fuzz`) drives it with any bytes a client can send.
+pub fn parse(seen: &[u8]) -> Parse {
     // Record header: handshake(22), version 3.x, length.
     if seen.is_empty() {
         return Parse::NeedMore;
