@@ -62,7 +62,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, &req)) }
+                async move { Ok::<_, Infallible>(respond(state, req).await) }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -74,11 +74,30 @@ pub async fn serve(
     }
 }
 
-fn handle(state: &DebugState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
+async fn respond(state: Arc<DebugState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    match path.as_str() {
+        // Dumps of the whole configuration take seconds to render when it is
+        // big: on the blocking pool, so `/ready`, syncz and ADS keep answering.
+        "/debug/configz" | "/debug/registryz" => {
+            tokio::task::spawn_blocking(move || handle(&state, &method, &path))
+                .await
+                .unwrap_or_else(|e| {
+                    text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("rendering failed: {e}\n"),
+                    )
+                })
+        }
+        _ => handle(&state, &method, &path),
+    }
+}
+
+fn handle(state: &DebugState, method: &http::Method, path: &str) -> Response<Full<Bytes>> {
+    if method != http::Method::GET && method != http::Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".to_string());
     }
-    match req.uri().path() {
+    match path {
         "/debug/syncz" => json_response(state.sync.to_json()),
         "/debug/registryz" => {
             let snapshot = state.snapshots.borrow().clone();
@@ -87,7 +106,12 @@ fn handle(state: &DebugState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
                     .unwrap_or_else(|e| json!({ "error": e.to_string() })),
             )
         }
-        "/debug/configz" => json_response(configz(&state.snapshots.borrow())),
+        "/debug/configz" => {
+            // Not rendered under the channel's lock: that would hold up the
+            // publishing of the next generation.
+            let snapshot = state.snapshots.borrow().clone();
+            json_response(configz(&snapshot))
+        }
         "/metrics" | "/stats/prometheus" => {
             let mut r = text(StatusCode::OK, state.metrics.encode());
             r.headers_mut().insert(

@@ -1,7 +1,12 @@
 //! ADS over a real gRPC stream with a real tonic client: initial sync, ACK,
-//! NACK, pushes on file changes (RDS only, EDS only), reconnect, bad files.
+//! NACK, pushes on file changes (RDS only, EDS only), reconnect, bad files,
+//! a big file that must not stall the control plane.
 
 mod ads_support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
 
 use ads_support::*;
 use mesh_test_util::wait_until;
@@ -567,5 +572,169 @@ async fn malformed_grpc_is_answered_with_an_error_status() {
         !message.contains("xxxxxxxx"),
         "the id is not echoed: {message}"
     );
+    bound.shutdown().await;
+}
+
+/// Each endpoint checked by [`answers_promptly`] must answer within this: a
+/// hang is what is caught, not slowness.
+const ANSWER: Duration = Duration::from_secs(5);
+/// How long the control plane may take to load (or drop) the big file in a
+/// debug build on a loaded machine.
+const BIG_WAIT: Duration = Duration::from_secs(300);
+const V2: &str = "outbound|9080|v2|reviews.default.svc.cluster.local";
+
+/// `n` VirtualServices for hosts of their own, after one for `reviews` that
+/// sends 70 % to v2 (the file sorts first, so that one is in force while it is).
+fn big_config(n: usize) -> String {
+    let mut y = virtual_service(30, 70).replace("name: reviews\n", "name: reviews-big\n");
+    for i in 0..n {
+        y.push_str(&format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: vs{i}\n  namespace: ns{}\nspec:\n  hosts: [h{i}.example.com]\n  http:\n  - route:\n    - destination: {{host: h{i}.example.com}}\n",
+            i % 8
+        ));
+    }
+    y
+}
+
+/// Addresses of the control plane under observation.
+#[derive(Clone, Copy)]
+struct Observed {
+    xds: SocketAddr,
+    debug: SocketAddr,
+}
+
+/// `/ready`, `/debug/syncz` and a new ADS stream each answer within [`ANSWER`].
+async fn answers_promptly(cp: Observed, what: &str) {
+    for path in ["/ready", "/debug/syncz"] {
+        let resp = tokio::time::timeout(
+            ANSWER,
+            mesh_test_util::HttpClient::http1().get(&format!("http://{}{path}", cp.debug)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{path} did not answer within {ANSWER:?} {what}"))
+        .unwrap_or_else(|e| panic!("{path} {what}: {e:#}"));
+        assert_eq!(resp.status, 200, "{path} {what}: {}", resp.text());
+    }
+    let probe = node("sidecar~127.0.0.1~probe.default~default.svc.cluster.local");
+    let ads = async {
+        let mut fresh = AdsClient::connect(cp.xds, probe).await;
+        fresh.subscribe(CDS, &[]).await;
+        fresh.recv_type(CDS).await
+    };
+    tokio::time::timeout(ANSWER, ads)
+        .await
+        .unwrap_or_else(|_| panic!("a new ADS stream got no CDS within {ANSWER:?} {what}"));
+}
+
+/// Waits for an RDS push giving v2 `weight`, ACKing what comes, and checks
+/// between pushes that the control plane answers. Returns how many rounds of
+/// checks passed.
+async fn until_v2_weight(
+    cp: Observed,
+    client: &mut AdsClient,
+    s: &Synced,
+    weight: u32,
+    what: &str,
+) -> usize {
+    let deadline = tokio::time::Instant::now() + BIG_WAIT;
+    let mut rounds = 0;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no RDS push with v2 at {weight} within {BIG_WAIT:?} {what}"
+        );
+        answers_promptly(cp, what).await;
+        rounds += 1;
+        let Some(r) = client.try_recv(Duration::from_millis(200)).await else {
+            continue;
+        };
+        let names = match r.type_url.as_str() {
+            EDS => s.eds_names.clone(),
+            RDS => s.rds_names.clone(),
+            _ => Vec::new(),
+        };
+        client.ack(&r, &names).await;
+        if r.type_url == RDS && weights(&r).contains(&(V2.to_string(), weight)) {
+            return rounds;
+        }
+    }
+}
+
+/// The debug document of the configuration in force.
+async fn configz(cp: Observed) -> serde_json::Value {
+    let url = format!("http://{}/debug/configz", cp.debug);
+    let resp = mesh_test_util::HttpClient::http1()
+        .get(&url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e:#}"));
+    serde_json::from_slice(&resp.body).unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
+/// A proxy's view while `big` is written into `dir` and removed again.
+async fn observe_big_file(
+    cp: Observed,
+    dir: &Path,
+    big: &str,
+    resources_in_force: impl Fn() -> usize,
+) {
+    let mut client = AdsClient::connect(cp.xds, node(NODE_ID)).await;
+    let s = sync_all(&mut client).await;
+    assert!(weights(&s.rds).contains(&(V2.to_string(), 10)));
+
+    // Loading, validating, merging and translating it all happen while the
+    // endpoints are polled.
+    write(dir, "big.yaml", big);
+    let rounds = until_v2_weight(cp, &mut client, &s, 70, "while the big file loads").await;
+    let in_force = resources_in_force();
+    assert!(in_force > 20_000, "{in_force} resources in force");
+    eprintln!("big file in force after {rounds} rounds of checks");
+
+    // Removed: the small configuration comes back, and nothing stays busy.
+    std::fs::remove_file(dir.join("big.yaml")).unwrap();
+    until_v2_weight(cp, &mut client, &s, 10, "after the big file is removed").await;
+    let small = wait_until(WAIT, async || {
+        let c = configz(cp).await;
+        let resources = c["resources"].as_array().map_or(0, Vec::len);
+        let files = c["sources"][0]["files"].as_array().map_or(0, Vec::len);
+        if resources == 5 && files == 5 {
+            Ok(c)
+        } else {
+            Err(format!("{resources} resources from {files} files in force"))
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!small.to_string().contains("big.yaml"), "{small}");
+    answers_promptly(cp, "after the big file is removed").await;
+}
+
+/// A big file (20,000 VirtualServices) in the watched directory: while it is
+/// loaded, validated and translated, `/ready`, `/debug/syncz` and new ADS
+/// streams keep answering; once it is removed the small configuration is back.
+#[tokio::test]
+async fn a_big_file_neither_stalls_the_control_plane_nor_outlives_its_removal() {
+    let dir = config_dir();
+    let bound = start(dir.path()).await;
+    let cp = Observed {
+        xds: bound.xds_address(),
+        debug: bound.debug_address(),
+    };
+    let path = dir.path().to_path_buf();
+    let snapshots = bound.snapshots();
+    let big = big_config(20_000);
+    // The proxy and the checks run on a runtime of their own: should the
+    // control plane stall its runtime, their clocks still run.
+    let observer = tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("observer runtime")
+            .block_on(observe_big_file(cp, &path, &big, || {
+                snapshots.borrow().state.config.resources.len()
+            }))
+    });
+    if let Err(e) = observer.await {
+        std::panic::resume_unwind(e.into_panic());
+    }
     bound.shutdown().await;
 }

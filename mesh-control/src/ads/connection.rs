@@ -204,7 +204,9 @@ pub(super) async fn run(
     let id = format!("{}-{seq}", proxy.id);
     let mut snapshots = ctx.snapshots.clone();
     let snapshot = snapshots.borrow_and_update().clone();
-    let resources = Arc::new(translate(&snapshot.state, &proxy));
+    let Some(resources) = translate_blocking(&snapshot, &proxy).await else {
+        return;
+    };
     ctx.sync.insert(ProxyStatus {
         proxy: proxy.id.clone(),
         connection_id: id.clone(),
@@ -292,6 +294,23 @@ pub(super) async fn run(
     ctx.sync.remove(&id);
     ctx.metrics.connected.dec();
     tracing::info!(connection = %id, "proxy disconnected: {end}");
+}
+
+/// [`translate`] on the blocking pool: a big configuration takes long enough
+/// to translate that, on a runtime thread, it would stall the other streams,
+/// `/ready` and the debug endpoints. `None` when the runtime is shutting down.
+async fn translate_blocking(
+    snapshot: &Arc<Snapshot>,
+    proxy: &ProxyNode,
+) -> Option<Arc<XdsResources>> {
+    let (snapshot, proxy) = (snapshot.clone(), proxy.clone());
+    match tokio::task::spawn_blocking(move || translate(&snapshot.state, &proxy)).await {
+        Ok(resources) => Some(Arc::new(resources)),
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => None,
+        },
+    }
 }
 
 impl Connection {
@@ -471,7 +490,9 @@ impl Connection {
     /// A new configuration generation: push the types whose content changed.
     async fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> bool {
         let started = Instant::now();
-        let resources = Arc::new(translate(&snapshot.state, &self.proxy));
+        let Some(resources) = translate_blocking(&snapshot, &self.proxy).await else {
+            return false;
+        };
         self.snapshot = snapshot;
         self.resources.xds = resources;
         let mut pushed = Vec::new();

@@ -12,6 +12,13 @@
 //! time, so an editor's burst of writes becomes one update. Each file is
 //! loaded and validated on its own: a file that fails keeps its last good
 //! version in force and reports why; the other files are unaffected.
+//!
+//! The watch runs on a thread of its own, not on the async runtime: a big
+//! file (a hundred thousand VirtualServices) takes seconds to load and
+//! validate, and on a runtime thread it would stall `/ready`, the debug
+//! endpoints and ADS with it. One load at a time: changes that arrive during
+//! a load are coalesced into the next scan, and a state that changed again
+//! while it was being loaded is not published (the newer one follows).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -232,61 +239,122 @@ impl ConfigSource for DirectorySource {
     }
 
     fn watch(
-        mut self: Box<Self>,
+        self: Box<Self>,
         updates: watch::Sender<SourceSnapshot>,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) -> WatchFuture {
         Box::pin(async move {
-            // Hash of the last scan, and since when it has been stable.
-            let mut last_seen: Option<u64> = None;
-            let mut pending: Option<(Instant, Instant)> = None; // (first change, last change)
-            loop {
-                let wait = if pending.is_some() {
-                    self.debounce / 4
-                } else {
-                    self.poll_interval
-                };
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = crate::server::until_shutdown(&mut shutdown) => return,
+            // A thread, not the blocking pool: the runtime waits for the pool
+            // when it is dropped, and a load in progress must not hold up exit.
+            let (done, ended) = tokio::sync::oneshot::channel::<()>();
+            let dir = self.dir.display().to_string();
+            let spawned = std::thread::Builder::new()
+                .name("config-dir".to_string())
+                .spawn(move || {
+                    (*self).watch_blocking(&updates, &shutdown);
+                    drop(done);
+                });
+            match spawned {
+                Ok(_) => {
+                    let _ = ended.await;
                 }
-                // Small directories: reading inline is cheaper than a
-                // blocking-pool hop and keeps the state single-owner.
-                let scanned = self.scan();
-                let scan = match scanned {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // A directory that disappears keeps everything in force.
-                        let cause = std::error::Error::source(&e)
-                            .map(|c| format!(": {c}"))
-                            .unwrap_or_default();
-                        tracing::warn!("{e}{cause}; keeping the configuration in force");
-                        continue;
-                    }
-                };
-                let fingerprint = scan_hash(&scan);
-                let now = Instant::now();
-                if last_seen != Some(fingerprint) {
-                    last_seen = Some(fingerprint);
-                    pending = Some(match pending {
-                        Some((first, _)) => (first, now),
-                        None => (now, now),
-                    });
-                    continue;
-                }
-                if let Some((first, last)) = pending
-                    && now.duration_since(last) >= self.debounce
-                {
-                    pending = None;
-                    if self.apply(&scan) {
-                        let snapshot = self.snapshot(first);
-                        if updates.send(snapshot).is_err() {
-                            return;
-                        }
-                    }
-                }
+                Err(e) => tracing::error!("cannot watch config directory {dir}: {e}"),
             }
         })
+    }
+}
+
+impl DirectorySource {
+    /// The watch loop, on its own thread: scan, debounce, apply, publish.
+    fn watch_blocking(
+        mut self,
+        updates: &watch::Sender<SourceSnapshot>,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        // Hash of the last scan, and since when it has been stable.
+        let mut last_seen: Option<u64> = None;
+        let mut pending: Option<(Instant, Instant)> = None; // (first change, last change)
+        // Applied but not published, because the directory changed meanwhile.
+        let mut unpublished = false;
+        loop {
+            let wait = if pending.is_some() {
+                self.debounce / 4
+            } else {
+                self.poll_interval
+            };
+            if sleep_until_shutdown(wait, shutdown) {
+                return;
+            }
+            let scan = match self.scan() {
+                Ok(s) => s,
+                Err(e) => {
+                    // A directory that disappears keeps everything in force.
+                    let cause = std::error::Error::source(&e)
+                        .map(|c| format!(": {c}"))
+                        .unwrap_or_default();
+                    tracing::warn!("{e}{cause}; keeping the configuration in force");
+                    continue;
+                }
+            };
+            let fingerprint = scan_hash(&scan);
+            let now = Instant::now();
+            if last_seen != Some(fingerprint) {
+                last_seen = Some(fingerprint);
+                pending = Some(match pending {
+                    Some((first, _)) => (first, now),
+                    None => (now, now),
+                });
+                continue;
+            }
+            let Some((first, last)) = pending else {
+                continue;
+            };
+            if now.duration_since(last) < self.debounce {
+                continue;
+            }
+            pending = None;
+            if !self.apply(&scan) && !unpublished {
+                continue;
+            }
+            // Loading may have taken long: if the directory changed meanwhile,
+            // what was just loaded is already stale. Publishing it would have
+            // every proxy translated for it; the newer state follows instead.
+            // Only once in a row, so that a directory that changes faster than
+            // it loads still gets published.
+            if !unpublished && let Ok(newer) = self.scan() {
+                let newer = scan_hash(&newer);
+                if newer != fingerprint {
+                    tracing::info!(
+                        "config directory changed while loading; applying the newer state"
+                    );
+                    unpublished = true;
+                    last_seen = Some(newer);
+                    pending = Some((first, Instant::now()));
+                    continue;
+                }
+            }
+            unpublished = false;
+            if updates.send(self.snapshot(first)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Sleeps for `wait`, waking early when shutdown is signalled: true then.
+fn sleep_until_shutdown(wait: Duration, shutdown: &watch::Receiver<bool>) -> bool {
+    const SLICE: Duration = Duration::from_millis(50);
+    let until = Instant::now() + wait;
+    loop {
+        // A dropped sender means the server is gone too.
+        if shutdown.has_changed().is_err() || *shutdown.borrow() {
+            return true;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        std::thread::sleep(left.min(SLICE));
     }
 }
 

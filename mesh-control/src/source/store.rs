@@ -146,7 +146,20 @@ async fn merge(
             .iter_mut()
             .map(|r| r.borrow_and_update().clone())
             .collect();
-        let snapshot = Snapshot::build(generation, sources, &trust_domain);
+        // Merging clones every resource and builds the registry: seconds for
+        // a big configuration, so not on the runtime's threads. Changes that
+        // arrive meanwhile are coalesced into the next generation.
+        let domain = trust_domain.clone();
+        let built =
+            tokio::task::spawn_blocking(move || Snapshot::build(generation, sources, &domain))
+                .await;
+        let snapshot = match built {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(generation, "building the configuration failed: {e}");
+                return;
+            }
+        };
         metrics.config_loaded(snapshot.error_count());
         tracing::info!(
             generation,

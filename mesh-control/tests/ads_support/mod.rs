@@ -286,6 +286,16 @@ impl AdsClient {
         }
     }
 
+    /// The next response if one comes within `wait`.
+    pub async fn try_recv(&mut self, wait: Duration) -> Option<DiscoveryResponse> {
+        match tokio::time::timeout(wait, self.responses.message()).await {
+            Ok(Ok(Some(r))) => Some(r),
+            Ok(Ok(None)) => panic!("ADS stream closed by the server"),
+            Ok(Err(status)) => panic!("ADS stream failed: {status}"),
+            Err(_) => None,
+        }
+    }
+
     /// The next response, which must be of `type_url`.
     pub async fn recv_type(&mut self, type_url: &str) -> DiscoveryResponse {
         let r = self.recv().await;
