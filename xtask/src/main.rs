@@ -2,6 +2,9 @@
 //! generated from `mesh-api`'s types, into `charts/mesh/crds/`.
 
 mod bench;
+mod procfs;
+mod render;
+mod soak;
 
 use std::path::PathBuf;
 
@@ -25,12 +28,15 @@ enum Task {
     },
     /// Benchmark mesh-proxy against Envoy on the same bootstraps (see docs/bench.md).
     Bench(bench::BenchArgs),
+    /// Run the local mesh under mixed traffic and rule changes; chart memory and fds (see docs/soak.md).
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Crds { out } => crds(out),
         Task::Bench(args) => bench::run(args),
+        Task::Soak(args) => soak::run(args),
     }
 }
 
