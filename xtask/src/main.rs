@@ -5,6 +5,9 @@
 
 mod bench;
 mod fuzz;
+mod procfs;
+mod render;
+mod soak;
 
 use std::path::PathBuf;
 
@@ -30,6 +33,8 @@ enum Task {
     Bench(bench::BenchArgs),
     /// Build the libFuzzer targets of fuzz/ and run each for a while (see docs/fuzzing.md).
     Fuzz(fuzz::FuzzArgs),
+    /// Run the local mesh under mixed traffic and rule changes; chart memory and fds (see docs/soak.md).
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,6 +42,7 @@ fn main() -> anyhow::Result<()> {
         Task::Crds { out } => crds(out),
         Task::Bench(args) => bench::run(args),
         Task::Fuzz(args) => fuzz::run(args),
+        Task::Soak(args) => soak::run(args),
     }
 }
 

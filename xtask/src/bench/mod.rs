@@ -15,7 +15,6 @@
 pub mod cases;
 pub mod certs;
 pub mod parse;
-pub mod procfs;
 pub mod report;
 pub mod stats;
 pub mod tools;
@@ -29,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
+use crate::procfs;
 use cases::{ALL_CASES, Case, Ports};
 use parse::LoadResult;
 use report::{Proxy, Sample};
@@ -654,13 +654,13 @@ fn clock_ticks() -> u64 {
     command_text("getconf", &["CLK_TCK"]).parse().unwrap_or(100)
 }
 
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
 }
 
-fn cpu_model() -> String {
+pub(crate) fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -672,7 +672,7 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
-fn command_text(program: &str, args: &[&str]) -> String {
+pub(crate) fn command_text(program: &str, args: &[&str]) -> String {
     Command::new(program)
         .args(args)
         .output()

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use super::cases::Case;
 use super::parse::LoadResult;
 use super::stats::{Spread, added, ratio, spread};
+use crate::render::{markdown, xml_escape as escape};
 
 /// What served the requests of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -309,30 +310,6 @@ pub fn table(rows: &[Row], comparisons: &[Comparison], latency_source: &str) -> 
     out
 }
 
-fn markdown(grid: &[Vec<String>]) -> String {
-    let cols = grid[0].len();
-    let width: Vec<usize> = (0..cols)
-        .map(|c| grid.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for (i, row) in grid.iter().enumerate() {
-        out.push('|');
-        for (c, text) in row.iter().enumerate() {
-            let pad = width[c] - text.chars().count();
-            let _ = write!(out, " {text}{} |", " ".repeat(pad));
-        }
-        out.push('\n');
-        if i == 0 {
-            out.push('|');
-            for w in &width {
-                let _ = write!(out, "{}|", "-".repeat(w + 2));
-            }
-            out.push('\n');
-        }
-    }
-    out
-}
-
 const ENVOY_COLOUR: &str = "#7b8794";
 const MESH_COLOUR: &str = "#2f80ed";
 
@@ -454,12 +431,6 @@ fn short(v: f64) -> String {
     } else {
         format!("{v:.1}")
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
