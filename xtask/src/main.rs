@@ -1,7 +1,8 @@
 //! Developer tasks. `cargo xtask crds` writes the CRDs of the Istio kinds,
 //! generated from `mesh-api`'s types, into `charts/mesh/crds/`; `bench`
 //! measures the proxy against Envoy; `fuzz` runs the fuzz targets of
-//! `fuzz/` (docs/fuzzing.md).
+//! `fuzz/` (docs/fuzzing.md); `soak` runs the local mesh under traffic and
+//! rule changes and charts memory and fds (docs/soak.md).
 
 mod bench;
 mod fuzz;
