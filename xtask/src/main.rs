@@ -2,7 +2,7 @@
 //! generated from `mesh-api`'s types, into `charts/mesh/crds/`; `bench`
 //! measures the proxy against Envoy; `fuzz` runs the fuzz targets of
 //! `fuzz/` (docs/fuzzing.md); `soak` runs the local mesh under traffic and
-//! rule changes and charts memory and fds (docs/soak.md).
+//! rule changes and charts memory and fds over time.
 
 mod bench;
 mod fuzz;
