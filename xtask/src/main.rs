@@ -34,7 +34,7 @@ enum Task {
     Bench(bench::BenchArgs),
     /// Build the libFuzzer targets of fuzz/ and run each for a while (see docs/fuzzing.md).
     Fuzz(fuzz::FuzzArgs),
-    /// Run the local mesh under mixed traffic and rule changes; chart memory and fds (see docs/soak.md).
+    /// Run the local mesh under mixed traffic and rule changes; chart memory and fds (`cargo xtask soak --help`).
     Soak(soak::SoakArgs),
 }
 
