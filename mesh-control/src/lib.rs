@@ -20,6 +20,7 @@
 
 pub mod ads;
 pub mod debug;
+mod memory;
 pub mod metrics;
 pub mod node;
 pub mod registry;

@@ -313,7 +313,11 @@ impl DirectorySource {
                 continue;
             }
             pending = None;
-            if !self.apply(&scan) && !unpublished {
+            let changed = self.apply(&scan);
+            // What loading allocated and dropped (a file's YAML tree, a
+            // rejected file's whole content) goes back to the kernel.
+            crate::memory::release_free_heap();
+            if !changed && !unpublished {
                 continue;
             }
             // Loading may have taken long: if the directory changed meanwhile,

@@ -166,10 +166,31 @@ async fn merge(
             errors = snapshot.error_count(),
             "configuration changed"
         );
-        if tx.send(Arc::new(snapshot)).is_err() {
+        let previous = tx.send_replace(Arc::new(snapshot));
+        if tx.is_closed() {
             return;
         }
+        tokio::spawn(release(previous));
     }
+}
+
+/// Longest a replaced generation waits for the streams still serving it.
+const RELEASE_WAIT: Duration = Duration::from_secs(30);
+
+/// Drops a replaced generation once the streams have moved on to the next
+/// (each keeps the one it serves until it has translated the next), off the
+/// runtime's threads, and hands the memory back: after a big file is removed
+/// the control plane shrinks back instead of keeping its peak.
+async fn release(previous: Arc<Snapshot>) {
+    let deadline = Instant::now() + RELEASE_WAIT;
+    while Arc::strong_count(&previous) > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = tokio::task::spawn_blocking(move || {
+        drop(previous);
+        crate::memory::release_free_heap();
+    })
+    .await;
 }
 
 /// Resolves when any source published; false when every source is gone.
