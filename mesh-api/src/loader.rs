@@ -248,7 +248,7 @@ pub fn load_str(name: &str, text: &str) -> Config {
                     position,
                     "",
                     DocumentErrorKind::Syntax,
-                    first_line_of(&e.to_string()),
+                    yaml_error_message(&e),
                 ));
                 continue;
             }
@@ -289,6 +289,39 @@ pub fn load_str(name: &str, text: &str) -> Config {
         }
     }
     config
+}
+
+/// The parser's message, except for its limits: those say which limit and
+/// why it exists rather than the parser's own names for them.
+fn yaml_error_message(e: &serde_saphyr::Error) -> String {
+    use serde_saphyr::budget::BudgetBreach;
+    let mut inner = e;
+    while let serde_saphyr::Error::AliasError { error, .. }
+    | serde_saphyr::Error::WithSnippet { error, .. } = inner
+    {
+        inner = error;
+    }
+    let serde_saphyr::Error::Budget { breach, .. } = inner else {
+        return first_line_of(&e.to_string());
+    };
+    let what = match breach {
+        BudgetBreach::Nodes { nodes } => format!("more than {} nodes", nodes.saturating_sub(1)),
+        BudgetBreach::Aliases { aliases } => {
+            format!("more than {} aliases", aliases.saturating_sub(1))
+        }
+        BudgetBreach::Events { events } => {
+            format!("more than {} parser events", events.saturating_sub(1))
+        }
+        BudgetBreach::Anchors { anchors } => {
+            format!("more than {} anchors", anchors.saturating_sub(1))
+        }
+        BudgetBreach::Depth { depth } => format!("nesting deeper than {}", depth.saturating_sub(1)),
+        other => format!("{other:?}"),
+    };
+    format!(
+        "document too large to load: {what} once its aliases are expanded \
+         (a limit against YAML alias bombs; no Istio resource comes near it)"
+    )
 }
 
 fn first_line_of(message: &str) -> String {

@@ -93,6 +93,23 @@ spec:
 }
 
 #[test]
+fn an_alias_bomb_is_refused_saying_which_limit() {
+    let mut bomb = String::from("l0: &l0 [a, b, c, d, e, f, g, h, i]\n");
+    for level in 1..9 {
+        let aliases = vec![format!("*l{}", level - 1); 9].join(", ");
+        bomb.push_str(&format!("l{level}: &l{level} [{aliases}]\n"));
+    }
+    let e = one_error(&bomb);
+    assert_eq!(e.kind, DocumentErrorKind::Syntax);
+    assert!(
+        e.to_string().contains(
+            "document too large to load: more than 250000 nodes once its aliases are expanded"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
 fn unknown_enum_value_names_field() {
     let e = one_error(
         "apiVersion: networking.istio.io/v1beta1
