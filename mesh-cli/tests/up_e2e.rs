@@ -1,7 +1,8 @@
 //! End to end, with real processes: `meshctl up --detach` runs the built-in demo (control
 //! plane, gateway, two sidecars, two helloworld versions), `status -o json` shows it,
 //! `traffic` through the gateway and through a sidecar sees both versions, `apply -f` moves
-//! all traffic to one subset, and `down` leaves no process behind.
+//! all traffic to one subset, what is killed is started again, and `down` leaves no process
+//! behind.
 //!
 //! Needs `mesh-control`, `mesh-proxy` and `helloworld` built next to `meshctl`
 //! (`cargo test --workspace` builds them). The proxies are `mesh-proxy`;
@@ -91,6 +92,18 @@ fn traffic(mesh: &Mesh, args: &[&str]) -> Value {
     let mut all = vec!["traffic", "-o", "json"];
     all.extend_from_slice(args);
     mesh.json(&all)
+}
+
+/// 40 requests through the gateway, retried until all are answered 200 by both versions.
+fn both_versions_through_the_gateway(mesh: &Mesh) -> Value {
+    retry(Duration::from_secs(30), || {
+        let t = traffic(mesh, &["-n", "40"]);
+        if t["statuses"]["200"] == 40 && count(&t, "safe") > 0 && count(&t, "risky") > 0 {
+            Ok(t)
+        } else {
+            Err(format!("{t:#}\n{}", log_dump(mesh.state.path())))
+        }
+    })
 }
 
 fn count(t: &Value, version: &str) -> u64 {
@@ -332,14 +345,7 @@ fn up_status_traffic_apply_down_with_the_built_in_demo() {
     }
 
     // Through the gateway: both versions answer /hello (round robin over the two endpoints).
-    let t = retry(Duration::from_secs(30), || {
-        let t = traffic(&mesh, &["-n", "40"]);
-        if t["statuses"]["200"] == 40 && count(&t, "safe") > 0 && count(&t, "risky") > 0 {
-            Ok(t)
-        } else {
-            Err(format!("{t:#}\n{}", log_dump(mesh.state.path())))
-        }
-    });
+    let t = both_versions_through_the_gateway(&mesh);
     assert_eq!(count(&t, "safe") + count(&t, "risky"), 40, "{t:#}");
     // The gateway logged them, in Envoy's default format; `meshctl logs` reads any process's
     // log by its name, and `-f` follows it.
@@ -501,8 +507,67 @@ fn up_status_traffic_apply_down_with_the_built_in_demo() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.yaml"));
 
-    // down: every process gone, the state file removed.
-    let pids: Vec<u64> = procs.iter().map(|p| p["pid"].as_u64().unwrap()).collect();
+    // What exits is started again by the `meshctl up` that --detach left supervising, as a
+    // Deployment would: the control plane and an app killed, both back with new pids, the
+    // proxies SYNCED again with the new control plane, traffic served by both versions.
+    let supervisor = status["supervisor_pid"].as_u64().expect("a supervisor pid");
+    assert!(pid_alive(supervisor), "{status:#}");
+    let pid_of = |status: &Value, name: &str| -> (u64, u64) {
+        let p = status["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {status:#}"));
+        (p["pid"].as_u64().unwrap(), p["restarts"].as_u64().unwrap())
+    };
+    let killed = ["control-plane", "app/helloworld-risky"];
+    for name in killed {
+        let (pid, restarts) = pid_of(&status, name);
+        assert_eq!(restarts, 0);
+        assert!(
+            Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let restarted = retry(Duration::from_secs(60), || {
+        let now = mesh.json(&["status", "-o", "json"]);
+        let back = killed.iter().all(|name| {
+            let (pid, restarts) = pid_of(&now, name);
+            restarts == 1 && pid != pid_of(&status, name).0
+        });
+        let synced = now["sync"]
+            .as_object()
+            .is_some_and(|s| s.len() == 3 && s.values().all(|v| v == "SYNCED"));
+        let running = now["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["running"] == true);
+        (back && synced && running)
+            .then_some(now.clone())
+            .ok_or(format!("{now:#}"))
+    });
+    let table = mesh.ok(&["status"]);
+    assert!(table.contains("(restarts 1)"), "{table}");
+    assert!(
+        mesh.ok(&["logs", "control-plane"])
+            .contains("meshctl: control-plane exited (signal: 9 (SIGKILL)); starting it again")
+    );
+    let t = both_versions_through_the_gateway(&mesh);
+    assert_eq!(t["total"], 40);
+
+    // down: every process gone, the supervisor too, the state file removed.
+    let mut pids: Vec<u64> = restarted["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pid"].as_u64().unwrap())
+        .collect();
+    pids.push(supervisor);
     let out = mesh.ok(&["down"]);
     assert!(out.contains("stopped 6 processes"), "{out}");
     retry(Duration::from_secs(10), || {

@@ -35,6 +35,18 @@ pub struct UpArgs {
     /// Trust domain of the workloads' SPIFFE identities.
     #[arg(long, default_value = mesh_ca::DEFAULT_TRUST_DOMAIN)]
     pub trust_domain: String,
+    /// Lifetime of the workloads' certificates (e.g. 30s, 1h); every proxy renews at about
+    /// half of it. Default: the CA's, 24h. Short ones exercise rotation.
+    #[arg(long, value_name = "DURATION", value_parser = parse_cert_ttl)]
+    pub workload_cert_ttl: Option<Duration>,
+}
+
+fn parse_cert_ttl(s: &str) -> Result<Duration, String> {
+    let d = mesh_api::duration::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(2) {
+        return Err(format!("{s:?}: at least 2s (a proxy renews at half of it)"));
+    }
+    Ok(d)
 }
 
 /// Output format of `status`.
@@ -148,6 +160,7 @@ pub fn up(a: UpArgs) -> ExitCode {
         },
         timeout: Duration::from_secs(a.timeout),
         trust_domain: a.trust_domain,
+        workload_cert_ttl: a.workload_cert_ttl,
     };
     report("up", super::up(&opts))
 }

@@ -22,13 +22,13 @@ pub mod meshdir;
 pub mod names;
 pub mod process;
 pub mod state;
+pub mod supervise;
 pub mod traffic;
 pub mod workloads;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -37,6 +37,7 @@ use bootstrap::{ProxyBootstrap, ProxyRole, XdsTls};
 use identity::{MeshIdentities, ProxyIdentity};
 use meshdir::{GATEWAY_LABELS, GATEWAY_NAME, GATEWAY_NAMESPACE, GATEWAY_SERVICE_ACCOUNT, MeshDir};
 use state::{ControlPlane, GatewayProxy, IdentityState, MeshState, Process, Sidecar};
+use supervise::Running;
 
 /// How long `up` waits for every proxy to be SYNCED by default.
 pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
@@ -73,6 +74,8 @@ pub struct UpOptions {
     pub timeout: Duration,
     /// Trust domain of the mesh's SPIFFE identities.
     pub trust_domain: String,
+    /// Lifetime of workload certificates; `None`: the CA's default.
+    pub workload_cert_ttl: Option<Duration>,
 }
 
 fn progress(msg: impl AsRef<str>) {
@@ -96,42 +99,6 @@ impl PortAllocator {
     }
 }
 
-/// What `up` started, stopped in reverse order on failure or Ctrl-C.
-struct Running {
-    children: Vec<(Process, Child)>,
-}
-
-impl Running {
-    fn records(&self) -> Vec<Process> {
-        self.children.iter().map(|(p, _)| p.clone()).collect()
-    }
-
-    /// The first child that exited, with its status.
-    fn exited(&mut self) -> Option<(Process, String)> {
-        for (p, c) in &mut self.children {
-            if let Ok(Some(status)) = c.try_wait() {
-                return Some((p.clone(), status.to_string()));
-            }
-        }
-        None
-    }
-
-    fn stop(&mut self) {
-        let procs: Vec<(String, u32, String)> = self
-            .children
-            .iter()
-            .rev()
-            .map(|(p, _)| (p.name.clone(), p.pid, p.program.clone()))
-            .collect();
-        for name in process::stop_all(&procs, STOP_GRACE) {
-            progress(format!("  {name} did not stop in time: killed"));
-        }
-        for (_, c) in &mut self.children {
-            let _ = c.wait();
-        }
-    }
-}
-
 fn crash_report(p: &Process, status: &str) -> String {
     format!(
         "{} exited ({status}); last lines of {}:\n{}",
@@ -147,6 +114,9 @@ pub fn up(opts: &UpOptions) -> anyhow::Result<()> {
     let state_dir = state::state_dir()?;
     let state_dir = std::path::absolute(&state_dir)
         .with_context(|| format!("state directory {}", state_dir.display()))?;
+    if opts.detach && !supervise::is_detached_supervisor() {
+        return supervise::detach(&state_dir);
+    }
     if let Some(old) = MeshState::load(&state_dir)? {
         if !old.running().is_empty() {
             bail!(
@@ -343,9 +313,7 @@ pub fn up(opts: &UpOptions) -> anyhow::Result<()> {
     };
     boots.push((format!("proxy/{GATEWAY_NAME}"), gw));
 
-    let mut running = Running {
-        children: Vec::new(),
-    };
+    let mut running = Running::default();
     let result = start_all(
         opts,
         &mesh,
@@ -374,7 +342,7 @@ pub fn up(opts: &UpOptions) -> anyhow::Result<()> {
         log_dir,
         source: mesh.origin.clone(),
         proxy: opts.proxy.label().to_string(),
-        supervisor_pid: (!opts.detach).then(std::process::id),
+        supervisor_pid: Some(std::process::id()),
         control_plane: ControlPlane {
             xds_address: xds,
             debug_address: debug,
@@ -390,50 +358,26 @@ pub fn up(opts: &UpOptions) -> anyhow::Result<()> {
         sidecars,
         processes: running.records(),
     };
+    let mut state = state;
     state.save()?;
     let meshctl = invocation::meshctl_command();
     println!("{}", render_status(&state, None));
     print!("\n{}", next_steps(&state, &meshctl));
     if opts.detach {
-        println!("The mesh keeps running; stop it with `{meshctl} down`.");
-        return Ok(());
+        println!(
+            "The mesh keeps running, supervised by meshctl (pid {}): what exits is started again; stop it with `{meshctl} down`.",
+            std::process::id()
+        );
+        supervise::announce_ready();
+    } else {
+        println!("Press Ctrl-C to stop the mesh.");
     }
-    println!("Press Ctrl-C to stop the mesh.");
-    let outcome = supervise(&mut running);
+    let outcome = supervise::supervise(&mut running, &mut state);
     progress("stopping the mesh ...");
     running.stop();
     std::fs::remove_file(MeshState::path(&state.state_dir)).ok();
     progress(format!("stopped; logs kept in {}", state.log_dir.display()));
     outcome
-}
-
-/// Waits for Ctrl-C, SIGTERM or a child's exit (reported as an error).
-fn supervise(running: &mut Running) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(wait_for_stop(running))
-}
-
-async fn wait_for_stop(running: &mut Running) -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tokio::select! {
-            r = &mut ctrl_c => {
-                r?;
-                return Ok(());
-            }
-            _ = term.recv() => return Ok(()),
-            _ = tick.tick() => {
-                if let Some((p, status)) = running.exited() {
-                    bail!("{}", crash_report(&p, &status));
-                }
-            }
-        }
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -462,17 +406,14 @@ fn start_all(
                  program: &Path,
                  args: Vec<String>,
                  env: Vec<(String, String)>| {
-        let log = log_dir.join(format!("{}.log", name.replace('/', "-")));
-        let child = process::spawn(program, &args, &env, &base_dir, &log)
-            .with_context(|| format!("starting {name}"))?;
-        let p = Process {
-            name: name.to_string(),
-            pid: child.id(),
-            program: program.display().to_string(),
-            log,
+        let spec = supervise::Spec {
+            program: program.to_path_buf(),
+            args,
+            env,
+            cwd: base_dir.clone(),
+            log: log_dir.join(format!("{}.log", name.replace('/', "-"))),
         };
-        running.children.push((p, child));
-        anyhow::Ok(())
+        running.start(name, spec)
     };
 
     // Control plane, ready when its debug endpoint answers and its secure port accepts.
@@ -498,7 +439,16 @@ fn start_all(
             ids.tokens_file.display().to_string(),
             "--trust-domain".into(),
             ids.trust_domain.clone(),
-        ],
+        ]
+        .into_iter()
+        .chain(opts.workload_cert_ttl.into_iter().flat_map(|ttl| {
+            // For the certificates it sends Envoys over SDS.
+            [
+                "--workload-cert-ttl".to_string(),
+                format!("{}s", ttl.as_secs()),
+            ]
+        }))
+        .collect(),
         vec![],
     )?;
     wait_for(
@@ -558,7 +508,7 @@ fn start_all(
             opts.proxy.label(),
             b.admin
         ));
-        let args = match opts.proxy {
+        let mut args = match opts.proxy {
             // One worker each, mesh-proxy as Envoy: a laptop runs several
             // sidecars, and one worker is what a sidecar needs here.
             ProxyImpl::Mesh => vec![
@@ -590,6 +540,9 @@ fn start_all(
                 "1000".into(),
             ],
         };
+        if let (ProxyImpl::Mesh, Some(ttl)) = (opts.proxy, opts.workload_cert_ttl) {
+            args.extend(["--cert-ttl".to_string(), format!("{}s", ttl.as_secs())]);
+        }
         start(running, name, proxy_bin, args, vec![])?;
     }
 
@@ -623,8 +576,9 @@ fn start_all(
         let hint = boots
             .iter()
             .find(|(_, b)| e.to_string().contains(&b.node_id()))
-            .and_then(|(name, _)| running.children.iter().find(|(p, _)| &p.name == name))
-            .map(|(p, _)| {
+            .and_then(|(name, _)| running.children.iter().find(|c| &c.record.name == name))
+            .map(|c| &c.record)
+            .map(|p| {
                 format!(
                     "\nlast lines of {}:\n{}",
                     p.log.display(),
@@ -769,8 +723,17 @@ pub fn down() -> anyhow::Result<()> {
         && pid != std::process::id()
         && process::is_running(pid, "meshctl")
     {
-        // A foreground `meshctl up` owns the mesh: let it stop its children itself.
+        // The supervising `meshctl up` owns the mesh: it stops its children itself, and
+        // must be gone before they are, or it would start them again.
         process::signal(pid, "TERM");
+        let deadline = Instant::now() + STOP_GRACE + Duration::from_secs(5);
+        while process::is_running(pid, "meshctl") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if process::is_running(pid, "meshctl") {
+            eprintln!("meshctl up (pid {pid}) did not stop in time: killed");
+            process::signal(pid, "KILL");
+        }
     }
     let killed = process::stop_all(&procs, STOP_GRACE);
     for name in &killed {
@@ -828,8 +791,12 @@ pub fn render_status(state: &MeshState, syncz: Option<&BTreeMap<String, String>>
             .iter()
             .find(|p| p.name == name)
             .map(|p| {
-                if process::is_running(p.pid, &p.program) {
+                if process::is_running(p.pid, &p.program) && p.restarts > 0 {
+                    format!("pid {} (restarts {})", p.pid, p.restarts)
+                } else if process::is_running(p.pid, &p.program) {
                     format!("pid {}", p.pid)
+                } else if p.restarts > 0 || state.supervisor_pid.is_some() {
+                    "EXITED (restarting)".into()
                 } else {
                     "EXITED".into()
                 }

@@ -41,7 +41,8 @@ pub struct MeshState {
     pub source: String,
     /// `mesh-proxy` or `envoy`.
     pub proxy: String,
-    /// pid of the `meshctl up` in the foreground; `None` once detached.
+    /// pid of the `meshctl up` that supervises the mesh (restarts what exits): the one in
+    /// the foreground, or the one `--detach` left in the background.
     pub supervisor_pid: Option<u32>,
     pub control_plane: ControlPlane,
     /// The mesh's CA and trust domain (absent in a state file written before mTLS).
@@ -112,6 +113,9 @@ pub struct Process {
     /// The program's path (its file name identifies the pid).
     pub program: String,
     pub log: PathBuf,
+    /// How many times the supervisor restarted it after it exited.
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 impl MeshState {
