@@ -2,9 +2,11 @@
 //! generated from `mesh-api`'s types, into `charts/mesh/crds/`; `bench`
 //! measures the proxy against Envoy; `fuzz` runs the fuzz targets of
 //! `fuzz/` (docs/fuzzing.md); `soak` runs the local mesh under traffic and
-//! rule changes and charts memory and fds over time.
+//! rule changes and charts memory and fds over time; `chaos` breaks it under
+//! traffic and counts every request.
 
 mod bench;
+mod chaos;
 mod fuzz;
 mod procfs;
 mod render;
@@ -36,6 +38,9 @@ enum Task {
     Fuzz(fuzz::FuzzArgs),
     /// Run the local mesh under mixed traffic and rule changes; chart memory and fds (`cargo xtask soak --help`).
     Soak(soak::SoakArgs),
+    /// Break the local mesh under traffic (kills, a bad push, a proxy restarted without its
+    /// control plane, rotating certificates) and count every request (see docs/chaos.md).
+    Chaos(chaos::ChaosArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         Task::Bench(args) => bench::run(args),
         Task::Fuzz(args) => fuzz::run(args),
         Task::Soak(args) => soak::run(args),
+        Task::Chaos(args) => chaos::run(args),
     }
 }
 

@@ -34,9 +34,13 @@ pub struct Args {
     /// Random spread around the latency: each delay is uniform in latency ± jitter.
     #[arg(long, env = "LATENCY_JITTER", default_value = "0s")]
     pub jitter: String,
-    /// Share of requests answered with an injected 503, from 0.0 to 1.0.
+    /// Share of requests answered with an injected failure, from 0.0 to 1.0.
     #[arg(long, env = "FAILURE_RATE", default_value_t = 0.0)]
     pub failure_rate: f64,
+    /// Status of an injected failure, 500 to 599 (Istio's default retry policy retries a 503
+    /// on another instance, not a 500).
+    #[arg(long, env = "FAILURE_STATUS", default_value_t = 503)]
+    pub failure_status: u16,
     /// Do not log one line per request.
     #[arg(long, env = "HELLOWORLD_QUIET")]
     pub quiet: bool,
@@ -53,6 +57,7 @@ pub struct Config {
     pub latency: Duration,
     pub jitter: Duration,
     pub failure_rate: f64,
+    pub failure_status: u16,
     pub log_requests: bool,
 }
 
@@ -66,6 +71,7 @@ impl Default for Config {
             latency: Duration::ZERO,
             jitter: Duration::ZERO,
             failure_rate: 0.0,
+            failure_status: 503,
             log_requests: true,
         }
     }
@@ -84,6 +90,8 @@ pub enum ConfigError {
     },
     #[error("--failure-rate {value}: must be between 0.0 and 1.0")]
     FailureRate { value: f64 },
+    #[error("--failure-status {value}: must be between 500 and 599")]
+    FailureStatus { value: u16 },
     #[error("--version: must not be empty")]
     EmptyVersion,
 }
@@ -99,6 +107,11 @@ impl Config {
                 value: args.failure_rate,
             });
         }
+        if !(500..=599).contains(&args.failure_status) {
+            return Err(ConfigError::FailureStatus {
+                value: args.failure_status,
+            });
+        }
         if args.service_version.trim().is_empty() {
             return Err(ConfigError::EmptyVersion);
         }
@@ -110,6 +123,7 @@ impl Config {
             latency: parse_duration("latency", &args.latency)?,
             jitter: parse_duration("jitter", &args.jitter)?,
             failure_rate: args.failure_rate,
+            failure_status: args.failure_status,
             log_requests: !args.quiet,
         })
     }
@@ -198,6 +212,8 @@ mod tests {
             "20ms",
             "--failure-rate",
             "0.3",
+            "--failure-status",
+            "500",
             "--quiet",
         ]))
         .unwrap();
@@ -208,6 +224,7 @@ mod tests {
         assert_eq!(config.latency, Duration::from_millis(1500));
         assert_eq!(config.jitter, Duration::from_millis(20));
         assert_eq!(config.failure_rate, 0.3);
+        assert_eq!(config.failure_status, 500);
         assert!(!config.log_requests);
     }
 
@@ -216,6 +233,11 @@ mod tests {
         let err = Config::from_args(&args(&["--failure-rate", "1.5"])).unwrap_err();
         assert_eq!(err, ConfigError::FailureRate { value: 1.5 });
         assert!(err.to_string().contains("--failure-rate"));
+        let err = Config::from_args(&args(&["--failure-status", "404"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--failure-status 404: must be between 500 and 599"
+        );
         let err = Config::from_args(&args(&["--latency", "100"])).unwrap_err();
         assert!(err.to_string().starts_with("--latency \"100\""), "{err}");
         let err = Config::from_args(&args(&["--jitter", "5h"])).unwrap_err();

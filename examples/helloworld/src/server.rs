@@ -30,6 +30,7 @@ struct App {
     latency: Duration,
     jitter: Duration,
     failure_rate: f64,
+    failure_status: u16,
     log_requests: bool,
 }
 
@@ -54,6 +55,7 @@ pub async fn build(config: Config) -> std::io::Result<Bound> {
         latency: config.latency,
         jitter: config.jitter,
         failure_rate: config.failure_rate,
+        failure_status: config.failure_status,
         log_requests: config.log_requests,
     });
     Ok(Bound {
@@ -160,7 +162,7 @@ async fn respond(app: &App, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     }
     if app.failure_rate > 0.0 && rand::rng().random::<f64>() < app.failure_rate {
         return text(
-            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::from_u16(app.failure_status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
             format!(
                 "injected failure (failure rate {}) from version: {}, instance: {}\n",
                 app.failure_rate, app.version, app.instance

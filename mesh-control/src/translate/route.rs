@@ -39,6 +39,9 @@ const PREVIOUS_HOSTS: &str = "envoy.retry_host_predicates.previous_hosts";
 pub(crate) const DEFAULT_RETRY_ON: &str =
     "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 pub(crate) const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
+/// Istio's default retriable status codes: a 503 (an instance going away, a sidecar whose
+/// app is down) is retried on another host.
+pub(crate) const DEFAULT_RETRIABLE_STATUS_CODES: [u32; 1] = [503];
 
 /// Istio's route for a service port without a VirtualService.
 pub(crate) fn default_route(
@@ -383,6 +386,7 @@ pub(crate) fn retry_policy(r: Option<&HttpRetry>, consistent_hash: bool) -> Opti
     };
     let mut out = RetryPolicy {
         retry_on: DEFAULT_RETRY_ON.to_string(),
+        retriable_status_codes: DEFAULT_RETRIABLE_STATUS_CODES.to_vec(),
         num_retries: Some(u32v(DEFAULT_RETRY_ATTEMPTS)),
         host_selection_retry_max_attempts: 5,
         // With consistent hashing a retry should stay on the hashed host.
@@ -400,6 +404,8 @@ pub(crate) fn retry_policy(r: Option<&HttpRetry>, consistent_hash: bool) -> Opti
     }
     out.num_retries = Some(u32v(attempts.unsigned_abs()));
     if let Some(on) = r.retry_on.as_deref().filter(|s| !s.trim().is_empty()) {
+        // A retryOn of its own replaces the default codes too (Istio's ConvertPolicy).
+        out.retriable_status_codes.clear();
         let mut conditions = Vec::new();
         for part in on.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part.parse::<u32>() {

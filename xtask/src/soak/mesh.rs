@@ -82,8 +82,19 @@ impl LocalMesh {
     /// `meshctl up --detach` (the built-in demo), returning once every proxy is SYNCED. The
     /// guard exists before `up` runs, so a failed `up` still gets its `down`.
     pub fn up(meshctl: PathBuf, bin_dir: PathBuf) -> anyhow::Result<LocalMesh> {
+        Self::up_with("soak", meshctl, bin_dir, &[])
+    }
+
+    /// [`LocalMesh::up`] for the tool `label` (`soak`, `chaos`: the prefix of its lines and
+    /// of the state directory), with more arguments for `meshctl up`.
+    pub fn up_with(
+        label: &str,
+        meshctl: PathBuf,
+        bin_dir: PathBuf,
+        up_args: &[&str],
+    ) -> anyhow::Result<LocalMesh> {
         let state = tempfile::Builder::new()
-            .prefix("mesh-soak-")
+            .prefix(&format!("mesh-{label}-"))
             .tempdir()
             .context("create a temporary state directory")?;
         let mesh = LocalMesh {
@@ -96,14 +107,15 @@ impl LocalMesh {
             _state: state,
         };
         println!(
-            "soak: meshctl up --detach (MESH_STATE_DIR={}, MESH_BIN_DIR={})",
+            "{label}: meshctl up --detach {}(MESH_STATE_DIR={}, MESH_BIN_DIR={})",
+            up_args.iter().map(|a| format!("{a} ")).collect::<String>(),
             mesh.ctl.state_dir.display(),
             mesh.ctl.bin_dir.display()
         );
         let timeout = UP_TIMEOUT_S.to_string();
-        mesh.ctl
-            .ok(&["up", "--detach", "--timeout", &timeout])
-            .context("start the local mesh")?;
+        let mut args = vec!["up", "--detach", "--timeout", &timeout];
+        args.extend_from_slice(up_args);
+        mesh.ctl.ok(&args).context("start the local mesh")?;
         Ok(mesh)
     }
 
@@ -111,6 +123,18 @@ impl LocalMesh {
     pub fn down(&mut self) -> anyhow::Result<String> {
         self.stopped = true;
         self.ctl.ok(&["down"])
+    }
+
+    /// `meshctl down`, then the processes' logs copied into `logs`; what failed is said, not
+    /// returned (the run's results matter more).
+    pub fn stop_keeping_logs(mut self, label: &str, logs: &Path) {
+        match self.down() {
+            Ok(said) => println!("{label}: meshctl down: {}", said.trim()),
+            Err(e) => eprintln!("{label}: {e:#}"),
+        }
+        if let Err(e) = self.copy_logs(logs) {
+            eprintln!("{label}: logs not copied: {e:#}");
+        }
     }
 
     /// Copies the processes' logs (kept by `down` until the next `up`) into `dir`.
@@ -151,12 +175,16 @@ impl Drop for LocalMesh {
 pub struct MeshStatus {
     /// `mesh-proxy` or `envoy`.
     pub proxy: String,
+    /// The control plane's watched directory.
+    #[serde(default)]
+    pub config_dir: PathBuf,
     pub control_plane: ControlPlane,
     pub gateway: Gateway,
     pub sidecars: Vec<Sidecar>,
     pub processes: Vec<Process>,
-    /// Node id -> `SYNCED`, `STALE`, ...
-    #[serde(default)]
+    /// Node id -> `SYNCED`, `STALE`, ...; empty when the control plane did not answer
+    /// (`null` in the JSON).
+    #[serde(default, deserialize_with = "null_is_empty")]
     pub sync: BTreeMap<String, String>,
 }
 
@@ -186,6 +214,18 @@ pub struct Process {
     /// `control-plane`, `proxy/NAME`, `app/NAME`.
     pub name: String,
     pub pid: u32,
+    #[serde(default)]
+    pub running: bool,
+    /// Restarts by the supervising `meshctl up`.
+    #[serde(default)]
+    pub restarts: u32,
+}
+
+fn null_is_empty<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    use serde::Deserialize as _;
+    Ok(Option::<BTreeMap<String, String>>::deserialize(d)?.unwrap_or_default())
 }
 
 impl MeshStatus {
@@ -208,6 +248,24 @@ impl MeshStatus {
             .iter()
             .find(|s| s.workload == name)
             .map(|s| s.admin_address)
+    }
+
+    /// The process called `name`.
+    pub fn process(&self, name: &str) -> anyhow::Result<&Process> {
+        self.processes
+            .iter()
+            .find(|p| p.name == name)
+            .with_context(|| format!("no process {name} in meshctl status"))
+    }
+
+    /// Every proxy connected and SYNCED.
+    pub fn all_synced(&self) -> bool {
+        let proxies = self
+            .processes
+            .iter()
+            .filter(|p| p.name.starts_with("proxy/"))
+            .count();
+        self.sync.len() == proxies && self.sync.values().all(|s| s == "SYNCED")
     }
 }
 
@@ -250,5 +308,10 @@ mod tests {
         assert_eq!(s.admin_of("app/helloworld-safe"), None);
         assert_eq!(s.admin_of("proxy/unknown"), None);
         assert_eq!(s.processes.len(), 4);
+        // The control plane not answering: `sync` is null.
+        let down: MeshStatus =
+            serde_json::from_str(&STATUS.replace(r#""sync": {"#, r#""sync": null, "x": {"#))
+                .unwrap();
+        assert!(down.sync.is_empty() && !down.all_synced());
     }
 }

@@ -138,22 +138,20 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
     if !positive(args.rate) || args.sample_seconds == 0 || args.rule_seconds == 0 {
         bail!("--rate, --sample-seconds and --rule-seconds must be more than 0");
     }
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("xtask lives in the workspace")?
-        .to_path_buf();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"));
-    let out = args.out.clone().unwrap_or_else(|| target.join("soak"));
-    std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
+    let (workspace, target, out) = directories(args.out.as_deref(), "soak")?;
     let duration = Duration::from_secs_f64(args.minutes * 60.0);
     let warmup_s = args
         .warmup_seconds
         .map_or(DEFAULT_WARMUP_SECONDS as f64, |w| w as f64)
         .min(duration.as_secs_f64() / 2.0);
 
-    let (bin_dir, binaries) = binaries(&args, &workspace, &target)?;
+    let (bin_dir, binaries) = binaries(
+        "soak",
+        args.release,
+        args.bin_dir.as_deref(),
+        &workspace,
+        &target,
+    )?;
     let loadavg_before = crate::bench::loadavg();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -164,7 +162,7 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
     // stops the mesh) instead of killing this process and leaving the mesh running.
     let stop = runtime.block_on(stop_on_signal())?;
 
-    let mut mesh = LocalMesh::up(bin_dir.join("meshctl"), bin_dir.clone())?;
+    let mesh = LocalMesh::up(bin_dir.join("meshctl"), bin_dir.clone())?;
     if *stop.borrow() {
         bail!("interrupted while the mesh started");
     }
@@ -176,12 +174,7 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
         status.gateway_http()?
     );
     let rule_files = rules::write_steps(&workspace, &out.join("rules"))?;
-    let sidecars: Vec<(String, std::net::SocketAddr)> = status
-        .sidecars
-        .iter()
-        .map(|s| (s.workload.clone(), s.outbound_address))
-        .collect();
-    let lanes = traffic::plan(args.rate, status.gateway_http()?, &sidecars);
+    let lanes = traffic::plan_for(args.rate, &status)?;
     for lane in &lanes {
         println!(
             "soak: lane {:<45} {:>6.1} req/s to {}",
@@ -209,14 +202,7 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
     };
     let recording = runtime.block_on(drive(&plan, &lanes, &mesh.ctl, &status, stop));
     let sync_at_end = mesh.ctl.status().map(|s| s.sync).unwrap_or_default();
-    match mesh.down() {
-        Ok(said) => println!("soak: meshctl down: {}", said.trim()),
-        Err(e) => eprintln!("soak: {e:#}"),
-    }
-    if let Err(e) = mesh.copy_logs(&out.join("logs")) {
-        eprintln!("soak: logs not copied: {e:#}");
-    }
-    drop(mesh);
+    mesh.stop_keeping_logs("soak", &out.join("logs"));
     runtime.shutdown_timeout(Duration::from_secs(2));
 
     let meta = Meta {
@@ -246,12 +232,33 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The workspace, cargo's target directory and the output directory (`out`, else
+/// `<target>/<name>`), created.
+pub fn directories(out: Option<&Path>, name: &str) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask lives in the workspace")?
+        .to_path_buf();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    let out = out.map_or_else(|| target.join(name), Path::to_path_buf);
+    std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
+    Ok((workspace, target, out))
+}
+
 /// The binaries' directory, built with cargo unless `--bin-dir` is given, and how they were made.
-fn binaries(args: &SoakArgs, workspace: &Path, target: &Path) -> anyhow::Result<(PathBuf, String)> {
-    let (dir, how) = match &args.bin_dir {
-        Some(dir) => (dir.clone(), format!("--bin-dir {}", dir.display())),
+pub fn binaries(
+    label: &str,
+    release: bool,
+    bin_dir: Option<&Path>,
+    workspace: &Path,
+    target: &Path,
+) -> anyhow::Result<(PathBuf, String)> {
+    let (dir, how) = match bin_dir {
+        Some(dir) => (dir.to_path_buf(), format!("--bin-dir {}", dir.display())),
         None => {
-            let profile = if args.release { "release" } else { "debug" };
+            let profile = if release { "release" } else { "debug" };
             // The target directory is cargo's own (or the inherited CARGO_TARGET_DIR): naming
             // it again by another path would rebuild every crate with a build script. The
             // variables `cargo run` set for xtask are removed: ring's build script reruns when
@@ -272,15 +279,15 @@ fn binaries(args: &SoakArgs, workspace: &Path, target: &Path) -> anyhow::Result<
                     cmd.env_remove(name.as_ref());
                 }
             }
-            if args.release {
+            if release {
                 cmd.arg("--release");
             }
             for p in MESH_PACKAGES {
                 cmd.args(["-p", p]);
             }
             println!(
-                "soak: cargo build{} -p {}",
-                if args.release { " --release" } else { "" },
+                "{label}: cargo build{} -p {}",
+                if release { " --release" } else { "" },
                 MESH_PACKAGES.join(" -p ")
             );
             let status = cmd.status().context("run cargo build")?;
@@ -300,7 +307,7 @@ fn binaries(args: &SoakArgs, workspace: &Path, target: &Path) -> anyhow::Result<
 
 /// A receiver that turns true on the first SIGINT or SIGTERM. The handlers are installed
 /// before this returns.
-async fn stop_on_signal() -> anyhow::Result<watch::Receiver<bool>> {
+pub async fn stop_on_signal() -> anyhow::Result<watch::Receiver<bool>> {
     let mut interrupt = signal(SignalKind::interrupt()).context("catch SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("catch SIGTERM")?;
     let (tx, rx) = watch::channel(false);
@@ -309,7 +316,7 @@ async fn stop_on_signal() -> anyhow::Result<watch::Receiver<bool>> {
             _ = interrupt.recv() => "SIGINT",
             _ = terminate.recv() => "SIGTERM",
         };
-        eprintln!("soak: {name}: stopping the traffic, writing the report, stopping the mesh");
+        eprintln!("xtask: {name}: stopping the traffic, writing the report, stopping the mesh");
         let _ = tx.send(true);
     });
     Ok(rx)

@@ -83,6 +83,16 @@ const SIDECARS_MIX: [(Protocol, f64, usize); 2] = [
 /// The service every sidecar lane calls, as an app would through `http_proxy`.
 pub const SERVICE: &str = "helloworld:5000";
 
+/// [`plan`] for the local mesh `status` describes: its gateway and every sidecar.
+pub fn plan_for(total_rate: f64, status: &super::mesh::MeshStatus) -> anyhow::Result<Vec<Lane>> {
+    let sidecars: Vec<(String, SocketAddr)> = status
+        .sidecars
+        .iter()
+        .map(|s| (s.workload.clone(), s.outbound_address))
+        .collect();
+    Ok(plan(total_rate, status.gateway_http()?, &sidecars))
+}
+
 /// The lanes for `total_rate` requests per second: the gateway's at `gateway`, and each
 /// sidecar's (name, `http_proxy` address) sharing the sidecars' part equally.
 pub fn plan(total_rate: f64, gateway: SocketAddr, sidecars: &[(String, SocketAddr)]) -> Vec<Lane> {
@@ -164,22 +174,100 @@ fn failed(kind: &'static str, e: impl std::fmt::Display) -> RequestError {
     }
 }
 
-/// The status and `helloworld` version of an answer.
-pub type Answer = (u16, Option<String>);
+/// What an answer said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    /// The `helloworld` version that answered.
+    pub version: Option<String>,
+    /// For an answer other than 2xx: the proxy's `x-mesh-reason` (or Envoy's
+    /// `x-envoy-response-flags`-like detail) or the start of the body.
+    pub detail: Option<String>,
+}
 
-/// Counts of every lane, shared by the lanes' tasks.
-#[derive(Debug, Default)]
+#[cfg(test)]
+impl Answer {
+    pub fn ok(version: &str) -> Answer {
+        Answer {
+            status: 200,
+            version: Some(version.to_string()),
+            detail: None,
+        }
+    }
+}
+
+/// Most failures kept with their time (the counts go on past it).
+pub const FAILURE_LOG_MAX: usize = 100_000;
+
+/// A request that failed, when and how: the chaos run attributes each to what it did then.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Failure {
+    /// Seconds since the counters were made (the traffic's start).
+    pub at: f64,
+    pub lane: String,
+    /// `connect`, `handshake`, `send`, `body`, `timeout`, or `status 503`.
+    pub kind: String,
+    pub message: String,
+}
+
+/// Counts of every lane, shared by the lanes' tasks, and the failures' log.
+#[derive(Debug)]
 pub struct Counters {
     lanes: Mutex<BTreeMap<String, LaneCounts>>,
+    started: Instant,
+    failures: Mutex<Vec<Failure>>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            lanes: Mutex::default(),
+            started: Instant::now(),
+            failures: Mutex::default(),
+        }
+    }
 }
 
 impl Counters {
+    /// Seconds since the counters were made.
+    pub fn elapsed(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Every failure so far, in the order they were recorded.
+    pub fn failures(&self) -> Vec<Failure> {
+        self.failures.lock().unwrap().clone()
+    }
+
+    fn log_failure(&self, lane: &str, kind: String, message: String) {
+        let mut log = self.failures.lock().unwrap();
+        if log.len() < FAILURE_LOG_MAX {
+            log.push(Failure {
+                at: self.elapsed(),
+                lane: lane.to_string(),
+                kind,
+                message,
+            });
+        }
+    }
+
     pub fn record(&self, lane: &str, outcome: &Result<Answer, RequestError>, latency: Duration) {
+        match outcome {
+            Ok(a) if !(200..300).contains(&a.status) => self.log_failure(
+                lane,
+                format!("status {}", a.status),
+                a.detail.clone().unwrap_or_default(),
+            ),
+            Ok(_) => {}
+            Err(e) => self.log_failure(lane, e.kind.to_string(), e.message.clone()),
+        }
         let mut lanes = self.lanes.lock().unwrap();
         let c = lanes.entry(lane.to_string()).or_default();
         c.requests += 1;
         match outcome {
-            Ok((status, version)) => {
+            Ok(Answer {
+                status, version, ..
+            }) => {
                 *c.statuses.entry(*status).or_default() += 1;
                 if let Some(v) = version {
                     *c.versions.entry(v.clone()).or_default() += 1;
@@ -309,13 +397,29 @@ async fn answer(
 ) -> Result<Answer, RequestError> {
     let response = sent.await.map_err(|e| failed("send", e))?;
     let status = response.status().as_u16();
+    let reason = response
+        .headers()
+        .get("x-mesh-reason")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = response
         .into_body()
         .collect()
         .await
         .map_err(|e| failed("body", e))?
         .to_bytes();
-    Ok((status, helloworld_version(&body)))
+    let detail = (!(200..300).contains(&status)).then(|| {
+        reason.unwrap_or_else(|| {
+            String::from_utf8_lossy(&body[..body.len().min(120)])
+                .trim()
+                .to_string()
+        })
+    });
+    Ok(Answer {
+        status,
+        version: helloworld_version(&body),
+        detail,
+    })
 }
 
 async fn within<T>(f: impl Future<Output = Result<T, RequestError>>) -> Result<T, RequestError> {
@@ -472,8 +576,13 @@ mod tests {
     fn counts_by_status_error_and_version() {
         let c = Counters::default();
         let ms = Duration::from_millis(2);
-        c.record("l", &Ok((200, Some("safe".into()))), ms);
-        c.record("l", &Ok((503, None)), Duration::from_millis(5));
+        c.record("l", &Ok(Answer::ok("safe")), ms);
+        let unavailable = Answer {
+            status: 503,
+            version: None,
+            detail: Some("UF".into()),
+        };
+        c.record("l", &Ok(unavailable), Duration::from_millis(5));
         c.record("l", &Err(failed("connect", "refused")), ms);
         c.record("l", &Err(failed("connect", "refused again")), ms);
         c.connection_opened("l");
@@ -491,5 +600,20 @@ mod tests {
         assert_eq!(l.connections, 1);
         assert_eq!(l.failures(), 3);
         assert_eq!(c.totals(), (4, 3));
+        // Each failure is also logged with its time, kind and detail.
+        let log = c.failures();
+        let kinds: Vec<(&str, &str)> = log
+            .iter()
+            .map(|f| (f.kind.as_str(), f.message.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("status 503", "UF"),
+                ("connect", "refused"),
+                ("connect", "refused again")
+            ]
+        );
+        assert!(log.windows(2).all(|w| w[0].at <= w[1].at));
     }
 }
