@@ -29,8 +29,9 @@ use mesh_proxy::model::{
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::admin_client::AdminClient;
+use crate::header_arg::{self, HeaderArgError};
 use crate::proxy_config::{self, ConfigFormat, Target, endpoint_rows, parse_cluster_name};
-use crate::up::http;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -75,7 +76,7 @@ pub struct ExplainArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
     #[error(transparent)]
-    Header(#[from] http::HeaderArgError),
+    Header(#[from] HeaderArgError),
     #[error("header {0:?} is not a valid HTTP header")]
     InvalidHeader(String),
     #[error("no HTTP listener for port {port}; HTTP listeners: {available}")]
@@ -107,7 +108,7 @@ impl ExplainRequest {
     ) -> Result<ExplainRequest, ExplainError> {
         let mut map = ::http::HeaderMap::new();
         for arg in headers {
-            let (name, value) = http::parse_header(arg)?;
+            let (name, value) = header_arg::parse_header(arg)?;
             let name = ::http::HeaderName::try_from(name.to_ascii_lowercase())
                 .map_err(|_| ExplainError::InvalidHeader(arg.clone()))?;
             let value = ::http::HeaderValue::try_from(value)
@@ -261,20 +262,21 @@ fn endpoint_configs(dump: &Value) -> Vec<Value> {
 /// Reads `/config_dump?include_eds` and `/clusters` of the admin at `addr`.
 pub fn read_live_config(addr: SocketAddr) -> anyhow::Result<LiveConfig> {
     use anyhow::{Context, bail};
-    let a = http::get(addr, "localhost", "/config_dump?include_eds", TIMEOUT)?;
+    let admin = AdminClient::new(addr, TIMEOUT);
+    let a = admin.get("/config_dump?include_eds")?;
     if a.status != 200 {
         bail!(
             "{addr}/config_dump?include_eds answered {}: {}",
-            a.status,
-            a.body.trim()
+            a.status.as_u16(),
+            a.text().trim()
         );
     }
-    let dump: Value =
-        serde_json::from_str(&a.body).with_context(|| format!("{addr}/config_dump is not JSON"))?;
+    let dump: Value = serde_json::from_slice(&a.body)
+        .with_context(|| format!("{addr}/config_dump is not JSON"))?;
     let (snapshot, skipped) = snapshot_from_dump(&dump);
     // Health is a bonus: without `/clusters` the endpoints of the dump are counted instead.
-    let health = match http::get(addr, "localhost", "/clusters", TIMEOUT) {
-        Ok(a) if a.status == 200 => host_counts(&a.body),
+    let health = match admin.get("/clusters") {
+        Ok(a) if a.status == 200 => host_counts(&a.text()),
         _ => BTreeMap::new(),
     };
     Ok(LiveConfig {

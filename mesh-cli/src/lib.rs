@@ -1,10 +1,12 @@
 //! `meshctl`, the command line of the mesh. Commands are thin: the logic they
 //! present lives in the library crates.
 
+pub mod admin_client;
 pub mod analyze;
 #[cfg(test)]
 mod example_readmes;
 pub mod explain;
+pub mod header_arg;
 pub mod logs;
 pub mod proxy_config;
 pub mod proxy_status;

@@ -12,8 +12,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
 
+use crate::admin_client::AdminClient;
 use crate::proxy_status::render_table;
-use crate::up::http;
 use crate::up::state::{self, MeshState};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -141,17 +141,21 @@ pub fn admin_address(target: &Target) -> anyhow::Result<SocketAddr> {
 }
 
 fn admin_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    let a = http::get(addr, "localhost", path, TIMEOUT)?;
+    let a = AdminClient::new(addr, TIMEOUT).get(path)?;
     if a.status != 200 {
-        bail!("{addr}{path} answered {}: {}", a.status, a.body.trim());
+        bail!(
+            "{addr}{path} answered {}: {}",
+            a.status.as_u16(),
+            a.text().trim()
+        );
     }
-    Ok(a.body)
+    Ok(a.text().into_owned())
 }
 
 /// `POST path` with an empty body.
 fn admin_post(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    let a = http::post(addr, "localhost", path, TIMEOUT)?;
-    Ok((a.status, a.body))
+    let a = AdminClient::new(addr, TIMEOUT).post(path)?;
+    Ok((a.status.as_u16(), a.text().into_owned()))
 }
 
 /// The `/config_dump` of `addr`.

@@ -22,7 +22,7 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::up::http;
+use crate::admin_client::AdminClient;
 use crate::up::state::{self, MeshState};
 
 /// Output format of `proxy-status`.
@@ -127,11 +127,11 @@ pub fn local_debug_address() -> anyhow::Result<SocketAddr> {
 
 /// Reads `/debug/syncz` from `debug`.
 pub fn fetch_syncz(debug: SocketAddr) -> anyhow::Result<Value> {
-    let a = http::get(debug, "localhost", "/debug/syncz", TIMEOUT)?;
+    let a = AdminClient::new(debug, TIMEOUT).get("/debug/syncz")?;
     if a.status != 200 {
-        bail!("{debug}/debug/syncz answered {}", a.status);
+        bail!("{debug}/debug/syncz answered {}", a.status.as_u16());
     }
-    serde_json::from_str(&a.body).with_context(|| format!("{debug}/debug/syncz is not JSON"))
+    serde_json::from_slice(&a.body).with_context(|| format!("{debug}/debug/syncz is not JSON"))
 }
 
 /// Seconds, minutes, hours: `45s`, `3m12s`, `2h5m`.
@@ -593,11 +593,15 @@ fn local_node_id(debug: SocketAddr, name: &str) -> Option<String> {
 }
 
 fn admin_json(admin: SocketAddr, path: &str) -> anyhow::Result<Value> {
-    let a = http::get(admin, "localhost", path, TIMEOUT)?;
+    let a = AdminClient::new(admin, TIMEOUT).get(path)?;
     if a.status != 200 {
-        bail!("{admin}{path} answered {}: {}", a.status, a.body.trim());
+        bail!(
+            "{admin}{path} answered {}: {}",
+            a.status.as_u16(),
+            a.text().trim()
+        );
     }
-    serde_json::from_str(&a.body).with_context(|| format!("{admin}{path} is not JSON"))
+    serde_json::from_slice(&a.body).with_context(|| format!("{admin}{path} is not JSON"))
 }
 
 fn run(a: &ProxyStatusArgs) -> anyhow::Result<()> {

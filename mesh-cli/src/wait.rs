@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
-use crate::up::http;
+use crate::admin_client::AdminClient;
 use crate::up::meshdir::{self, Document, ResourceId};
 use crate::up::state::{self, MeshState};
 
@@ -271,12 +271,13 @@ pub fn progress(
 
 /// The control plane's `/debug/configz` or `/debug/syncz`.
 fn debug_json(debug: SocketAddr, path: &str) -> anyhow::Result<Value> {
-    let a = http::get(debug, "localhost", path, REQUEST_TIMEOUT)
+    let a = AdminClient::new(debug, REQUEST_TIMEOUT)
+        .get(path)
         .with_context(|| format!("the control plane's {path} at {debug}"))?;
     if a.status != 200 {
-        bail!("{debug}{path} answered {}", a.status);
+        bail!("{debug}{path} answered {}", a.status.as_u16());
     }
-    serde_json::from_str(&a.body).with_context(|| format!("{debug}{path} is not JSON"))
+    serde_json::from_slice(&a.body).with_context(|| format!("{debug}{path} is not JSON"))
 }
 
 /// The proxies before a change, for [`wait`]'s notion of affected.

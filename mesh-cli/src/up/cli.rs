@@ -121,7 +121,7 @@ pub struct TrafficArgs {
 }
 
 fn parse_header_arg(s: &str) -> Result<(String, String), String> {
-    super::http::parse_header(s).map_err(|e| e.to_string())
+    crate::header_arg::parse_header(s).map_err(|e| e.to_string())
 }
 
 /// `500ms`, `10s`, `2m`.

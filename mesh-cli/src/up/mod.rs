@@ -15,7 +15,6 @@
 pub mod bootstrap;
 pub mod cli;
 pub mod demo;
-pub mod http;
 pub mod identity;
 pub mod invocation;
 pub mod meshdir;
@@ -32,6 +31,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+use crate::admin_client::AdminClient;
 
 use bootstrap::{ProxyBootstrap, ProxyRole, XdsTls};
 use identity::{MeshIdentities, ProxyIdentity};
@@ -455,9 +456,9 @@ fn start_all(
         running,
         opts.timeout,
         "the control plane to be ready",
-        || match http::get(debug, "localhost", "/ready", Duration::from_secs(2)) {
+        || match AdminClient::new(debug, Duration::from_secs(2)).get("/ready") {
             Ok(a) if a.status == 200 => Ok(()),
-            Ok(a) => Err(format!("/ready answered {}", a.status)),
+            Ok(a) => Err(format!("/ready answered {}", a.status.as_u16())),
             Err(e) => Err(e.to_string()),
         },
     )?;
@@ -624,11 +625,12 @@ fn wait_for(
 /// Per connected proxy id, `SYNCED` when CDS and LDS are ACKed at the latest version and EDS
 /// and RDS are too (or have nothing to send), else the first type that is behind.
 pub fn sync_statuses(debug: SocketAddr) -> anyhow::Result<BTreeMap<String, String>> {
-    let a = http::get(debug, "localhost", "/debug/syncz", Duration::from_secs(3))?;
+    let a = AdminClient::new(debug, Duration::from_secs(3)).get("/debug/syncz")?;
     if a.status != 200 {
-        bail!("/debug/syncz answered {}", a.status);
+        bail!("/debug/syncz answered {}", a.status.as_u16());
     }
-    let v: serde_json::Value = serde_json::from_str(&a.body).context("/debug/syncz is not JSON")?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&a.body).context("/debug/syncz is not JSON")?;
     Ok(summarize_syncz(&v))
 }
 

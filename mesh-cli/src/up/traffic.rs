@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use super::http;
 use super::state::{self, MeshState};
+use crate::admin_client::{AdminClient, AdminError, Request, Response};
 
 /// Requests sent when neither a count nor a rate is given.
 pub const DEFAULT_COUNT: u64 = 100;
@@ -53,12 +53,15 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub fn record(&mut self, result: Result<http::Answer, http::HttpError>) {
+    pub fn record(&mut self, result: Result<Response, AdminError>) {
         self.total += 1;
         match result {
             Ok(a) => {
-                *self.statuses.entry(a.status.to_string()).or_default() += 1;
-                let v = version_of(&a.body).unwrap_or("-").to_string();
+                *self
+                    .statuses
+                    .entry(a.status.as_u16().to_string())
+                    .or_default() += 1;
+                let v = version_of(&a.text()).unwrap_or("-").to_string();
                 *self.versions.entry(v).or_default() += 1;
             }
             Err(e) => {
@@ -173,6 +176,7 @@ pub fn run(opts: &TrafficOptions) -> anyhow::Result<Tally> {
     // The index of the next request: each sender takes one, so N senders never send more
     // than the count and share one rate schedule.
     let next = AtomicU64::new(0);
+    let client = AdminClient::new(addr, REQUEST_TIMEOUT).with_host(host.as_str());
     let sender = || {
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
@@ -188,7 +192,7 @@ pub fn run(opts: &TrafficOptions) -> anyhow::Result<Tally> {
                     std::thread::sleep(wait);
                 }
             }
-            let answer = http::get_with_headers(addr, &host, &target, &headers, REQUEST_TIMEOUT);
+            let answer = client.send(Request::get(target.as_str()).headers(&headers));
             lock(&tally).record(answer);
         }
     };
@@ -290,18 +294,15 @@ mod tests {
         );
         assert_eq!(version_of("no route"), None);
         let mut t = Tally::default();
-        let ok = |body: &str| {
-            Ok(http::Answer {
-                status: 200,
-                body: body.into(),
-            })
+        let answer = |status: u16, body: &str| Response {
+            status: http::StatusCode::from_u16(status).unwrap(),
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::copy_from_slice(body.as_bytes()),
         };
+        let ok = |body: &str| Ok(answer(200, body));
         t.record(ok("Hello version: safe, instance: a"));
         t.record(ok("Hello version: safe, instance: a"));
-        t.record(Ok(http::Answer {
-            status: 503,
-            body: "no healthy upstream".into(),
-        }));
+        t.record(Ok(answer(503, "no healthy upstream")));
         assert_eq!(t.total, 3);
         assert_eq!(t.versions["safe"], 2);
         assert_eq!(t.versions["-"], 1);
