@@ -1,0 +1,259 @@
+//! Every example README that runs the local mesh, followed literally: its `sh` blocks, top to
+//! bottom, as one bash session from the repository root, with the workspace's `meshctl` first
+//! on `PATH` and a temporary state directory; then the tables it promises (`Expected` text
+//! blocks of `VERSION`/`STATUS` shares) compared with what the last `meshctl traffic` before
+//! them printed. A paraphrase in Rust proves nothing about the README; this runs the text.
+//!
+//! The READMEs that start servers in the foreground (`bootstrap`, `helloworld`) are not
+//! sessions to run unattended and are left out; `examples_e2e.rs` covers their binaries.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// How far a share may be from the README's: the READMEs print one run's counts.
+const SHARE_TOLERANCE_PP: f64 = 12.0;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn bin_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_meshctl"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A fenced block: its language and its text.
+fn blocks(readme: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut current: Option<(String, String)> = None;
+    for line in readme.lines() {
+        match (&mut current, line.strip_prefix("```")) {
+            (None, Some(lang)) => current = Some((lang.trim().to_string(), String::new())),
+            (Some(_), Some("")) => out.extend(current.take()),
+            (Some((_, text)), _) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    out
+}
+
+/// `NAME COUNT SHARE%` rows of a `meshctl traffic` table, by table (`VERSION`, `STATUS`).
+fn shares(text: &str) -> BTreeMap<String, BTreeMap<String, f64>> {
+    let mut out: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    let mut table = None;
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            [head, "COUNT", "SHARE"] => {
+                table = Some(head.to_string());
+                // A later table of the same kind replaces the earlier one.
+                out.insert(head.to_string(), BTreeMap::new());
+            }
+            [name, count, share]
+                if count.parse::<u64>().is_ok() && share.ends_with('%') && table.is_some() =>
+            {
+                if let (Some(t), Ok(v)) = (&table, share.trim_end_matches('%').parse::<f64>()) {
+                    out.entry(t.clone())
+                        .or_default()
+                        .insert(name.to_string(), v);
+                }
+            }
+            [] => {}
+            _ => table = None,
+        }
+    }
+    out
+}
+
+const MARK: &str = "@@readme-block";
+const FAILED: &str = "@@meshctl-failed";
+
+fn follow(example: &str) {
+    let readme_path = workspace().join("examples").join(example).join("README.md");
+    let readme = std::fs::read_to_string(&readme_path).unwrap();
+    let blocks = blocks(&readme);
+    let state = tempfile::tempdir().unwrap();
+    // One session, every sh block in order, a marker after each to split the output.
+    // `meshctl` as the README calls it, with each failure recorded (in `$(...)` too).
+    let mut script = format!(
+        "set -o pipefail\nmeshctl() {{ command meshctl \"$@\"; local rc=$?; \
+         [ $rc -eq 0 ] || echo \"{FAILED} rc=$rc: meshctl $*\" >&2; return $rc; }}\n"
+    );
+    for (i, (lang, text)) in blocks.iter().enumerate() {
+        if lang == "sh" {
+            script.push_str(text);
+            script.push_str(&format!("\necho {MARK} {i}\n"));
+        }
+    }
+    // Whatever happened, nothing stays running.
+    script.push_str("meshctl down >/dev/null 2>&1\n");
+    let path = format!(
+        "{}:{}",
+        bin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(workspace())
+        .env("PATH", path)
+        .env("MESH_STATE_DIR", state.path())
+        .env("MESH_BIN_DIR", bin_dir())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let said = format!("examples/{example}/README.md:\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
+
+    // Every meshctl command the README runs succeeds.
+    let failed: Vec<&str> = stderr.lines().filter(|l| l.starts_with(FAILED)).collect();
+    assert!(
+        failed.is_empty(),
+        "a meshctl command failed: {failed:?}\n{said}"
+    );
+
+    // Output of each sh block, by block index.
+    let mut by_block: BTreeMap<usize, String> = BTreeMap::new();
+    let mut current = String::new();
+    for line in stdout.lines() {
+        if let Some(i) = line.strip_prefix(MARK).and_then(|r| r.trim().parse().ok()) {
+            by_block.insert(i, std::mem::take(&mut current));
+        } else {
+            current.push_str(line);
+            current.push('\n');
+        }
+    }
+    let sh_blocks = blocks.iter().filter(|(l, _)| l == "sh").count();
+    assert_eq!(
+        by_block.len(),
+        sh_blocks,
+        "every block ran to its end\n{said}"
+    );
+
+    // The promised tables: each text block with shares, against the last sh block before it.
+    let mut compared = 0;
+    for (i, (lang, text)) in blocks.iter().enumerate() {
+        let expected = shares(text);
+        if lang != "text" || expected.is_empty() {
+            continue;
+        }
+        let Some((_, got)) = by_block.range(..i).next_back() else {
+            continue;
+        };
+        let got = shares(got);
+        for (table, rows) in &expected {
+            let actual = got
+                .get(table)
+                .unwrap_or_else(|| panic!("no {table} table before block {i}\n{said}"));
+            for (name, share) in rows {
+                let seen = actual.get(name).copied().unwrap_or(0.0);
+                assert!(
+                    (seen - share).abs() <= SHARE_TOLERANCE_PP,
+                    "{table} {name}: the README promises {share}%, the run gave {seen}%\n{said}"
+                );
+            }
+            for (name, seen) in actual {
+                assert!(
+                    rows.contains_key(name) || *seen <= SHARE_TOLERANCE_PP,
+                    "{table} {name}: {seen}%, not in the README's table\n{said}"
+                );
+            }
+            compared += 1;
+        }
+    }
+    eprintln!("examples/{example}/README.md: {sh_blocks} blocks run, {compared} tables compared");
+}
+
+/// The READMEs of examples that run the local mesh.
+const EXAMPLES: [&str; 15] = [
+    "canary",
+    "circuit-breaking",
+    "delay",
+    "fault-injection",
+    "header",
+    "ingress-gateway",
+    "least-request",
+    "mirror",
+    "mtls",
+    "oneway",
+    "random",
+    "retries",
+    "round-robin",
+    "session-affinity",
+    "timeout",
+];
+
+#[test]
+fn every_example_readme_that_runs_the_mesh_is_listed() {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(workspace().join("examples")).unwrap() {
+        let dir = entry.unwrap().path();
+        let Ok(readme) = std::fs::read_to_string(dir.join("README.md")) else {
+            continue;
+        };
+        if blocks(&readme)
+            .iter()
+            .any(|(lang, text)| lang == "sh" && text.contains("meshctl up"))
+        {
+            found.push(dir.file_name().unwrap().to_string_lossy().to_string());
+        }
+    }
+    found.sort();
+    assert_eq!(found, EXAMPLES, "add new examples to EXAMPLES");
+}
+
+#[test]
+fn the_table_parser_reads_meshctl_traffic() {
+    let t = shares(
+        "VERSION            COUNT   SHARE\n-                    497   49.7%\nsafe                 253   25.3%\n\nSTATUS             COUNT   SHARE\n200                  503   50.3%\n",
+    );
+    assert_eq!(t["VERSION"]["-"], 49.7);
+    assert_eq!(t["VERSION"]["safe"], 25.3);
+    assert_eq!(t["STATUS"]["200"], 50.3);
+}
+
+macro_rules! readme_tests {
+    ($($name:ident => $dir:literal),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                if !bin_dir().join("mesh-control").is_file() || !bin_dir().join("mesh-proxy").is_file() {
+                    eprintln!("SKIPPED: mesh-control or mesh-proxy not built in {}", bin_dir().display());
+                    return;
+                }
+                for tool in ["bash", "curl", "jq"] {
+                    if Command::new(tool).arg("--version").output().is_err() {
+                        eprintln!("SKIPPED: the READMEs use {tool}, which is not installed");
+                        return;
+                    }
+                }
+                follow($dir);
+            }
+        )*
+    };
+}
+
+readme_tests! {
+    canary => "canary",
+    circuit_breaking => "circuit-breaking",
+    delay => "delay",
+    fault_injection => "fault-injection",
+    header => "header",
+    ingress_gateway => "ingress-gateway",
+    least_request => "least-request",
+    mirror => "mirror",
+    mtls => "mtls",
+    oneway => "oneway",
+    random => "random",
+    retries => "retries",
+    round_robin => "round-robin",
+    session_affinity => "session-affinity",
+    timeout => "timeout",
+}
