@@ -36,4 +36,4 @@ pub use bundle::TrustBundle;
 pub use client::{CaClient, ClientError};
 pub use service::CaService;
 pub use spiffe::{DEFAULT_TRUST_DOMAIN, SpiffeId, SpiffeIdError};
-pub use timestamp::rfc3339;
+pub use timestamp::{rfc3339, rfc3339_millis};

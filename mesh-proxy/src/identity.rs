@@ -485,7 +485,7 @@ impl Requester {
         tracing::info!(
             identity = %certificate.identity,
             serial = %certificate.serial,
-            not_after = %rfc3339_utc(certificate.not_after),
+            not_after = %mesh_ca::rfc3339(certificate.not_after),
             "workload certificate issued"
         );
         Ok(certificate)
@@ -610,28 +610,6 @@ fn read_token(path: &Path) -> Result<String, IdentityError> {
         });
     }
     Ok(token.to_owned())
-}
-
-/// RFC 3339 UTC, for logs.
-fn rfc3339_utc(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default();
-    x509_parser::time::ASN1Time::from_timestamp(secs)
-        .map(|t| {
-            let dt = t.to_datetime();
-            format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-                dt.year(),
-                u8::from(dt.month()),
-                dt.day(),
-                dt.hour(),
-                dt.minute(),
-                dt.second()
-            )
-        })
-        .unwrap_or_else(|_| format!("{secs}s since the epoch"))
 }
 
 /// Parses a duration flag: an integer with a unit `ms`, `s`, `m`, `h` or `d`

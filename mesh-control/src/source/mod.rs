@@ -113,7 +113,7 @@ pub(crate) fn serialize_time<S: serde::Serializer>(
     s: S,
 ) -> Result<S::Ok, S::Error> {
     match t {
-        Some(t) => s.serialize_str(&crate::debug::rfc3339(*t)),
+        Some(t) => s.serialize_str(&mesh_ca::rfc3339_millis(*t)),
         None => s.serialize_none(),
     }
 }
