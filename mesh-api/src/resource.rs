@@ -58,86 +58,6 @@ impl ResourceMeta {
     }
 }
 
-/// The typed object of a resource.
-// Objects are built once and kept in a Vec; boxing every variant would only
-// burden matching on them.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq)]
-pub enum Object {
-    VirtualService(VirtualService),
-    DestinationRule(DestinationRule),
-    Gateway(Gateway),
-    ServiceEntry(ServiceEntry),
-    WorkloadEntry(WorkloadEntry),
-    Sidecar(Sidecar),
-    PeerAuthentication(PeerAuthentication),
-    AuthorizationPolicy(AuthorizationPolicy),
-    RequestAuthentication(RequestAuthentication),
-    Namespace(Namespace),
-    Service(Service),
-    Deployment(Deployment),
-    StatefulSet(StatefulSet),
-    DaemonSet(DaemonSet),
-    ReplicaSet(ReplicaSet),
-    Job(Job),
-    Pod(Pod),
-    ServiceAccount(ServiceAccount),
-    EndpointSlice(EndpointSlice),
-    ConfigMap(ConfigMap),
-    Secret(Secret),
-}
-
-impl Object {
-    /// Whether this is one of the Istio kinds (as opposed to a Kubernetes object).
-    pub fn is_istio(&self) -> bool {
-        matches!(
-            self,
-            Object::VirtualService(_)
-                | Object::DestinationRule(_)
-                | Object::Gateway(_)
-                | Object::ServiceEntry(_)
-                | Object::WorkloadEntry(_)
-                | Object::Sidecar(_)
-                | Object::PeerAuthentication(_)
-                | Object::AuthorizationPolicy(_)
-                | Object::RequestAuthentication(_)
-        )
-    }
-
-    /// The object as a JSON value, in its canonical serialised form.
-    pub fn to_json(&self) -> serde_json::Value {
-        macro_rules! ser {
-            ($($v:ident),*) => {
-                match self { $(Object::$v(o) => serde_json::to_value(o),)* }
-            };
-        }
-        ser!(
-            VirtualService,
-            DestinationRule,
-            Gateway,
-            ServiceEntry,
-            WorkloadEntry,
-            Sidecar,
-            PeerAuthentication,
-            AuthorizationPolicy,
-            RequestAuthentication,
-            Namespace,
-            Service,
-            Deployment,
-            StatefulSet,
-            DaemonSet,
-            ReplicaSet,
-            Job,
-            Pod,
-            ServiceAccount,
-            EndpointSlice,
-            ConfigMap,
-            Secret
-        )
-        .unwrap_or(serde_json::Value::Null)
-    }
-}
-
 /// One loaded resource.
 #[derive(Debug, Clone)]
 pub struct Resource {
@@ -196,14 +116,59 @@ pub struct Config {
     pub errors: Vec<crate::loader::LoadError>,
 }
 
-macro_rules! accessors {
-    ($($fn_name:ident => $variant:ident),* $(,)?) => {
+/// The kinds the mesh loads, each once: the `Object` enum, `is_istio`, `to_json`, the
+/// `Config` accessors and the kind lists come from this one table.
+macro_rules! kinds {
+    (
+        istio { $($iv:ident => $ifn:ident),* $(,)? }
+        kubernetes { $($kv:ident => $kfn:ident),* $(,)? }
+    ) => {
+        /// The typed object of a resource.
+        // Objects are built once and kept in a Vec; boxing every variant would only
+        // burden matching on them.
+        #[allow(clippy::large_enum_variant)]
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Object {
+            $($iv($iv),)*
+            $($kv($kv),)*
+        }
+
+        /// The Istio kinds the mesh loads and translates, by name.
+        pub const ISTIO_KINDS: &[&str] = &[$(stringify!($iv)),*];
+        /// The Kubernetes kinds the mesh loads (for the registry and the analyzers), by name.
+        pub const KUBERNETES_KINDS: &[&str] = &[$(stringify!($kv)),*];
+
+        impl Object {
+            /// Whether this is one of the Istio kinds (as opposed to a Kubernetes object).
+            pub fn is_istio(&self) -> bool {
+                matches!(self, $(Object::$iv(_))|*)
+            }
+
+            /// The object as a JSON value, in its canonical serialised form.
+            pub fn to_json(&self) -> serde_json::Value {
+                match self {
+                    $(Object::$iv(o) => serde_json::to_value(o),)*
+                    $(Object::$kv(o) => serde_json::to_value(o),)*
+                }
+                .unwrap_or(serde_json::Value::Null)
+            }
+        }
+
         impl Config {
             $(
-                #[doc = concat!("Every loaded `", stringify!($variant), "` with its metadata.")]
-                pub fn $fn_name(&self) -> impl Iterator<Item = (&ResourceMeta, &$variant)> {
+                #[doc = concat!("Every loaded `", stringify!($iv), "` with its metadata.")]
+                pub fn $ifn(&self) -> impl Iterator<Item = (&ResourceMeta, &$iv)> {
                     self.resources.iter().filter_map(|r| match &r.object {
-                        Object::$variant(o) => Some((&r.meta, o)),
+                        Object::$iv(o) => Some((&r.meta, o)),
+                        _ => None,
+                    })
+                }
+            )*
+            $(
+                #[doc = concat!("Every loaded `", stringify!($kv), "` with its metadata.")]
+                pub fn $kfn(&self) -> impl Iterator<Item = (&ResourceMeta, &$kv)> {
+                    self.resources.iter().filter_map(|r| match &r.object {
+                        Object::$kv(o) => Some((&r.meta, o)),
                         _ => None,
                     })
                 }
@@ -212,24 +177,32 @@ macro_rules! accessors {
     };
 }
 
-accessors! {
-    virtual_services => VirtualService,
-    destination_rules => DestinationRule,
-    gateways => Gateway,
-    service_entries => ServiceEntry,
-    workload_entries => WorkloadEntry,
-    sidecars => Sidecar,
-    peer_authentications => PeerAuthentication,
-    authorization_policies => AuthorizationPolicy,
-    request_authentications => RequestAuthentication,
-    namespaces => Namespace,
-    services => Service,
-    deployments => Deployment,
-    pods => Pod,
-    service_accounts => ServiceAccount,
-    endpoint_slices => EndpointSlice,
-    config_maps => ConfigMap,
-    secrets => Secret,
+kinds! {
+    istio {
+        VirtualService => virtual_services,
+        DestinationRule => destination_rules,
+        Gateway => gateways,
+        ServiceEntry => service_entries,
+        WorkloadEntry => workload_entries,
+        Sidecar => sidecars,
+        PeerAuthentication => peer_authentications,
+        AuthorizationPolicy => authorization_policies,
+        RequestAuthentication => request_authentications,
+    }
+    kubernetes {
+        Namespace => namespaces,
+        Service => services,
+        Deployment => deployments,
+        StatefulSet => stateful_sets,
+        DaemonSet => daemon_sets,
+        ReplicaSet => replica_sets,
+        Job => jobs,
+        Pod => pods,
+        ServiceAccount => service_accounts,
+        EndpointSlice => endpoint_slices,
+        ConfigMap => config_maps,
+        Secret => secrets,
+    }
 }
 
 impl Config {

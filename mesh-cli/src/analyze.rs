@@ -73,25 +73,24 @@ pub fn overlay(mesh: &Config, change: &Config, delete: bool) -> Config {
     out
 }
 
-/// Kinds of Istio's API groups that the mesh knows of (those it translates, and those it
-/// skips on purpose, such as `EnvoyFilter` or `Telemetry`).
-const ISTIO_KINDS: &[&str] = &[
-    "VirtualService",
-    "DestinationRule",
-    "Gateway",
-    "ServiceEntry",
-    "WorkloadEntry",
+/// Kinds of Istio's API groups that the mesh skips on purpose (it loads and translates
+/// `mesh_api::resource::ISTIO_KINDS`).
+const SKIPPED_ISTIO_KINDS: &[&str] = &[
     "WorkloadGroup",
-    "Sidecar",
     "EnvoyFilter",
     "ProxyConfig",
-    "PeerAuthentication",
-    "AuthorizationPolicy",
-    "RequestAuthentication",
     "Telemetry",
     "WasmPlugin",
     "IstioOperator",
 ];
+
+/// Every kind of Istio's API groups the mesh knows of.
+fn istio_kinds() -> impl Iterator<Item = &'static str> {
+    mesh_api::resource::ISTIO_KINDS
+        .iter()
+        .chain(SKIPPED_ISTIO_KINDS)
+        .copied()
+}
 
 /// A document in an Istio API group (`*.istio.io`) whose kind Istio does not have (a typo such
 /// as `VirtualSevice`): reported as IST0106 rather than skipped in silence, as it would
@@ -102,7 +101,7 @@ pub fn unknown_istio_kinds(config: &Config) -> Vec<Message> {
         .iter()
         .filter(|s| {
             let group = s.api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
-            group.ends_with("istio.io") && !ISTIO_KINDS.contains(&s.kind.as_str())
+            group.ends_with("istio.io") && !istio_kinds().any(|k| k == s.kind)
         })
         .map(|s| {
             let hint = closest_kind(&s.kind)
@@ -143,9 +142,8 @@ fn closest_kind(kind: &str) -> Option<&'static str> {
         row[b.len()]
     }
     let lower = kind.to_ascii_lowercase();
-    ISTIO_KINDS
-        .iter()
-        .map(|k| (distance(&lower, &k.to_ascii_lowercase()), *k))
+    istio_kinds()
+        .map(|k| (distance(&lower, &k.to_ascii_lowercase()), k))
         .min()
         .filter(|(d, _)| *d <= 3)
         .map(|(_, k)| k)
