@@ -110,6 +110,37 @@ pub fn inbound_cluster_name(port: u32) -> String {
     format!("inbound|{port}||")
 }
 
+/// Keys of an Envoy node's metadata that the control plane reads: Istio's (`LABELS`,
+/// `NAMESPACE`, ...) as an Istio-bootstrapped Envoy sends them, and the mesh's `MESH_*`, which
+/// describe a proxy of the local mesh (`meshctl up` writes them, mesh-control reads them).
+pub mod node_metadata {
+    /// Metadata key: the workload's labels (a struct of strings).
+    pub const META_LABELS: &str = "LABELS";
+    /// Metadata key: the proxy's namespace.
+    pub const META_NAMESPACE: &str = "NAMESPACE";
+    /// Metadata key: the workload's service account.
+    pub const META_SERVICE_ACCOUNT: &str = "SERVICE_ACCOUNT";
+    /// Metadata key: the workload (deployment) name.
+    pub const META_WORKLOAD_NAME: &str = "WORKLOAD_NAME";
+    /// Metadata key: the cluster the proxy runs in.
+    pub const META_CLUSTER_ID: &str = "CLUSTER_ID";
+    /// Metadata key: `"true"` when the proxy runs in local mode.
+    pub const META_LOCAL_MODE: &str = "MESH_LOCAL_MODE";
+    /// Metadata key: the local-mode outbound (HTTP proxy) listener address.
+    pub const META_OUTBOUND_ADDRESS: &str = "MESH_OUTBOUND_ADDRESS";
+    /// Metadata key: the local-mode inbound listener address.
+    pub const META_INBOUND_ADDRESS: &str = "MESH_INBOUND_ADDRESS";
+    /// Metadata key: where the local-mode workload's application listens.
+    pub const META_APP_ADDRESS: &str = "MESH_APP_ADDRESS";
+    /// Metadata key: a router's `PORT=ADDR,...` gateway port bindings in local mode.
+    pub const META_GATEWAY_PORTS: &str = "MESH_GATEWAY_PORTS";
+    /// Metadata key: where the proxy's HTTP listeners write an access log in Envoy's default
+    /// format (`/dev/stdout`, `/dev/stderr` or a path), as Istio's `meshConfig.accessLogFile`.
+    pub const META_ACCESS_LOG_FILE: &str = "MESH_ACCESS_LOG_FILE";
+    /// Metadata key: the Istio version the proxy was bootstrapped for.
+    pub const META_ISTIO_VERSION: &str = "ISTIO_VERSION";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use mesh_api::constants::node_metadata::*;
 use serde_json::{Value, json};
 
 /// Name of the static cluster that reaches the control plane (Istio's name).
@@ -95,13 +96,13 @@ impl ProxyBootstrap {
     /// The bootstrap document (write it as JSON: Envoy and mesh-proxy both read it).
     pub fn to_json(&self) -> Value {
         let mut metadata = json!({
-            "LABELS": self.labels,
-            "NAMESPACE": self.namespace,
-            "SERVICE_ACCOUNT": self.service_account,
-            "WORKLOAD_NAME": self.name,
-            "CLUSTER_ID": CLUSTER_ID,
-            "ISTIO_VERSION": ISTIO_VERSION,
-            "MESH_LOCAL_MODE": "true",
+            META_LABELS: self.labels,
+            META_NAMESPACE: self.namespace,
+            META_SERVICE_ACCOUNT: self.service_account,
+            META_WORKLOAD_NAME: self.name,
+            META_CLUSTER_ID: CLUSTER_ID,
+            META_ISTIO_VERSION: ISTIO_VERSION,
+            META_LOCAL_MODE: "true",
         });
         match &self.role {
             ProxyRole::Sidecar {
@@ -109,14 +110,14 @@ impl ProxyBootstrap {
                 inbound,
                 app,
             } => {
-                metadata["MESH_OUTBOUND_ADDRESS"] = outbound.to_string().into();
-                metadata["MESH_INBOUND_ADDRESS"] = inbound.to_string().into();
-                metadata["MESH_APP_ADDRESS"] = app.to_string().into();
+                metadata[META_OUTBOUND_ADDRESS] = outbound.to_string().into();
+                metadata[META_INBOUND_ADDRESS] = inbound.to_string().into();
+                metadata[META_APP_ADDRESS] = app.to_string().into();
             }
             ProxyRole::Router { ports } => {
-                metadata["MESH_GATEWAY_PORTS"] = gateway_ports(ports).into();
+                metadata[META_GATEWAY_PORTS] = gateway_ports(ports).into();
                 // As Istio's demo profile: the gateway logs every request (its log file).
-                metadata["MESH_ACCESS_LOG_FILE"] = GATEWAY_ACCESS_LOG.into();
+                metadata[META_ACCESS_LOG_FILE] = GATEWAY_ACCESS_LOG.into();
             }
         }
         // Istio's `cluster` is `app.namespace` (or the workload name).
