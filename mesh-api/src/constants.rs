@@ -100,14 +100,78 @@ impl std::fmt::Display for SpiffeId {
     }
 }
 
+/// An Envoy cluster name in Istio's form, `DIRECTION|PORT|SUBSET|FQDN`
+/// (`outbound|5000|v1|helloworld.default.svc.cluster.local`, `inbound|8080||`): built by the
+/// control plane, split by `meshctl proxy-config` and `explain` as istioctl does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterName {
+    /// `outbound` or `inbound`; empty for a name not in Istio's form.
+    pub direction: String,
+    pub port: Option<u32>,
+    pub subset: String,
+    /// The host; for a name not in Istio's form, the whole name.
+    pub fqdn: String,
+}
+
+impl ClusterName {
+    pub fn outbound(port: u32, subset: Option<&str>, host: &str) -> ClusterName {
+        ClusterName {
+            direction: "outbound".into(),
+            port: Some(port),
+            subset: subset.unwrap_or_default().into(),
+            fqdn: host.into(),
+        }
+    }
+
+    pub fn inbound(port: u32) -> ClusterName {
+        ClusterName {
+            direction: "inbound".into(),
+            port: Some(port),
+            subset: String::new(),
+            fqdn: String::new(),
+        }
+    }
+
+    /// Splits a cluster name; any name not in Istio's form (`BlackHoleCluster`) is its own
+    /// FQDN, with no port, subset or direction.
+    pub fn parse(name: &str) -> ClusterName {
+        let parts: Vec<&str> = name.split('|').collect();
+        if let [direction, port, subset, fqdn] = parts.as_slice()
+            && let Ok(port) = port.parse::<u32>()
+        {
+            return ClusterName {
+                direction: direction.to_string(),
+                port: Some(port),
+                subset: subset.to_string(),
+                fqdn: fqdn.to_string(),
+            };
+        }
+        ClusterName {
+            direction: String::new(),
+            port: None,
+            subset: String::new(),
+            fqdn: name.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for ClusterName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.port {
+            Some(port) => write!(f, "{}|{port}|{}|{}", self.direction, self.subset, self.fqdn),
+            None => f.write_str(&self.fqdn),
+        }
+    }
+}
+
 /// Envoy cluster name of an outbound service port: `outbound|PORT|SUBSET|HOST`.
 pub fn outbound_cluster_name(port: u32, subset: Option<&str>, host: &str) -> String {
-    format!("outbound|{port}|{}|{host}", subset.unwrap_or(""))
+    ClusterName::outbound(port, subset, host).to_string()
 }
 
 /// Envoy cluster name of an inbound port: `inbound|PORT||`.
 pub fn inbound_cluster_name(port: u32) -> String {
-    format!("inbound|{port}||")
+    ClusterName::inbound(port).to_string()
 }
 
 /// Keys of an Envoy node's metadata that the control plane reads: Istio's (`LABELS`,
@@ -165,5 +229,24 @@ mod tests {
         );
         assert_eq!(outbound_cluster_name(80, None, "a"), "outbound|80||a");
         assert_eq!(inbound_cluster_name(8080), "inbound|8080||");
+    }
+
+    #[test]
+    fn cluster_names_split_like_istioctl_and_round_trip() {
+        let name = "outbound|5000|safe|helloworld.default.svc.cluster.local";
+        assert_eq!(
+            ClusterName::parse(name),
+            ClusterName::outbound(5000, Some("safe"), "helloworld.default.svc.cluster.local")
+        );
+        assert_eq!(ClusterName::parse(name).to_string(), name);
+        assert_eq!(
+            ClusterName::parse("inbound|5000||"),
+            ClusterName::inbound(5000)
+        );
+        let n = ClusterName::parse("BlackHoleCluster");
+        assert_eq!((n.fqdn.as_str(), n.port), ("BlackHoleCluster", None));
+        assert_eq!(n.to_string(), "BlackHoleCluster");
+        // Not a port: the whole name.
+        assert_eq!(ClusterName::parse("a|b|c|d").fqdn, "a|b|c|d");
     }
 }

@@ -93,35 +93,11 @@ pub enum ProxyConfigCmd {
     Log(LogArgs),
 }
 
-/// A cluster name split as istioctl does: `DIRECTION|PORT|SUBSET|FQDN`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterName {
-    pub fqdn: String,
-    pub port: Option<u32>,
-    pub subset: String,
-    pub direction: String,
-}
+pub use mesh_api::constants::ClusterName;
 
-/// Splits `outbound|5000|v1|helloworld.default.svc.cluster.local`; any other name is its own
-/// FQDN with no port, subset or direction.
+/// Splits a cluster name as istioctl does (see [`ClusterName::parse`]).
 pub fn parse_cluster_name(name: &str) -> ClusterName {
-    let parts: Vec<&str> = name.split('|').collect();
-    if let [dir, port, subset, fqdn] = parts.as_slice()
-        && let Ok(p) = port.parse::<u32>()
-    {
-        return ClusterName {
-            fqdn: fqdn.to_string(),
-            port: Some(p),
-            subset: subset.to_string(),
-            direction: dir.to_string(),
-        };
-    }
-    ClusterName {
-        fqdn: name.to_string(),
-        port: None,
-        subset: String::new(),
-        direction: String::new(),
-    }
+    ClusterName::parse(name)
 }
 
 /// The admin address of `target`.
@@ -611,28 +587,6 @@ pub fn main(cmd: ProxyConfigCmd) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cluster_names_split_like_istioctl() {
-        assert_eq!(
-            parse_cluster_name("outbound|5000|safe|helloworld.default.svc.cluster.local"),
-            ClusterName {
-                fqdn: "helloworld.default.svc.cluster.local".into(),
-                port: Some(5000),
-                subset: "safe".into(),
-                direction: "outbound".into(),
-            }
-        );
-        let n = parse_cluster_name("inbound|5000||");
-        assert_eq!(
-            (n.port, n.subset.as_str(), n.fqdn.as_str()),
-            (Some(5000), "", "")
-        );
-        let n = parse_cluster_name("BlackHoleCluster");
-        assert_eq!((n.fqdn.as_str(), n.port), ("BlackHoleCluster", None));
-        // Not a port: the whole name.
-        assert_eq!(parse_cluster_name("a|b|c|d").fqdn, "a|b|c|d");
-    }
 
     #[test]
     fn cluster_rows_filter_and_name_the_destination_rule() {
