@@ -7,7 +7,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::model::{FilterChain, ListenerConfig, ipnet_like::Cidr};
+use ipnet::IpNet;
+
+use crate::model::{FilterChain, ListenerConfig};
 
 /// What is known about a connection when its chain is chosen.
 #[derive(Debug, Clone)]
@@ -100,15 +102,15 @@ fn narrow(
     }
 }
 
-fn cidr_score(ranges: &[Cidr], ip: IpAddr) -> Option<Option<u32>> {
+fn cidr_score(ranges: &[IpNet], ip: IpAddr) -> Option<Option<u32>> {
     if ranges.is_empty() {
         return None;
     }
     Some(
         ranges
             .iter()
-            .filter(|r| r.contains(ip))
-            .map(|r| u32::from(r.prefix_len))
+            .filter(|r| r.contains(&ip))
+            .map(|r| u32::from(r.prefix_len()))
             .max(),
     )
 }
@@ -146,11 +148,8 @@ mod tests {
         }
     }
 
-    fn cidr(s: &str, len: u8) -> Cidr {
-        Cidr {
-            address: s.parse().unwrap(),
-            prefix_len: len,
-        }
+    fn cidr(s: &str, len: u8) -> IpNet {
+        IpNet::new(s.parse().unwrap(), len).unwrap()
     }
 
     fn listener(chains: Vec<FilterChain>, default: Option<FilterChain>) -> ListenerConfig {

@@ -20,7 +20,6 @@ use super::common::*;
 use super::errors::{CompileError, Ctx};
 use super::route::{compile_route_table, fault_config};
 use super::tls::downstream_tls;
-use crate::model::ipnet_like::Cidr;
 use crate::model::*;
 use crate::xds_json::{any_type_name, unpack_any};
 
@@ -222,7 +221,11 @@ fn filter_chain(
     })
 }
 
-fn cidrs(ctx: &Ctx, field: &str, ranges: &[core::CidrRange]) -> Result<Vec<Cidr>, CompileError> {
+fn cidrs(
+    ctx: &Ctx,
+    field: &str,
+    ranges: &[core::CidrRange],
+) -> Result<Vec<ipnet::IpNet>, CompileError> {
     ranges
         .iter()
         .enumerate()
@@ -236,15 +239,13 @@ fn cidrs(ctx: &Ctx, field: &str, ranges: &[core::CidrRange]) -> Result<Vec<Cidr>
             })?;
             let max = if address.is_ipv4() { 32 } else { 128 };
             let len = r.prefix_len.map(|v| v.value).unwrap_or(max);
-            if len > max {
-                return Err(
-                    ctx.invalid(&format!("{f}.prefix_len"), format!("{len} is above {max}"))
-                );
+            match u8::try_from(len).ok().filter(|l| u32::from(*l) <= max) {
+                Some(len) => ipnet::IpNet::new(address, len)
+                    .map_err(|e| ctx.invalid(&format!("{f}.prefix_len"), format!("{len}: {e}"))),
+                None => {
+                    Err(ctx.invalid(&format!("{f}.prefix_len"), format!("{len} is above {max}")))
+                }
             }
-            Ok(Cidr {
-                address,
-                prefix_len: len as u8,
-            })
         })
         .collect()
 }

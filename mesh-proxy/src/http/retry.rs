@@ -40,7 +40,6 @@ use super::local_reply::{LocalReply, ResponseFlag};
 use super::matcher::{RequestHead, header_matches};
 use crate::access_log::LogEntry;
 use crate::body::{BoxError, ProxyBody};
-use crate::model::ipnet_like::Cidr;
 use crate::model::{
     DEFAULT_NUM_RETRIES, DEFAULT_RETRY_BASE_INTERVAL, DEFAULT_RETRY_MAX_INTERVAL_FACTOR,
     HeaderMatchKind, HeaderMatcher, RetryOn, RetryPolicy,
@@ -48,6 +47,7 @@ use crate::model::{
 use crate::upstream::cluster::{ClusterRuntime, Host};
 use crate::upstream::outlier::Outcome;
 use crate::upstream::pool::Protocol;
+use ipnet::IpNet;
 
 /// A request body as the retry and mirror stages hold it.
 pub enum RequestBody {
@@ -603,7 +603,7 @@ const RETRY_HEADERS: [HeaderName; 5] = [
 /// connection manager left it, the peer appended under
 /// `use_remote_address`) holds exactly one address, inside `internal`
 /// (the `internal_address_config` CIDR ranges).
-pub fn request_is_internal(headers: &HeaderMap, internal: &[Cidr]) -> bool {
+pub fn request_is_internal(headers: &HeaderMap, internal: &[IpNet]) -> bool {
     if internal.is_empty() {
         return false;
     }
@@ -618,7 +618,7 @@ pub fn request_is_internal(headers: &HeaderMap, internal: &[Cidr]) -> bool {
     match entries.as_slice() {
         [one] => one
             .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| internal.iter().any(|c| c.contains(ip))),
+            .is_ok_and(|ip| internal.iter().any(|c| c.contains(&ip))),
         _ => false,
     }
 }
@@ -854,10 +854,7 @@ mod tests {
 
     #[test]
     fn internal_requests_have_one_forwarded_address_in_range() {
-        let loopback = [Cidr {
-            address: "127.0.0.0".parse().unwrap(),
-            prefix_len: 8,
-        }];
+        let loopback: [IpNet; 1] = ["127.0.0.0/8".parse().unwrap()];
         let mut h = HeaderMap::new();
         assert!(!request_is_internal(&h, &loopback), "no address at all");
         h.insert("x-forwarded-for", "127.0.0.1".parse().unwrap());

@@ -64,41 +64,12 @@ pub struct FilterChain {
 #[derive(Debug, Clone, Default)]
 pub struct FilterChainMatch {
     pub destination_port: Option<u16>,
-    pub prefix_ranges: Vec<ipnet_like::Cidr>,
+    pub prefix_ranges: Vec<ipnet::IpNet>,
     pub server_names: Vec<String>,
     /// `raw_buffer` or `tls`.
     pub transport_protocol: Option<String>,
     pub application_protocols: Vec<String>,
-    pub source_prefix_ranges: Vec<ipnet_like::Cidr>,
-}
-
-/// A CIDR range without pulling in a crate for it.
-pub mod ipnet_like {
-    use std::net::IpAddr;
-
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct Cidr {
-        pub address: IpAddr,
-        pub prefix_len: u8,
-    }
-
-    impl Cidr {
-        pub fn contains(&self, ip: IpAddr) -> bool {
-            match (self.address, ip) {
-                (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                    let len = u32::from(self.prefix_len.min(32));
-                    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-                    u32::from(net) & mask == u32::from(ip) & mask
-                }
-                (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                    let len = u32::from(self.prefix_len.min(128));
-                    let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
-                    u128::from(net) & mask == u128::from(ip) & mask
-                }
-                _ => false,
-            }
-        }
-    }
+    pub source_prefix_ranges: Vec<ipnet::IpNet>,
 }
 
 /// Downstream TLS settings of a filter chain (filled in by the mTLS work).

@@ -226,7 +226,7 @@ filter_chains:
     assert_eq!(fc.matcher.destination_port, Some(9000));
     assert_eq!(fc.matcher.server_names, ["example.com"]);
     assert_eq!(fc.matcher.transport_protocol.as_deref(), Some("tls"));
-    assert!(fc.matcher.prefix_ranges[0].contains("10.1.2.3".parse().unwrap()));
+    assert!(fc.matcher.prefix_ranges[0].contains(&"10.1.2.3".parse::<std::net::IpAddr>().unwrap()));
     let NetworkFilter::Tcp(t) = &fc.filter else {
         panic!("tcp expected")
     };
