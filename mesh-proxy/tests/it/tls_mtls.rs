@@ -4,13 +4,11 @@
 //! each refusal (other CA, expired, wrong service account) with its
 //! reason in the log and its counter.
 
-mod tls_support;
-
 use std::time::Duration;
 
+use crate::tls_support::*;
 use http::{Request, StatusCode};
 use mesh_test_util::{HttpUpstream, send, wait_until};
-use tls_support::*;
 
 const TD: &str = "cluster.local";
 

@@ -5,12 +5,10 @@
 //! `max_connection_duration`; TCP proxy `idle_timeout`.
 //! Timeouts are short here; waits retry with a generous deadline.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use mesh_proxy::model::*;
 use mesh_test_util::{HttpUpstream, TcpEchoUpstream, send, wait_until};

@@ -1,12 +1,10 @@
 //! Load balancing through a real proxy: round robin, least request, ring
 //! hash (with a host added by a snapshot update), and cookie stickiness.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use mesh_proxy::model::*;
 use mesh_test_util::{HttpClient, HttpUpstream, send, wait_until};
 

@@ -1,11 +1,9 @@
 //! Retries: conditions, replayed bodies, exhaustion (`URX`), the retry
 //! budget, and the per-try timeout moving on to a healthy host.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use mesh_proxy::model::*;
 use mesh_test_util::{HttpUpstream, send, wait_until};

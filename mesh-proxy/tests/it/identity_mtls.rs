@@ -2,18 +2,15 @@
 //! through their identity managers (no static secrets) do mTLS, and keep
 //! serving with zero failed requests while both rotate every ~2s.
 
-mod identity_support;
-mod tls_support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::identity_support::{TestCa, spiffe};
+use crate::tls_support::{Mode, client_bootstrap, server_bootstrap, start, tls_transport};
 use http::{Request, StatusCode};
-use identity_support::{TestCa, spiffe};
 use mesh_proxy::identity::{IdentityConfig, WorkloadIdentity};
 use mesh_test_util::{HttpClient, HttpUpstream, send, wait_until};
-use tls_support::{Mode, client_bootstrap, server_bootstrap, start, tls_transport};
 
 /// Counts the rotations of a running identity.
 fn count_rotations(identity: &WorkloadIdentity) -> Arc<AtomicU64> {

@@ -3,11 +3,9 @@
 //! after is ejected for longer (the multiplier), and failure-percentage
 //! ejection removes a host failing most of its requests.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use mesh_proxy::model::*;
 use mesh_test_util::{HttpUpstream, send, wait_until};

@@ -2,13 +2,11 @@
 //! endpoints labelled `tlsMode: istio` and plaintext for the others, with
 //! separate pools; and a TCP proxy behind a TLS-terminating chain.
 
-mod tls_support;
-
 use std::sync::Arc;
 
+use crate::tls_support::*;
 use http::{Request, StatusCode};
 use mesh_test_util::{HttpUpstream, TcpEchoUpstream, send};
-use tls_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]

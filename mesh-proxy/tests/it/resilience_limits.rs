@@ -2,11 +2,9 @@
 //! detection (ejection, traffic moving away, return after the ejection
 //! time, `failed_outlier_check` in `/clusters`).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use mesh_proxy::model::*;
 use mesh_test_util::{HttpUpstream, send, wait_until};

@@ -1,12 +1,10 @@
 //! The admin endpoint shows what is in force and changes log levels; a
 //! snapshot update adds and removes listeners and swaps routes whole.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use mesh_proxy::model::*;
 use mesh_test_util::{HttpUpstream, send, wait_until};
 

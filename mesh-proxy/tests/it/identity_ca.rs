@@ -3,15 +3,13 @@
 //! admin `/certs` and `/config_dump`, rotation with a short TTL, a refused
 //! token, and no private key on disk.
 
-mod identity_support;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use identity_support::{TestCa, spiffe};
+use crate::identity_support::{TestCa, spiffe};
 use mesh_ca::SpiffeId;
 use mesh_ca::tls;
 use mesh_proxy::bootstrap::parse_bootstrap;

@@ -1,12 +1,10 @@
 //! Byte streams through the proxy: the TCP proxy filter, and HTTP/1.1
 //! upgrades (WebSocket) tunnelled after the 101.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use mesh_proxy::model::*;
 use mesh_test_util::{HttpUpstream, TcpEchoUpstream, send};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -3,11 +3,9 @@
 //! bootstrap YAML runs in mesh-proxy and (secrets referenced by name) in
 //! Envoy.
 
-mod tls_support;
-
+use crate::tls_support::*;
 use http::{Request, StatusCode};
 use mesh_test_util::{EnvoyProcess, HttpUpstream, envoy_binary, send};
-use tls_support::*;
 
 fn get() -> Request<&'static str> {
     Request::get("/interop")

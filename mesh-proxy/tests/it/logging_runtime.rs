@@ -1,12 +1,11 @@
-//! `/logging` changes what the proxy really logs, at runtime (own test
-//! binary: it installs the process-wide tracing subscriber).
-
-mod common;
+//! `/logging` changes what the proxy really logs, at runtime. The test installs the
+//! process-wide tracing subscriber, as `tls_support::logs` does for the TLS tests of this
+//! binary, and only one can: so it runs alone, in a child process of this test binary.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use common::*;
+use crate::common::*;
 use mesh_proxy::model::*;
 use mesh_proxy::server::{ProxyConfig, build};
 use mesh_test_util::{HttpUpstream, send};
@@ -30,8 +29,35 @@ impl Captured {
     }
 }
 
-#[tokio::test]
-async fn posting_a_level_changes_what_is_logged() {
+/// Set in the child process that runs the test alone.
+const ALONE: &str = "MESH_PROXY_LOGGING_TEST_ALONE";
+
+#[test]
+fn posting_a_level_changes_what_is_logged() {
+    if std::env::var_os(ALONE).is_some() {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(changes_what_is_logged());
+    }
+    // The test's name as libtest knows it: the module path without the crate.
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    let name = format!("{module}::posting_a_level_changes_what_is_logged");
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name.as_str(), "--exact", "--test-threads=1"])
+        .env(ALONE, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "alone in a child process:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn changes_what_is_logged() {
     let captured = Captured::default();
     let writer = captured.clone();
     let control = mesh_proxy::logging::install("info", move || writer.clone()).unwrap();

@@ -1,11 +1,9 @@
 //! Locally generated errors: each has the right status, response flag (in
 //! the access log), a short body and `x-mesh-reason`.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use mesh_proxy::model::*;
 use mesh_test_util::{HttpUpstream, send, wait_until};
 

@@ -3,11 +3,9 @@
 //! state of the addresses it still has, EDS endpoints are looked up by
 //! service name, and a failed update leaves the old configuration in force.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use mesh_proxy::model::*;
 use mesh_test_util::{HttpClient, HttpUpstream, send};
 

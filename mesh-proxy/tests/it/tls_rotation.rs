@@ -3,17 +3,15 @@
 //! handshakes present the new certificate while established connections
 //! carry on.
 
-mod tls_support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::tls_support::*;
 use http::{Request, StatusCode};
 use mesh_proxy::model::{TlsCertificateSource, TlsSecret};
 use mesh_test_util::{HttpClient, HttpUpstream, send, wait_until};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tls_support::*;
 
 fn certificate(p: &Pem) -> TlsSecret {
     TlsSecret::Certificate(TlsCertificateSource::InlinePem {

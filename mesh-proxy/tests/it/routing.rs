@@ -2,11 +2,9 @@
 //! split; redirects and direct responses; rewrites and header handling;
 //! absolute-form (http_proxy) requests; HTTP/2 clients.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::*;
+use crate::common::*;
 use mesh_proxy::model::*;
 use mesh_test_util::{HttpClient, HttpUpstream, send, send_h2};
 

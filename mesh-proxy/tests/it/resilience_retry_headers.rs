@@ -2,11 +2,9 @@
 //! (dropped from external requests, as Envoy does), `retriable_headers`,
 //! and `per_try_idle_timeout`.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use mesh_proxy::model::*;
 use mesh_test_util::{HttpUpstream, send};

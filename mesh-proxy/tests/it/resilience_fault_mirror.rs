@@ -2,12 +2,10 @@
 //! fault filter is installed) and request mirroring (fractions, `-shadow`
 //! hosts, fire and forget).
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use mesh_proxy::model::*;
 use mesh_test_util::{HttpClient, HttpUpstream, send, wait_until};
 
