@@ -2,13 +2,11 @@
 //! NACK, pushes on file changes (RDS only, EDS only), reconnect, bad files,
 //! a big file that must not stall the control plane.
 
-mod ads_support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use ads_support::*;
+use crate::ads_support::*;
 use mesh_test_util::wait_until;
 
 #[tokio::test]

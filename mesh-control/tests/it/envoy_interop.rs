@@ -3,12 +3,10 @@
 //! header route and a fault abort from a config directory to real upstreams,
 //! and `/debug/syncz` shows it SYNCED.
 
-mod ads_support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ads_support::{NODE_ID, WAIT, destination_rule, get_json, start, syncz_of, write};
+use crate::ads_support::{NODE_ID, WAIT, destination_rule, get_json, start, syncz_of, write};
 use http::Request;
 use mesh_test_util::{EnvoyProcess, HttpUpstream, envoy_binary, free_port, send, wait_until};
 

@@ -3,19 +3,20 @@
 //! own identity only; refusals of unauthenticated, mismatched and plaintext
 //! secret subscriptions; a renewed certificate pushed at half life.
 
-mod ads_support;
-mod secure_support;
+use crate::ads_support;
 
 use std::time::Duration;
 
-use ads_support::{AdsClient, NODE_ID, WAIT, config_dir, get_json, node, sync_all, syncz_of};
+use crate::ads_support::{
+    AdsClient, NODE_ID, WAIT, config_dir, get_json, node, sync_all, syncz_of,
+};
+use crate::secure_support::{SecureMesh, client_id, start_secure};
 use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
 use mesh_ca::tls::spiffe_id_of;
 use mesh_test_util::wait_until;
 use prost::Message;
-use secure_support::{SecureMesh, client_id, start_secure};
 use tonic::Code;
 
 const SDS: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";

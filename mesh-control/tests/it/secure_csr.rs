@@ -2,15 +2,13 @@
 //! control plane presents its istiod identity, verified against the root the
 //! CA wrote to disk), real gRPC, tokens from the `--ca-tokens` file.
 
-mod secure_support;
-
 use std::process::Command;
 use std::time::Duration;
 
+use crate::secure_support::{SecureMesh, client_id, istiod_id, start_secure};
 use mesh_ca::ClientError;
 use mesh_ca::tls::spiffe_id_of;
 use mesh_test_util::wait_until;
-use secure_support::{SecureMesh, client_id, istiod_id, start_secure};
 use tonic::Code;
 
 fn refusal(e: ClientError) -> tonic::Status {

@@ -5,17 +5,16 @@
 //! identity, and serves TLS with that certificate on a listener that names
 //! the secrets.
 
-mod ads_support;
-mod secure_support;
+use crate::ads_support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ads_support::{NODE_ID, WAIT, syncz_of};
+use crate::ads_support::{NODE_ID, WAIT, syncz_of};
+use crate::secure_support::{client_id, start_secure};
 use mesh_ca::tls::{ExpectedServer, spiffe_id_of};
 use mesh_test_util::{EnvoyProcess, envoy_binary, free_port, wait_until};
-use secure_support::{client_id, start_secure};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A local-mode sidecar: who it is and where it listens.

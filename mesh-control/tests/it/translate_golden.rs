@@ -1,7 +1,8 @@
 //! Golden translation tests: each `tests/golden/NAME.yaml` (Istio configuration) is translated
 //! for one proxy and the resulting xDS resources, rendered as Envoy's JSON, must equal
-//! `tests/golden/NAME.json`. `UPDATE_GOLDEN=1 cargo test -p mesh-control --test translate_golden`
-//! rewrites the JSON files (review the diff!).
+//! `tests/golden/NAME.json`.
+//! `UPDATE_GOLDEN=1 cargo test -p mesh-control --test it translate_golden::` rewrites the JSON
+//! files (review the diff!).
 //!
 //! Header comments of a case:
 //! - `# node: {...}` the Envoy `Node` (JSON) of the proxy; default: a local-mode sidecar

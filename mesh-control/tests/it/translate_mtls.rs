@@ -25,7 +25,7 @@ use mesh_control::translate::{
 };
 use prost::Message;
 
-const MESH: &str = include_str!("fixtures/mtls-mesh.yaml");
+const MESH: &str = include_str!("../fixtures/mtls-mesh.yaml");
 
 const REVIEWS: &str = "outbound|9080||reviews.default.svc.cluster.local";
 const REVIEWS_V1: &str = "outbound|9080|v1|reviews.default.svc.cluster.local";
