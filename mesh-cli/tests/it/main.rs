@@ -2,7 +2,6 @@
 //! on real files, and end to end with `meshctl up` starting real processes. Run one topic with
 //! `cargo test -p mesh-cli --test it explain::`.
 
-
 mod analyze;
 mod cli_analyze_mesh_dir;
 mod examples_e2e;
