@@ -6,7 +6,7 @@
 //! The cases that match are pinned in `MATCHING`, so a regression fails the
 //! test; the others are printed as "not yet" with the difference.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,6 @@
 //! Istio's sample files load without errors and survive a round trip.
 
-mod common;
+use crate::common;
 
 use mesh_api::{Config, load_path, load_str};
 

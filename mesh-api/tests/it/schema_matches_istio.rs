@@ -1,7 +1,7 @@
 //! The generated CRD schemas have the same field names, nesting and enum values
 //! as Istio's own CRDs (`manifests/charts/base/files/crd-all.gen.yaml`).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 
