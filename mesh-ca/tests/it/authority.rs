@@ -5,8 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-mod common;
-use common::mtls;
+use crate::common::mtls;
 
 use mesh_ca::authority::{CA_CERT_FILE, CA_KEY_FILE, CERT_CHAIN_FILE, ROOT_CERT_FILE};
 use mesh_ca::bundle::certificate_to_pem;

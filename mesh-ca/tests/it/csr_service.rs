@@ -1,7 +1,7 @@
 //! The CSR service end to end: real gRPC over real TLS on 127.0.0.1, the server
 //! presenting a certificate the CA issued for the control plane's identity.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::process::Command;
