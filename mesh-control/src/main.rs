@@ -120,6 +120,10 @@ async fn run() -> anyhow::Result<()> {
         sds_cert_ttl: args.workload_cert_ttl,
         ..ServerConfig::new(args.config)
     };
+    // Before the "serving" line: a SIGTERM sent as soon as it is logged must drain, not
+    // meet the default action and kill the process.
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
     let bound = mesh_control::build(config).await.context("cannot start")?;
     let secure = bound
         .secure_xds_address()
@@ -130,15 +134,13 @@ async fn run() -> anyhow::Result<()> {
         debug = %bound.debug_address(),
         "mesh-control serving"
     );
-    wait_for_signal().await?;
+    wait_for_signal(term).await?;
     tracing::info!("shutting down: draining xDS streams");
     bound.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
+async fn wait_for_signal(mut term: tokio::signal::unix::Signal) -> anyhow::Result<()> {
     tokio::select! {
         r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
         _ = term.recv() => {}

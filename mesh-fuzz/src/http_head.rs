@@ -5,7 +5,7 @@
 //! headers, and virtual host and route selection.
 //!
 //! The whole proxy (listener, connection pool, upstream) is driven with
-//! random bytes over real sockets by `mesh-proxy/tests/downstream_input.rs`;
+//! random bytes over real sockets by `mesh-proxy/tests/it/downstream_input.rs`;
 //! that costs milliseconds an input, too slow for a fuzzer.
 
 use std::cell::RefCell;
