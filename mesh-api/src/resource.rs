@@ -126,7 +126,7 @@ macro_rules! kinds {
         /// The typed object of a resource.
         // Objects are built once and kept in a Vec; boxing every variant would only
         // burden matching on them.
-        #[allow(clippy::large_enum_variant)]
+        #[expect(clippy::large_enum_variant)]
         #[derive(Debug, Clone, PartialEq)]
         pub enum Object {
             $($iv($iv),)*

@@ -676,7 +676,7 @@ fn http_chain(l: &ListenerConfig) -> Option<&FilterChain> {
         .filter(|c| matches!(c.filter, NetworkFilter::Http(_)))
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments)]
 fn explain_forward(
     live: &LiveConfig,
     req: &ExplainRequest,

@@ -12,7 +12,7 @@
 /// (other allocators return memory by themselves).
 pub fn release_free_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    #[allow(unsafe_code)]
+    #[expect(unsafe_code)]
     // SAFETY: malloc_trim takes no pointers; it walks glibc's own free lists
     // under the allocator's locks and madvises whole free pages away.
     unsafe {

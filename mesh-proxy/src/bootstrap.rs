@@ -8,7 +8,7 @@
 //! implemented is an error naming the field.
 
 // Deprecated Bootstrap fields are read to reject or note them.
-#![allow(deprecated)]
+#![expect(deprecated)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -237,7 +237,7 @@ fn check_top_level(b: &Bootstrap) -> Result<(), BootstrapError> {
     if b.stats_flush_interval.is_some() || b.stats_flush.is_some() {
         note("stats_flush_interval");
     }
-    #[allow(deprecated)]
+    #[expect(deprecated)]
     if b.watchdog.is_some() || b.watchdogs.is_some() {
         note("watchdogs");
     }

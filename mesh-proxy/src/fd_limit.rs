@@ -21,7 +21,7 @@ pub fn raise_to_hard_limit() -> std::io::Result<FdLimit> {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    #[allow(unsafe_code)]
+    #[expect(unsafe_code)]
     // SAFETY: getrlimit writes one rlimit into the struct we own.
     let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
     if read != 0 {
@@ -30,7 +30,7 @@ pub fn raise_to_hard_limit() -> std::io::Result<FdLimit> {
     let before = limit.rlim_cur;
     if limit.rlim_cur < limit.rlim_max {
         limit.rlim_cur = limit.rlim_max;
-        #[allow(unsafe_code)]
+        #[expect(unsafe_code)]
         // SAFETY: setrlimit reads the struct we own; raising the soft limit
         // up to the hard one needs no privilege.
         let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };

@@ -12,7 +12,7 @@
 /// own. Other allocators return memory by themselves: a no-op off glibc.
 pub fn release_free_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    #[allow(unsafe_code)]
+    #[expect(unsafe_code)]
     // SAFETY: malloc_trim takes no pointers; it walks glibc's own free lists
     // under the allocator's locks and madvises whole free pages away.
     unsafe {
@@ -34,7 +34,7 @@ pub fn release_static(bytes: &'static [u8]) {
         if end <= start || !read_only_file_mapping(start, end) {
             return;
         }
-        #[allow(unsafe_code)]
+        #[expect(unsafe_code)]
         // SAFETY: [start, end) is whole pages of a read-only private file
         // mapping (checked above); MADV_DONTNEED on such pages only drops
         // them from the page tables, and a later read faults the same bytes

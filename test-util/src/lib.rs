@@ -15,6 +15,11 @@
 //!
 //! Everything here shuts down on drop, so a failing test never leaks a server or a process.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed setup is a failed test"
+)]
+
 mod client;
 mod envoy;
 mod ports;

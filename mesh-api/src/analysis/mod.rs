@@ -49,7 +49,7 @@ pub struct MessageType {
 /// Message types of Istio's analyzers that the mesh reports.
 pub mod codes {
     // Named exactly as Istio names its message types, so they can be searched.
-    #![allow(non_upper_case_globals)]
+    #![expect(non_upper_case_globals)]
     use super::{Level, MessageType};
 
     macro_rules! types {

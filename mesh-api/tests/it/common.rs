@@ -1,5 +1,4 @@
 //! Helpers shared by the mesh-api integration tests.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 

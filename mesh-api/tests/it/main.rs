@@ -2,6 +2,9 @@
 //! the loader's answers to bad input, Istio's samples and its CRD schemas. Run one topic with
 //! `cargo test -p mesh-api --test it analysis::`.
 
+// Helpers outside #[test] functions unwrap too: a failed setup is a failed test.
+#![expect(clippy::unwrap_used, reason = "a failed setup is a failed test")]
+
 mod common;
 
 mod analysis;

@@ -381,7 +381,7 @@ pub fn up(opts: &UpOptions) -> anyhow::Result<()> {
     outcome
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments)]
 fn start_all(
     opts: &UpOptions,
     mesh: &MeshDir,

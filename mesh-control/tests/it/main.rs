@@ -2,6 +2,9 @@
 //! against golden files and fields, the ADS and CSR servers over real sockets, the binary, and
 //! interop with the real Envoy. Run one topic with `cargo test -p mesh-control --test it ads_sync::`.
 
+// Helpers outside #[test] functions unwrap too: a failed setup is a failed test.
+#![expect(clippy::unwrap_used, reason = "a failed setup is a failed test")]
+
 mod ads_support;
 mod secure_support;
 

@@ -79,7 +79,6 @@ fn cluster<'a>(x: &'a XdsResources, name: &str) -> &'a Cluster {
 }
 
 /// Asserts the mesh certificate and roots come from SDS over ADS and returns the SANs.
-#[allow(deprecated)]
 fn mesh_sds_and_sans(common: &CommonTlsContext) -> Vec<String> {
     assert_eq!(common.tls_certificate_sds_secret_configs.len(), 1);
     let cert = &common.tls_certificate_sds_secret_configs[0];

@@ -107,7 +107,7 @@ fn transport_socket_matches(
     Ok(out)
 }
 
-#[allow(deprecated)]
+#[expect(deprecated)]
 fn reject_unsupported(ctx: &Ctx, c: &pb::Cluster) -> Result<(), CompileError> {
     if !c.health_checks.is_empty() {
         return Err(ctx.unsupported("health_checks", "(active health checking)"));
@@ -350,7 +350,7 @@ struct HttpSettings {
     max_requests_per_connection: Option<u32>,
 }
 
-#[allow(deprecated)]
+#[expect(deprecated)]
 fn http_options(ctx: &Ctx, c: &pb::Cluster) -> Result<HttpSettings, CompileError> {
     use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
         UpstreamProtocolOptions as U, explicit_http_config::ProtocolConfig,

@@ -121,7 +121,6 @@ pub fn compile_listener(l: &pb::Listener) -> Result<ListenerConfig, CompileError
     })
 }
 
-#[allow(deprecated)]
 fn reject_unsupported(ctx: &Ctx, l: &pb::Listener) -> Result<(), CompileError> {
     if !l.additional_addresses.is_empty() {
         return Err(ctx.unsupported("additional_addresses", ""));
@@ -285,7 +284,6 @@ fn filter_chain_match(
     })
 }
 
-#[allow(deprecated)]
 fn http_connection_manager(
     ctx: &Ctx,
     h: &hcm::HttpConnectionManager,
@@ -616,7 +614,7 @@ pub(crate) fn access_logs(
                     "/dev/stderr" => AccessLogSink::Stderr,
                     p => AccessLogSink::File(p.into()),
                 };
-                #[allow(deprecated)]
+                #[expect(deprecated)]
                 let format = match &f.access_log_format {
                     None => AccessLogFormat::Default,
                     Some(FileFormat::Format(s)) if s.is_empty() => AccessLogFormat::Default,

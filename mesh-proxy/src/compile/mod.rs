@@ -9,7 +9,7 @@
 //! settings that only tune Envoy's internals are accepted with a logged note.
 
 // Deprecated xDS fields are still sent by control planes and honoured here.
-#![allow(deprecated)]
+#![expect(deprecated)]
 
 mod cluster;
 mod common;

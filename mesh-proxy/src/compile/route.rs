@@ -118,7 +118,7 @@ pub(crate) fn domain_pattern(
     Ok(pattern)
 }
 
-#[allow(deprecated)]
+#[expect(deprecated)]
 fn virtual_host(ctx: &Ctx, vh: &pb::VirtualHost) -> Result<VirtualHost, CompileError> {
     if vh.domains.is_empty() {
         return Err(ctx.missing("domains"));
@@ -237,7 +237,7 @@ fn route(ctx: &Ctx, r: &pb::Route) -> Result<Route, CompileError> {
     // The deprecated RouteAction.cors still works when no per-filter one is given.
     let cors = match (&r.action, filters.cors) {
         (_, Some(c)) => Some(c),
-        #[allow(deprecated)]
+        #[expect(deprecated)]
         (Some(Action::Route(a)), None) => a
             .cors
             .as_ref()
@@ -345,7 +345,7 @@ fn query_matcher(
     })
 }
 
-#[allow(deprecated)]
+#[expect(deprecated)]
 fn forward(ctx: &Ctx, a: &pb::RouteAction) -> Result<ForwardAction, CompileError> {
     use pb::route_action::{ClusterSpecifier as C, HostRewriteSpecifier as H};
     let destination = match &a.cluster_specifier {

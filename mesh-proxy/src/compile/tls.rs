@@ -305,7 +305,7 @@ pub(crate) fn validation_context(
             .ok_or_else(|| ctx.missing(&format!("{f}.matcher")))?;
         sans.push(string_matcher(ctx, &format!("{f}.matcher"), matcher)?);
     }
-    #[allow(deprecated)]
+    #[expect(deprecated)]
     for (i, m) in v.match_subject_alt_names.iter().enumerate() {
         sans.push(string_matcher(
             ctx,

@@ -381,7 +381,7 @@ async fn handle(ctx: Arc<ConnContext>, mut req: Request<Incoming>) -> Response<P
     Response::from_parts(parts, boxed(body))
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments)]
 async fn route(
     ctx: &ConnContext,
     active: &Arc<Active>,

@@ -38,7 +38,7 @@ pub struct Downstream<'a> {
     pub protocol: Protocol,
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments)]
 pub async fn forward(
     ctx: &ConnContext,
     active: &Arc<Active>,

@@ -416,7 +416,7 @@ pub type Sent = (Response<Incoming>, Arc<Host>, RequestGuard);
 
 /// Runs the attempts. `chosen` always holds the host of the current
 /// attempt, so a route timeout that cancels this can name it.
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments)]
 pub async fn run(
     cluster: &Arc<ClusterRuntime>,
     hash: Option<u64>,

@@ -2,6 +2,9 @@
 //! one module per topic, real in-process listeners; the interop modules also run the real Envoy.
 //! Run one topic with `cargo test -p mesh-proxy --test it routing::`.
 
+// Helpers outside #[test] functions unwrap too: a failed setup is a failed test.
+#![expect(clippy::unwrap_used, reason = "a failed setup is a failed test")]
+
 mod common;
 mod identity_support;
 mod tls_support;

@@ -378,7 +378,10 @@ async fn drive(
         }
     };
     tasks.shutdown().await;
-    let rules = rules.lock().unwrap().clone();
+    let rules = rules
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     Recording {
         samples,
         timeline,
@@ -404,7 +407,10 @@ fn progress(
             _ => format!("{} GONE", s.process),
         })
         .collect();
-    let applied = rules.lock().unwrap().applied;
+    let applied = rules
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .applied;
     println!(
         "soak: {}/{}  requests {requests} ({:.0}/s)  failures {failures}  rule changes {applied}  RSS MiB: {}",
         report::clock(t),
@@ -426,7 +432,9 @@ async fn change_rules(
     for file in files.iter().cycle() {
         tick.tick().await;
         let result = ctl.apply(file).await;
-        let mut log = log.lock().unwrap();
+        let mut log = log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match result {
             Ok(_) => log.applied += 1,
             Err(e) => {

@@ -236,11 +236,17 @@ impl Counters {
 
     /// Every failure so far, in the order they were recorded.
     pub fn failures(&self) -> Vec<Failure> {
-        self.failures.lock().unwrap().clone()
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn log_failure(&self, lane: &str, kind: String, message: String) {
-        let mut log = self.failures.lock().unwrap();
+        let mut log = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if log.len() < FAILURE_LOG_MAX {
             log.push(Failure {
                 at: self.elapsed(),
@@ -261,7 +267,10 @@ impl Counters {
             Ok(_) => {}
             Err(e) => self.log_failure(lane, e.kind.to_string(), e.message.clone()),
         }
-        let mut lanes = self.lanes.lock().unwrap();
+        let mut lanes = self
+            .lanes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let c = lanes.entry(lane.to_string()).or_default();
         c.requests += 1;
         match outcome {
@@ -286,17 +295,26 @@ impl Counters {
     }
 
     pub fn connection_opened(&self, lane: &str) {
-        let mut lanes = self.lanes.lock().unwrap();
+        let mut lanes = self
+            .lanes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         lanes.entry(lane.to_string()).or_default().connections += 1;
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, LaneCounts> {
-        self.lanes.lock().unwrap().clone()
+        self.lanes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// (requests, failures) over all lanes so far.
     pub fn totals(&self) -> (u64, u64) {
-        let lanes = self.lanes.lock().unwrap();
+        let lanes = self
+            .lanes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         lanes
             .values()
             .fold((0, 0), |(r, f), c| (r + c.requests, f + c.failures()))

@@ -1,6 +1,5 @@
 //! Shared by the ADS tests: a config directory, a running control plane on
 //! port 0, a real tonic ADS client, and decoders for what it receives.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,7 +1,6 @@
 //! Shared by the secure-port tests: a control plane with its CA in a
 //! temporary directory and a token file, and TLS clients that verify it as
 //! proxies do (the root from the CA directory, the istiod SPIFFE ID).
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::Path;

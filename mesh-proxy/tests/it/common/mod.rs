@@ -1,5 +1,4 @@
 //! Builders for snapshots written in code, and a proxy started from one.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;

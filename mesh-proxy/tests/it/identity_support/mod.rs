@@ -1,8 +1,6 @@
 //! A real mesh CA for the identity tests: `mesh_ca::CaService` over TLS on
 //! 127.0.0.1, presenting istiod's identity, with one token per workload.
 
-#![allow(dead_code)]
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

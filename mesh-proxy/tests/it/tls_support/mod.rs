@@ -1,6 +1,5 @@
 //! Certificates from the mesh CA, bootstraps with mTLS listeners and
 //! clusters (static SDS-named secrets), and a log capture for reasons.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
