@@ -11,8 +11,17 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// How far a share may be from the README's: the READMEs print one run's counts.
+/// How far a share may be from the README's at least: the READMEs print one run's counts.
 const SHARE_TOLERANCE_PP: f64 = 12.0;
+
+/// How far a share (in %) of `n` answers may be from the README's `expected` (in %): 12
+/// points, or five standard deviations of a binomial share when `n` is small (20 calls
+/// split 50/50 can give 65/35), so that chance never fails the test.
+fn tolerance(expected: f64, n: u64) -> f64 {
+    let p = (expected / 100.0).clamp(0.0, 1.0);
+    let sigma = 100.0 * (p * (1.0 - p) / n.max(1) as f64).sqrt();
+    SHARE_TOLERANCE_PP.max(5.0 * sigma)
+}
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -43,9 +52,10 @@ fn blocks(readme: &str) -> Vec<(String, String)> {
     out
 }
 
-/// `NAME COUNT SHARE%` rows of a `meshctl traffic` table, by table (`VERSION`, `STATUS`).
-fn shares(text: &str) -> BTreeMap<String, BTreeMap<String, f64>> {
-    let mut out: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+/// `NAME COUNT SHARE%` rows of a `meshctl traffic` table, by table (`VERSION`, `STATUS`):
+/// (share in %, count).
+fn shares(text: &str) -> BTreeMap<String, BTreeMap<String, (f64, u64)>> {
+    let mut out: BTreeMap<String, BTreeMap<String, (f64, u64)>> = BTreeMap::new();
     let mut table = None;
     for line in text.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -58,10 +68,14 @@ fn shares(text: &str) -> BTreeMap<String, BTreeMap<String, f64>> {
             [name, count, share]
                 if count.parse::<u64>().is_ok() && share.ends_with('%') && table.is_some() =>
             {
-                if let (Some(t), Ok(v)) = (&table, share.trim_end_matches('%').parse::<f64>()) {
+                if let (Some(t), Ok(v), Ok(n)) = (
+                    &table,
+                    share.trim_end_matches('%').parse::<f64>(),
+                    count.parse::<u64>(),
+                ) {
                     out.entry(t.clone())
                         .or_default()
-                        .insert(name.to_string(), v);
+                        .insert(name.to_string(), (v, n));
                 }
             }
             [] => {}
@@ -152,16 +166,19 @@ fn follow(example: &str) {
             let actual = got
                 .get(table)
                 .unwrap_or_else(|| panic!("no {table} table before block {i}\n{said}"));
-            for (name, share) in rows {
-                let seen = actual.get(name).copied().unwrap_or(0.0);
+            let n: u64 = actual.values().map(|(_, count)| count).sum();
+            for (name, (share, _)) in rows {
+                let seen = actual.get(name).map_or(0.0, |(s, _)| *s);
+                let within = tolerance(*share, n);
                 assert!(
-                    (seen - share).abs() <= SHARE_TOLERANCE_PP,
-                    "{table} {name}: the README promises {share}%, the run gave {seen}%\n{said}"
+                    (seen - share).abs() <= within,
+                    "{table} {name}: the README promises {share}%, the run gave {seen}% of {n} \
+                     (allowed: {within:.1} points)\n{said}"
                 );
             }
-            for (name, seen) in actual {
+            for (name, (seen, _)) in actual {
                 assert!(
-                    rows.contains_key(name) || *seen <= SHARE_TOLERANCE_PP,
+                    rows.contains_key(name) || *seen <= tolerance(0.0, n),
                     "{table} {name}: {seen}%, not in the README's table\n{said}"
                 );
             }
@@ -214,9 +231,13 @@ fn the_table_parser_reads_meshctl_traffic() {
     let t = shares(
         "VERSION            COUNT   SHARE\n-                    497   49.7%\nsafe                 253   25.3%\n\nSTATUS             COUNT   SHARE\n200                  503   50.3%\n",
     );
-    assert_eq!(t["VERSION"]["-"], 49.7);
-    assert_eq!(t["VERSION"]["safe"], 25.3);
-    assert_eq!(t["STATUS"]["200"], 50.3);
+    assert_eq!(t["VERSION"]["-"], (49.7, 497));
+    assert_eq!(t["VERSION"]["safe"], (25.3, 253));
+    assert_eq!(t["STATUS"]["200"], (50.3, 503));
+    // 12 points at least; more for few answers, none more for a certain outcome.
+    assert_eq!(tolerance(50.0, 2000), 12.0);
+    assert!((tolerance(50.0, 20) - 55.9).abs() < 0.1);
+    assert_eq!(tolerance(100.0, 20), 12.0);
 }
 
 macro_rules! readme_tests {
