@@ -364,6 +364,29 @@ fn wait_until(
     }
 }
 
+/// Polls the control plane's `/debug/configz` until `done` says yes (true) or
+/// [`RECOVERY_TIMEOUT`] passes (false).
+fn configz_until(
+    runtime: &tokio::runtime::Runtime,
+    debug: std::net::SocketAddr,
+    stop: &watch::Receiver<bool>,
+    done: impl Fn(&str) -> bool,
+) -> anyhow::Result<bool> {
+    let deadline = Instant::now() + RECOVERY_TIMEOUT;
+    loop {
+        let page = runtime
+            .block_on(sample::get(debug, "/debug/configz"))
+            .unwrap_or_default();
+        if done(&page) {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        pause(Duration::from_millis(100), stop)?;
+    }
+}
+
 /// Every process running and every proxy SYNCED, `name` with another pid than `old_pid`.
 fn back(name: &str, old_pid: u32) -> impl Fn(&MeshStatus) -> bool + '_ {
     move |s: &MeshStatus| {
@@ -411,19 +434,8 @@ fn inject(
                 .to_string_lossy()
                 .to_string();
             let debug = before.control_plane.debug_address;
-            let deadline = Instant::now() + RECOVERY_TIMEOUT;
-            let rejected = loop {
-                let configz = runtime
-                    .block_on(sample::get(debug, "/debug/configz"))
-                    .unwrap_or_default();
-                if configz.contains(&format!("{name}: document 1")) {
-                    break true;
-                }
-                if Instant::now() >= deadline {
-                    break false;
-                }
-                pause(Duration::from_millis(100), stop)?;
-            };
+            let listed = format!("{name}: document 1");
+            let rejected = configz_until(runtime, debug, stop, |page| page.contains(&listed))?;
             checks.push(Check {
                 what: format!("the control plane rejects {name}"),
                 ok: rejected,
@@ -441,16 +453,7 @@ fn inject(
                 seen: format!("{:?}", during.sync),
             });
             std::fs::remove_file(&bad).with_context(|| format!("remove {}", bad.display()))?;
-            let deadline = Instant::now() + RECOVERY_TIMEOUT;
-            loop {
-                let configz = runtime
-                    .block_on(sample::get(debug, "/debug/configz"))
-                    .unwrap_or_default();
-                if !configz.contains(&name) || Instant::now() >= deadline {
-                    break;
-                }
-                pause(Duration::from_millis(100), stop)?;
-            }
+            configz_until(runtime, debug, stop, |page| !page.contains(&name))?;
         }
         EventKind::ProxyRestartedWithoutControlPlane => {
             let cp = before.process("control-plane")?.pid;
