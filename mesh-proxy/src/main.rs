@@ -148,6 +148,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     config.logging = Some(Arc::new(log_control));
     config.reason_header = args.reason_header;
     let bound = build(config).await?;
+    // Handlers first, then the lines that tell a supervisor the proxy is up: a stop it
+    // sends once it read them must drain, not kill.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     if let Some((_, sink)) = &workload {
         sink.attach(bound.proxy.secrets().clone());
     }
@@ -163,9 +168,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     if ads.is_some() {
         tracing::info!("ADS client started");
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+        _ = int.recv() => tracing::info!("interrupted; stopping"),
         _ = term.recv() => tracing::info!("terminated; stopping"),
         _ = proxy.stopped() => tracing::info!("quitquitquit; stopping"),
     }

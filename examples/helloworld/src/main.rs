@@ -11,6 +11,7 @@ async fn main() -> anyhow::Result<()> {
     let bound = helloworld::build(config)
         .await
         .with_context(|| format!("binding {}:{}", bind.0, bind.1))?;
+    let stop = shutdown_signal()?;
     // The first stdout line is read by tests and `meshctl up` to learn the port.
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on {}", bound.local_addr())?;
@@ -21,28 +22,21 @@ async fn main() -> anyhow::Result<()> {
         bound.instance(),
         bound.local_addr()
     );
-    bound.run(shutdown_signal()).await;
+    bound.run(stop).await;
     Ok(())
 }
 
-/// Ctrl-C or SIGTERM (what `meshctl down`, Docker and Kubernetes send).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sig) => {
-                sig.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Ctrl-C or SIGTERM (what `meshctl down`, Docker and Kubernetes send). The handlers are
+/// installed before the "listening" line is printed, so a stop sent by whoever read it
+/// drains instead of killing.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
+    })
 }

@@ -19,6 +19,7 @@ pub mod identity;
 pub mod invocation;
 pub mod meshdir;
 pub mod names;
+mod ports;
 pub mod process;
 pub mod state;
 pub mod supervise;
@@ -26,7 +27,7 @@ pub mod traffic;
 pub mod workloads;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,7 @@ use crate::admin_client::AdminClient;
 use bootstrap::{ProxyBootstrap, ProxyRole, XdsTls};
 use identity::{MeshIdentities, ProxyIdentity};
 use meshdir::{GATEWAY_LABELS, GATEWAY_NAME, GATEWAY_NAMESPACE, GATEWAY_SERVICE_ACCOUNT, MeshDir};
+use ports::PortAllocator;
 use state::{ControlPlane, GatewayProxy, IdentityState, MeshState, Process, Sidecar};
 use supervise::Running;
 
@@ -81,23 +83,6 @@ pub struct UpOptions {
 
 fn progress(msg: impl AsRef<str>) {
     eprintln!("{}", msg.as_ref());
-}
-
-/// Hands out free 127.0.0.1 ports. Each probe socket stays bound until the allocator is
-/// dropped, so one `up` never hands out the same port twice; the processes that get the ports
-/// bind them soon after the allocator is dropped.
-#[derive(Default)]
-struct PortAllocator {
-    held: Vec<TcpListener>,
-}
-
-impl PortAllocator {
-    fn next(&mut self) -> anyhow::Result<SocketAddr> {
-        let listener = TcpListener::bind("127.0.0.1:0").context("allocating a 127.0.0.1 port")?;
-        let addr = listener.local_addr()?;
-        self.held.push(listener);
-        Ok(addr)
-    }
 }
 
 fn crash_report(p: &Process, status: &str) -> String {

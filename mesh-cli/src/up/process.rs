@@ -160,17 +160,35 @@ pub fn stop_all(procs: &[(String, u32, String)], grace: Duration) -> Vec<String>
     killed
 }
 
-/// The last `lines` lines of a log file, for crash reports.
+/// The last `lines` lines of a log file, for crash reports. When the process ended with an
+/// error or a panic followed by a backtrace (`RUST_BACKTRACE` set), the report shows the
+/// error and leaves the backtrace in the log: forty frames of `std::rt` say nothing, and the
+/// one line that does would scroll out of a short tail.
 pub fn log_tail(path: &Path, lines: usize) -> String {
     let Ok(mut f) = File::open(path) else {
         return format!("(no log at {})", path.display());
     };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)));
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
     let mut buf = Vec::new();
     let _ = f.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf);
+    tail_of(&String::from_utf8_lossy(&buf), lines)
+}
+
+fn tail_of(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
+    let is_backtrace = |l: &&str| l.eq_ignore_ascii_case("stack backtrace:");
+    if let Some(bt) = all.iter().rposition(is_backtrace) {
+        let error = all[..bt].iter().rposition(|l| {
+            l.starts_with("Error: ") || (l.starts_with("thread '") && l.contains(" panicked at "))
+        });
+        if let Some(start) = error {
+            let end = bt.min(start + lines);
+            let mut shown = all[start..end].join("\n");
+            shown.push_str("\n(backtrace in the log)");
+            return shown;
+        }
+    }
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
@@ -181,5 +199,35 @@ pub fn require_bin(name: &str) -> anyhow::Result<PathBuf> {
         None => bail!(
             "cannot find the `{name}` binary next to meshctl, in ${BIN_DIR_ENV} or on PATH; build it with `cargo build -p mesh-control -p mesh-proxy -p helloworld` (or run `cargo build` once), then retry"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tail_of;
+
+    #[test]
+    fn a_crash_report_shows_the_error_not_the_backtrace() {
+        let mut log = String::from(
+            "INFO started\nError: binding listener 127.0.0.1:15001\n\nCaused by:\n    Address in use (os error 98)\n\nStack backtrace:\n",
+        );
+        for i in 0..40 {
+            log.push_str(&format!(
+                "  {i}: std::rt::frame\n             at library/std/src/rt.rs:1:1\n"
+            ));
+        }
+        assert_eq!(
+            tail_of(&log, 20),
+            "Error: binding listener 127.0.0.1:15001\n\nCaused by:\n    Address in use (os error 98)\n\n(backtrace in the log)"
+        );
+
+        let panic = "INFO x\n\nthread 'main' (7) panicked at src/main.rs:3:5:\nboom\nstack backtrace:\n   0: f\n";
+        assert_eq!(
+            tail_of(panic, 20),
+            "thread 'main' (7) panicked at src/main.rs:3:5:\nboom\n(backtrace in the log)"
+        );
+
+        let plain = "a\nb\nc\n";
+        assert_eq!(tail_of(plain, 2), "b\nc");
     }
 }
