@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use mesh_control::secure::{DEFAULT_SECURE_XDS_ADDRESS, parse_duration, parse_secure_address};
 use mesh_control::server::{DEFAULT_DEBUG_ADDRESS, DEFAULT_XDS_ADDRESS, ServerConfig};
+use mesh_control::source::{ConfigSource, DirectorySource, KubernetesSource};
 
 /// Istio's maximum workload certificate lifetime, as `--max-cert-ttl` is written.
 const DEFAULT_MAX_CERT_TTL: &str = "90d";
@@ -22,8 +23,24 @@ struct Args {
     /// ServiceEntry, WorkloadEntry, ...), read recursively and watched: edits
     /// are pushed to every proxy; a file that fails to load keeps its last
     /// good version in force.
-    #[arg(long, value_name = "DIR", env = "MESH_CONFIG_DIR")]
-    config: PathBuf,
+    #[arg(long, value_name = "DIR", env = "MESH_CONFIG_DIR",
+          required_unless_present_any = ["kubeconfig", "kubernetes"])]
+    config: Option<PathBuf>,
+
+    /// Watch the Kubernetes cluster of this kubeconfig (its current context unless
+    /// --context): Services, EndpointSlices, Pods, Namespaces and the Istio kinds. May be
+    /// combined with --config.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+
+    /// The kubeconfig context to use with --kubeconfig.
+    #[arg(long, value_name = "NAME", requires = "kubeconfig")]
+    context: Option<String>,
+
+    /// Watch the cluster kube-rs finds by itself: the pod's service account when running in
+    /// Kubernetes, else $KUBECONFIG or ~/.kube/config.
+    #[arg(long, conflicts_with = "kubeconfig")]
+    kubernetes: bool,
 
     /// Address of the plaintext xDS (ADS) gRPC server.
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_XDS_ADDRESS)]
@@ -118,13 +135,27 @@ async fn run() -> anyhow::Result<()> {
         ca_tokens: args.ca_tokens,
         max_cert_ttl: args.max_cert_ttl,
         sds_cert_ttl: args.workload_cert_ttl,
-        ..ServerConfig::new(args.config)
+        ..ServerConfig::new(args.config.clone().unwrap_or_default())
     };
+    let mut sources: Vec<Box<dyn ConfigSource>> = Vec::new();
+    if let Some(dir) = &args.config {
+        sources.push(Box::new(
+            DirectorySource::new(dir).with_timing(config.poll_interval, config.file_debounce),
+        ));
+    }
+    if args.kubeconfig.is_some() || args.kubernetes {
+        let source = KubernetesSource::connect(args.kubeconfig.as_deref(), args.context.as_deref())
+            .await
+            .context("cannot start")?;
+        sources.push(Box::new(source));
+    }
     // Before the "serving" line: a SIGTERM sent as soon as it is logged must drain, not
     // meet the default action and kill the process.
     let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
-    let bound = mesh_control::build(config).await.context("cannot start")?;
+    let bound = mesh_control::server::build_with_sources(config, sources)
+        .await
+        .context("cannot start")?;
     let secure = bound
         .secure_xds_address()
         .map_or_else(|| "off".to_string(), |a| a.to_string());

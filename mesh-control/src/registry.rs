@@ -13,6 +13,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use k8s_openapi::api::core::v1::{Pod, ServiceSpec};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mesh_api::constants::{DEFAULT_DOMAIN_SUFFIX, spiffe_id};
 use mesh_api::networking::service_entry::{Location, Resolution as IstioResolution};
@@ -286,6 +288,7 @@ impl Registry {
                 .collect()
         };
 
+        let kubernetes = KubernetesEndpoints::index(config);
         let mut services = Vec::new();
         for (meta, se) in config.service_entries() {
             let spec = &se.spec;
@@ -380,10 +383,10 @@ impl Registry {
                     })
                 })
                 .collect();
-            let endpoints = match &spec.selector {
-                Some(sel) if !sel.is_empty() => selected(&meta.namespace, sel),
-                _ => Vec::new(),
-            };
+            let mut endpoints = kubernetes.endpoints(&meta.namespace, &meta.name, spec);
+            if let Some(sel) = spec.selector.as_ref().filter(|s| !s.is_empty()) {
+                endpoints.extend(selected(&meta.namespace, sel));
+            }
             let export_to = meta
                 .annotations
                 .get("networking.istio.io/exportTo")
@@ -491,6 +494,177 @@ fn qualify(host: &str, namespace: &str) -> String {
         host
     } else {
         format!("{host}.{namespace}.svc.{DEFAULT_DOMAIN_SUFFIX}")
+    }
+}
+
+/// The label an EndpointSlice names its Service with.
+const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
+
+/// The Pods and EndpointSlices of a configuration, indexed for building Services' endpoints.
+struct KubernetesEndpoints<'a> {
+    pods: HashMap<(&'a str, &'a str), &'a Pod>,
+    /// `(namespace, service)` to its slices.
+    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    /// Pods by namespace, for Services no EndpointSlice speaks for.
+    pods_by_namespace: HashMap<&'a str, Vec<&'a Pod>>,
+}
+
+impl<'a> KubernetesEndpoints<'a> {
+    fn index(config: &'a mesh_api::Config) -> Self {
+        let mut pods = HashMap::new();
+        let mut pods_by_namespace: HashMap<&str, Vec<&Pod>> = HashMap::new();
+        for (meta, pod) in config.pods() {
+            pods.insert((meta.namespace.as_str(), meta.name.as_str()), pod);
+            pods_by_namespace
+                .entry(meta.namespace.as_str())
+                .or_default()
+                .push(pod);
+        }
+        let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        for (meta, slice) in config.endpoint_slices() {
+            if let Some(service) = meta.labels.get(LABEL_SERVICE_NAME) {
+                slices
+                    .entry((meta.namespace.as_str(), service.as_str()))
+                    .or_default()
+                    .push(slice);
+            }
+        }
+        KubernetesEndpoints {
+            pods,
+            slices,
+            pods_by_namespace,
+        }
+    }
+
+    /// The ready endpoints of Service `namespace/name`, as Istio reads them: from its
+    /// EndpointSlices, each address with the slice's ports and its Pod's labels and service
+    /// account; a Pod that reports itself not Ready is left out even before the slice says
+    /// so. A Service no EndpointSlice names (a cluster without the EndpointSlice controller,
+    /// or one that has not caught up) gets the ready Pods its selector picks, as the
+    /// controller would list them.
+    fn endpoints(&self, namespace: &str, name: &str, spec: &ServiceSpec) -> Vec<Endpoint> {
+        match self.slices.get(&(namespace, name)) {
+            Some(slices) => slices
+                .iter()
+                .flat_map(|slice| self.slice_endpoints(namespace, slice))
+                .collect(),
+            None => self.selected_pods(namespace, spec),
+        }
+    }
+
+    fn slice_endpoints(&self, namespace: &str, slice: &EndpointSlice) -> Vec<Endpoint> {
+        if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
+            return Vec::new();
+        }
+        let ports: BTreeMap<String, u32> = slice
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                let port = u32::try_from(p.port?).ok()?;
+                Some((p.name.clone().unwrap_or_default(), port))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for ep in slice.endpoints.iter().flatten() {
+            // An unset condition means ready (the API's rule).
+            if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                continue;
+            }
+            let pod = ep
+                .target_ref
+                .as_ref()
+                .filter(|r| r.kind.as_deref() == Some("Pod"))
+                .and_then(|r| {
+                    let ns = r.namespace.as_deref().unwrap_or(namespace);
+                    self.pods.get(&(ns, r.name.as_deref()?)).copied()
+                });
+            if pod.is_some_and(|p| pod_ready(p) == Some(false)) {
+                continue;
+            }
+            // Istio takes the first address of an endpoint (the others are the same Pod).
+            if let Some(address) = ep.addresses.first() {
+                out.push(pod_endpoint(address, ports.clone(), pod, namespace));
+            }
+        }
+        out
+    }
+
+    fn selected_pods(&self, namespace: &str, spec: &ServiceSpec) -> Vec<Endpoint> {
+        let Some(selector) = spec.selector.as_ref().filter(|s| !s.is_empty()) else {
+            return Vec::new();
+        };
+        let Some(pods) = self.pods_by_namespace.get(namespace) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for pod in pods {
+            let labels = pod.metadata.labels.clone().unwrap_or_default();
+            let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()) else {
+                continue;
+            };
+            if !labels_match(selector, &labels) || pod_ready(pod) != Some(true) {
+                continue;
+            }
+            let ports = spec
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| {
+                    let target = match &p.target_port {
+                        Some(IntOrString::Int(n)) => u32::try_from(*n).ok()?,
+                        Some(IntOrString::String(named)) => container_port(pod, named)?,
+                        None => u32::try_from(p.port).ok()?,
+                    };
+                    Some((p.name.clone().unwrap_or_default(), target))
+                })
+                .collect();
+            out.push(pod_endpoint(ip, ports, Some(pod), namespace));
+        }
+        out
+    }
+}
+
+/// The Pod's `Ready` condition, if it reports one.
+fn pod_ready(pod: &Pod) -> Option<bool> {
+    let conditions = pod.status.as_ref()?.conditions.as_ref()?;
+    let ready = conditions.iter().find(|c| c.type_ == "Ready")?;
+    Some(ready.status == "True")
+}
+
+fn container_port(pod: &Pod, name: &str) -> Option<u32> {
+    let spec = pod.spec.as_ref()?;
+    spec.containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|p| p.name.as_deref() == Some(name))
+        .and_then(|p| u32::try_from(p.container_port).ok())
+}
+
+fn pod_endpoint(
+    address: &str,
+    ports: BTreeMap<String, u32>,
+    pod: Option<&Pod>,
+    namespace: &str,
+) -> Endpoint {
+    let labels = pod
+        .and_then(|p| p.metadata.labels.clone())
+        .unwrap_or_default();
+    let service_account = pod
+        .and_then(|p| p.spec.as_ref()?.service_account_name.clone())
+        .filter(|sa| !sa.is_empty())
+        .unwrap_or_else(|| "default".to_string());
+    Endpoint {
+        address: address.to_string(),
+        ports,
+        sidecar: labels.get(LABEL_TLS_MODE).map(String::as_str) == Some(TLS_MODE_ISTIO),
+        labels,
+        service_account,
+        namespace: namespace.to_string(),
+        weight: 1,
+        locality: None,
+        network: None,
+        workload_entry: None,
     }
 }
 

@@ -182,7 +182,8 @@ pub async fn build_with_sources(
         config.trust_domain.clone(),
         metrics.clone(),
         shutdown_rx.clone(),
-    )?;
+    )
+    .await?;
     let mut tasks = store.tasks;
 
     let xds = bind("xDS", config.xds_address).await?;

@@ -10,6 +10,7 @@
 //!   request sent exactly as given) returning a collected [`Response`].
 //! - [`wait_until`]: retry a check until it passes or a timeout expires.
 //! - [`envoy_binary`], [`EnvoyProcess`]: run the real Envoy from a bootstrap string.
+//! - [`kube::KubeApiServer`]: a real kube-apiserver and etcd on 127.0.0.1.
 //! - [`free_port`]: a port that was free a moment ago, for config files that cannot say
 //!   "port 0".
 //!
@@ -22,6 +23,7 @@
 
 mod client;
 mod envoy;
+pub mod kube;
 mod ports;
 mod tcp_echo;
 mod upstream;

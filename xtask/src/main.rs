@@ -8,6 +8,7 @@
 mod bench;
 mod chaos;
 mod fuzz;
+mod kube;
 mod procfs;
 mod render;
 mod soak;
@@ -41,6 +42,9 @@ enum Task {
     /// Break the local mesh under traffic (kills, a bad push, a proxy restarted without its
     /// control plane, rotating certificates) and count every request (see docs/chaos.md).
     Chaos(chaos::ChaosArgs),
+    /// Build a real kube-apiserver (Kubernetes 1.20.2 from Debian's source) into the cache the
+    /// Kubernetes tests use, once, and install etcd (see docs/kubernetes.md).
+    KubeApiserver(kube::KubeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         Task::Fuzz(args) => fuzz::run(args),
         Task::Soak(args) => soak::run(args),
         Task::Chaos(args) => chaos::run(args),
+        Task::KubeApiserver(args) => kube::run(args),
     }
 }
 

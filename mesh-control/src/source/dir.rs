@@ -22,13 +22,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use mesh_api::analysis::{Analyzer, Level, analyze_with};
 use mesh_api::{Resource, Skipped};
 use tokio::sync::watch;
 
-use super::{ConfigSource, OriginStatus, SourceError, SourceSnapshot, WatchFuture};
+use super::{
+    ConfigSource, LoadFuture, SourceError, SourceSnapshot, Versions, WatchFuture, snapshot_of,
+};
 
 /// How often the directory is scanned.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -48,16 +50,7 @@ pub struct DirectorySource {
 struct FileState {
     /// Hash of the bytes last processed (good or bad), to notice changes.
     hash: Option<u64>,
-    good: Option<GoodVersion>,
-    errors: Vec<String>,
-    rejected_at: Option<SystemTime>,
-}
-
-#[derive(Debug)]
-struct GoodVersion {
-    resources: Vec<Resource>,
-    skipped: Vec<Skipped>,
-    loaded_at: SystemTime,
+    versions: Versions,
 }
 
 /// One scan: every file with its content (or why it could not be read).
@@ -77,6 +70,13 @@ impl DirectorySource {
         self.poll_interval = poll_interval;
         self.debounce = debounce;
         self
+    }
+
+    /// Reads and validates every file once.
+    pub fn load_now(&mut self) -> Result<SourceSnapshot, SourceError> {
+        let scan = self.scan()?;
+        self.apply(&scan);
+        Ok(self.snapshot(Instant::now()))
     }
 
     fn scan(&self) -> Result<Scan, SourceError> {
@@ -112,66 +112,32 @@ impl DirectorySource {
             state.hash = Some(hash);
             let name = path.display().to_string();
             match content {
-                Err(e) => reject(state, &name, vec![e.clone()]),
-                Ok(bytes) => match load_file(&name, bytes) {
-                    Ok((resources, skipped)) => {
-                        tracing::info!(file = %name, resources = resources.len(), "config file loaded");
-                        state.good = Some(GoodVersion {
-                            resources,
-                            skipped,
-                            loaded_at: SystemTime::now(),
-                        });
-                        state.errors.clear();
-                        state.rejected_at = None;
+                Err(e) => state.versions.reject("config file", &name, vec![e.clone()]),
+                Ok(bytes) => {
+                    if let Some(resources) = state.versions.load("config file", &name, bytes) {
+                        tracing::info!(file = %name, resources, "config file loaded");
                     }
-                    Err(errors) => reject(state, &name, errors),
-                },
+                }
             }
         }
         changed
     }
 
     fn snapshot(&self, changed_at: Instant) -> SourceSnapshot {
-        let mut resources = Vec::new();
-        let mut skipped = Vec::new();
-        let mut origins = Vec::new();
-        for (path, state) in &self.files {
-            if let Some(good) = &state.good {
-                resources.extend(good.resources.iter().cloned());
-                skipped.extend(good.skipped.iter().cloned());
-            }
-            origins.push(OriginStatus {
-                name: path.display().to_string(),
-                resources: state.good.as_ref().map_or(0, |g| g.resources.len()),
-                loaded_at: state.good.as_ref().map(|g| g.loaded_at),
-                errors: state.errors.clone(),
-                rejected_at: state.rejected_at,
-            });
-        }
-        SourceSnapshot {
-            source: self.describe(),
-            resources,
-            skipped,
-            origins,
-            changed_at,
-        }
+        let origins = self
+            .files
+            .iter()
+            .map(|(path, state)| (path.display().to_string(), &state.versions));
+        snapshot_of(self.describe(), origins, changed_at)
     }
 }
 
-fn reject(state: &mut FileState, name: &str, errors: Vec<String>) {
-    for e in &errors {
-        tracing::warn!(
-            file = %name,
-            keeps_last_good = state.good.is_some(),
-            "config file rejected: {e}"
-        );
-    }
-    state.errors = errors;
-    state.rejected_at = Some(SystemTime::now());
-}
-
-/// Loads and validates one file: its resources, or every reason to reject it.
-fn load_file(name: &str, bytes: &[u8]) -> Result<(Vec<Resource>, Vec<Skipped>), Vec<String>> {
+/// Loads and validates one file (or one Kubernetes object as JSON): its resources, or every
+/// reason to reject it.
+pub(super) fn load_file(
+    name: &str,
+    bytes: &[u8],
+) -> Result<(Vec<Resource>, Vec<Skipped>), Vec<String>> {
     let text = std::str::from_utf8(bytes).map_err(|e| vec![format!("{name}: not UTF-8: {e}")])?;
     let config = mesh_api::load_str(name, text);
     let mut errors: Vec<String> = config.errors.iter().map(|e| e.to_string()).collect();
@@ -232,10 +198,9 @@ impl ConfigSource for DirectorySource {
         format!("directory {}", self.dir.display())
     }
 
-    fn load(&mut self) -> Result<SourceSnapshot, SourceError> {
-        let scan = self.scan()?;
-        self.apply(&scan);
-        Ok(self.snapshot(Instant::now()))
+    fn load(&mut self) -> LoadFuture<'_> {
+        let loaded = self.load_now();
+        Box::pin(std::future::ready(loaded))
     }
 
     fn watch(
@@ -383,7 +348,7 @@ mod tests {
         let file = dir.path().join("vs.yaml");
         std::fs::write(&file, VS).unwrap();
         let mut src = DirectorySource::new(dir.path());
-        let snap = src.load().unwrap();
+        let snap = src.load_now().unwrap();
         assert_eq!(snap.resources.len(), 1);
         assert_eq!(snap.error_count(), 0);
 
@@ -406,7 +371,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.yaml"), VS).unwrap();
         let mut src = DirectorySource::new(dir.path());
-        assert_eq!(src.load().unwrap().resources.len(), 1);
+        assert_eq!(src.load_now().unwrap().resources.len(), 1);
         std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
         let scan = src.scan().unwrap();
         assert!(src.apply(&scan));
@@ -416,7 +381,7 @@ mod tests {
     #[test]
     fn missing_directory_is_an_error() {
         let mut src = DirectorySource::new("/nonexistent/mesh-config");
-        let err = src.load().unwrap_err().to_string();
+        let err = src.load_now().unwrap_err().to_string();
         assert!(err.contains("/nonexistent/mesh-config"), "{err}");
     }
 }

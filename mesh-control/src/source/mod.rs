@@ -1,11 +1,12 @@
 //! Where configuration comes from. A [`ConfigSource`] yields
 //! [`SourceSnapshot`]s: the resources it holds in force and the state of each
 //! of its origins (files, later Kubernetes objects), errors included, so the
-//! server never depends on how a source learns about changes. Today there is
-//! one source, the watched [`DirectorySource`]; the Kubernetes watchers plug in
-//! behind the same trait.
+//! server never depends on how a source learns about changes: the watched
+//! [`DirectorySource`] (local mode) and the [`KubernetesSource`] (an API
+//! server's objects), alone or together.
 
 mod dir;
+pub mod kubernetes;
 mod store;
 
 use std::future::Future;
@@ -17,10 +18,15 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 pub use dir::{DEFAULT_DEBOUNCE, DEFAULT_POLL_INTERVAL, DirectorySource};
+pub use kubernetes::KubernetesSource;
 pub use store::{ConfigStore, Snapshot};
 
 /// A future a source runs until the server shuts down.
 pub type WatchFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// The first load of a source.
+pub type LoadFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<SourceSnapshot, SourceError>> + Send + 'a>>;
 
 /// Why a source could not start.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +39,13 @@ pub enum SourceError {
     },
     #[error("config directory {path}: not a directory")]
     NotADirectory { path: String },
+    #[error("Kubernetes API server {server}: {what}")]
+    Kubernetes {
+        server: String,
+        what: String,
+        #[source]
+        source: Option<kube::Error>,
+    },
 }
 
 /// A provider of Istio configuration.
@@ -45,7 +58,7 @@ pub trait ConfigSource: Send + 'static {
     /// listening, so the first proxy to connect already gets it. An error here
     /// is fatal (the source cannot work at all); errors in single inputs are
     /// reported inside the snapshot instead.
-    fn load(&mut self) -> Result<SourceSnapshot, SourceError>;
+    fn load(&mut self) -> LoadFuture<'_>;
 
     /// Watches for changes, publishing every new snapshot on `updates`, until
     /// `shutdown` turns true.
@@ -79,10 +92,10 @@ impl SourceSnapshot {
     }
 }
 
-/// State of one origin (a file) of a source.
+/// State of one origin (a file, a Kubernetes object) of a source.
 #[derive(Debug, Clone, Serialize)]
 pub struct OriginStatus {
-    /// The file name.
+    /// The file name, or `KIND NAMESPACE/NAME` of a Kubernetes object.
     pub name: String,
     /// Resources of this origin in force (from its last good version).
     pub resources: usize,
@@ -106,6 +119,93 @@ impl OriginStatus {
             (false, false) => "error: nothing in force",
         }
     }
+}
+
+/// The versions of one origin: the last good one, in force, and why the latest was rejected.
+#[derive(Debug, Default)]
+pub(crate) struct Versions {
+    good: Option<GoodVersion>,
+    errors: Vec<String>,
+    rejected_at: Option<SystemTime>,
+}
+
+#[derive(Debug)]
+struct GoodVersion {
+    resources: Vec<Resource>,
+    skipped: Vec<Skipped>,
+    loaded_at: SystemTime,
+}
+
+impl Versions {
+    /// Loads and validates a new version (a file's bytes, an object's JSON): in force if
+    /// good (returns how many resources it holds), else rejected with the last good version
+    /// kept and the errors logged; `what` names the origin in logs.
+    pub(crate) fn load(&mut self, what: &str, name: &str, bytes: &[u8]) -> Option<usize> {
+        match dir::load_file(name, bytes) {
+            Ok((resources, skipped)) => {
+                let count = resources.len();
+                self.good = Some(GoodVersion {
+                    resources,
+                    skipped,
+                    loaded_at: SystemTime::now(),
+                });
+                self.errors.clear();
+                self.rejected_at = None;
+                Some(count)
+            }
+            Err(errors) => {
+                self.reject(what, name, errors);
+                None
+            }
+        }
+    }
+
+    /// Rejects the latest version; the last good one stays in force.
+    pub(crate) fn reject(&mut self, what: &str, name: &str, errors: Vec<String>) {
+        for e in &errors {
+            tracing::warn!(
+                origin = %name,
+                keeps_last_good = self.good.is_some(),
+                "{what} rejected: {e}"
+            );
+        }
+        self.reject_quietly(errors);
+    }
+
+    /// [`Self::reject`] for errors already logged where they happened.
+    pub(crate) fn reject_quietly(&mut self, errors: Vec<String>) {
+        self.errors = errors;
+        self.rejected_at = Some(SystemTime::now());
+    }
+}
+
+/// Builds a source's snapshot from its origins, in the order given.
+pub(crate) fn snapshot_of<'a>(
+    source: String,
+    origins: impl IntoIterator<Item = (String, &'a Versions)>,
+    changed_at: Instant,
+) -> SourceSnapshot {
+    let mut snapshot = SourceSnapshot {
+        source,
+        resources: Vec::new(),
+        skipped: Vec::new(),
+        origins: Vec::new(),
+        changed_at,
+    };
+    for (name, v) in origins {
+        if let Some(good) = &v.good {
+            snapshot.resources.extend(good.resources.iter().cloned());
+            snapshot.skipped.extend(good.skipped.iter().cloned());
+        }
+        snapshot.origins.push(OriginStatus {
+            name,
+            resources: v.good.as_ref().map_or(0, |g| g.resources.len()),
+            loaded_at: v.good.as_ref().map(|g| g.loaded_at),
+            errors: v.errors.clone(),
+            rejected_at: v.rejected_at,
+        });
+    }
+    snapshot
 }
 
 pub(crate) fn serialize_time<S: serde::Serializer>(

@@ -73,7 +73,7 @@ pub struct ConfigStore {
 
 impl ConfigStore {
     /// Loads every source once (an error is fatal), then keeps watching them.
-    pub fn start(
+    pub async fn start(
         sources: Vec<Box<dyn ConfigSource>>,
         debounce: Duration,
         trust_domain: String,
@@ -84,7 +84,7 @@ impl ConfigStore {
         let mut tasks = Vec::new();
         let mut initial = Vec::new();
         for mut source in sources {
-            let first = source.load()?;
+            let first = source.load().await?;
             tracing::info!(
                 source = %first.source,
                 resources = first.resources.len(),

@@ -10,7 +10,7 @@ use crate::ads_support::{NODE_ID, WAIT, destination_rule, get_json, start, syncz
 use http::Request;
 use mesh_test_util::{EnvoyProcess, HttpUpstream, envoy_binary, free_port, send, wait_until};
 
-fn bootstrap(xds: SocketAddr, outbound: u16, inbound: u16, app: u16) -> String {
+pub(crate) fn bootstrap(xds: SocketAddr, outbound: u16, inbound: u16, app: u16) -> String {
     format!(
         r#"node:
   id: {NODE_ID}
@@ -101,7 +101,7 @@ spec:
 }
 
 /// Mesh-wide plaintext inbound: no listener names the SDS secrets.
-const MTLS_DISABLED: &str = r#"apiVersion: security.istio.io/v1
+pub(crate) const MTLS_DISABLED: &str = r#"apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata:
   name: default

@@ -11,6 +11,8 @@ mod secure_support;
 mod ads_sync;
 mod binary;
 mod envoy_interop;
+mod kubernetes_api;
+mod kubernetes_registry;
 mod secure_ads;
 mod secure_csr;
 mod secure_envoy;

@@ -1,0 +1,498 @@
+//! Configuration from a Kubernetes API server: Namespaces, Services, EndpointSlices and Pods
+//! (the registry) and the Istio kinds (traffic and security policy), each watched with a
+//! kube-rs watcher (list, then watch with bookmarks; a restart or a 410 Gone relists; errors
+//! back off and resume).
+//!
+//! Every object is one origin, loaded and validated as a one-document file is: an object
+//! whose new version is invalid keeps its last good version in force and reports why in
+//! `/debug/configz`, as a file in the directory source does. Versions are found by discovery,
+//! as Istio does for older clusters: EndpointSlices from `discovery.k8s.io/v1`, else
+//! `v1beta1` (Kubernetes before 1.21), read into the v1 shape; Istio kinds from the version
+//! their CRD prefers. A group whose CRDs are not installed is skipped with a warning.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::WatchStreamExt as _;
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, Resource as _};
+use serde_json::{Map, Value};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use super::{
+    ConfigSource, LoadFuture, SourceError, SourceSnapshot, Versions, WatchFuture, snapshot_of,
+};
+
+/// How long the first load waits for every watched kind to be listed.
+pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+/// Quiet time before a change is published: a burst of events (a relist, a rollout) becomes
+/// one snapshot.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// The Istio kinds the mesh reads, by API group.
+const ISTIO_KINDS: &[(&str, &[&str])] = &[
+    (
+        "networking.istio.io",
+        &[
+            "VirtualService",
+            "DestinationRule",
+            "Gateway",
+            "ServiceEntry",
+            "WorkloadEntry",
+            "Sidecar",
+        ],
+    ),
+    (
+        "security.istio.io",
+        &[
+            "PeerAuthentication",
+            "AuthorizationPolicy",
+            "RequestAuthentication",
+        ],
+    ),
+];
+
+/// A kind being watched.
+#[derive(Clone, Debug)]
+struct Watched {
+    resource: ApiResource,
+    /// The `apiVersion` documents are loaded as (v1 for a v1beta1 EndpointSlice).
+    load_as: String,
+}
+
+impl Watched {
+    fn new(resource: ApiResource) -> Watched {
+        let load_as = if resource.group == "discovery.k8s.io" {
+            "discovery.k8s.io/v1".to_string()
+        } else {
+            resource.api_version.clone()
+        };
+        Watched { resource, load_as }
+    }
+
+    fn is_istio(&self) -> bool {
+        self.resource.group.ends_with(".istio.io")
+    }
+}
+
+/// Watches an API server's objects and yields them as the mesh's configuration.
+pub struct KubernetesSource {
+    client: Client,
+    server: String,
+    sync_timeout: Duration,
+    state: Arc<Mutex<State>>,
+    changed: Arc<Notify>,
+    watchers: Vec<JoinHandle<()>>,
+}
+
+/// Everything the watchers know, shared with the publisher.
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<ObjectKey, ObjectState>,
+    /// Kinds listed at least once.
+    synced: BTreeSet<String>,
+    /// Kinds whose watch is failing now, with the last error.
+    watch_errors: BTreeMap<String, String>,
+    /// When the oldest unpublished change was seen.
+    changed_at: Option<Instant>,
+}
+
+/// `(kind, namespace, name)`.
+type ObjectKey = (String, String, String);
+
+#[derive(Default)]
+struct ObjectState {
+    resource_version: Option<String>,
+    versions: Versions,
+    /// Seen since the kind's last relist began.
+    seen: bool,
+}
+
+/// A watch that is failing now, shown as an origin in `/debug/configz`.
+fn watch_failure(error: &str) -> Versions {
+    let mut v = Versions::default();
+    v.reject_quietly(vec![error.to_string()]);
+    v
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A panic while holding the lock leaves maps that are still consistent entry by entry.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl KubernetesSource {
+    /// A source on the cluster of `kubeconfig` (its current context unless `context`), or,
+    /// without a file, the configuration kube-rs infers ($KUBECONFIG, ~/.kube/config, or the
+    /// in-cluster service account).
+    pub async fn connect(
+        kubeconfig: Option<&Path>,
+        context: Option<&str>,
+    ) -> Result<KubernetesSource, SourceError> {
+        let described =
+            kubeconfig.map_or_else(|| "(inferred)".to_string(), |p| p.display().to_string());
+        let fail = |what: String, source: Option<kube::Error>| SourceError::Kubernetes {
+            server: described.clone(),
+            what,
+            source,
+        };
+        let options = KubeConfigOptions {
+            context: context.map(str::to_string),
+            ..KubeConfigOptions::default()
+        };
+        let config = match kubeconfig {
+            Some(path) => {
+                let file = Kubeconfig::read_from(path).map_err(|e| {
+                    fail(format!("reading kubeconfig {}: {e}", path.display()), None)
+                })?;
+                kube::Config::from_custom_kubeconfig(file, &options)
+                    .await
+                    .map_err(|e| fail(format!("kubeconfig {}: {e}", path.display()), None))?
+            }
+            None => kube::Config::infer()
+                .await
+                .map_err(|e| fail(format!("no Kubernetes configuration found: {e}"), None))?,
+        };
+        let server = config.cluster_url.to_string();
+        let client = Client::try_from(config)
+            .map_err(|e| fail("building the client".to_string(), Some(e)))?;
+        Ok(KubernetesSource {
+            client,
+            server,
+            sync_timeout: DEFAULT_SYNC_TIMEOUT,
+            state: Arc::default(),
+            changed: Arc::default(),
+            watchers: Vec::new(),
+        })
+    }
+
+    pub fn with_sync_timeout(mut self, timeout: Duration) -> Self {
+        self.sync_timeout = timeout;
+        self
+    }
+
+    fn error(&self, what: impl Into<String>, source: Option<kube::Error>) -> SourceError {
+        SourceError::Kubernetes {
+            server: self.server.clone(),
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// The kinds to watch, at the versions this server serves.
+    async fn discover(&self) -> Result<Vec<Watched>, SourceError> {
+        use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+        let mut kinds = vec![
+            Watched::new(ApiResource::erase::<Namespace>(&())),
+            Watched::new(ApiResource::erase::<Service>(&())),
+            Watched::new(ApiResource::erase::<Pod>(&())),
+        ];
+        let discovery = kube::discovery::group(&self.client, "discovery.k8s.io")
+            .await
+            .map_err(|e| self.error("discovering the discovery.k8s.io API group", Some(e)))?;
+        let (slices, _) = discovery.recommended_kind("EndpointSlice").ok_or_else(|| {
+            self.error(
+                "the server serves no EndpointSlice (discovery.k8s.io v1 or v1beta1)",
+                None,
+            )
+        })?;
+        kinds.push(Watched::new(slices));
+        for (group, names) in ISTIO_KINDS {
+            let found = match kube::discovery::group(&self.client, group).await {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::warn!(
+                        server = %self.server,
+                        "the API group {group} is not served (are the mesh's CRDs installed? `kubectl apply -f charts/mesh/crds`): {e}; its kinds are not watched"
+                    );
+                    continue;
+                }
+            };
+            for name in *names {
+                match found.recommended_kind(name) {
+                    Some((resource, _)) => kinds.push(Watched::new(resource)),
+                    None => {
+                        tracing::warn!(server = %self.server, "{group} serves no {name}; not watched")
+                    }
+                }
+            }
+        }
+        Ok(kinds)
+    }
+
+    fn snapshot(&self) -> SourceSnapshot {
+        let mut state = lock(&self.state);
+        let changed_at = state.changed_at.take().unwrap_or_else(Instant::now);
+        let failures: Vec<(String, Versions)> = state
+            .watch_errors
+            .iter()
+            .map(|(kind, e)| (format!("watch of {kind}"), watch_failure(e)))
+            .collect();
+        let origins = failures.iter().map(|(n, v)| (n.clone(), v)).chain(
+            state
+                .objects
+                .iter()
+                .map(|((kind, ns, name), o)| (origin_name(kind, ns, name), &o.versions)),
+        );
+        snapshot_of(self.describe(), origins, changed_at)
+    }
+}
+
+fn origin_name(kind: &str, namespace: &str, name: &str) -> String {
+    if namespace.is_empty() {
+        format!("{kind} {name}")
+    } else {
+        format!("{kind} {namespace}/{name}")
+    }
+}
+
+impl ConfigSource for KubernetesSource {
+    fn describe(&self) -> String {
+        format!("kubernetes {}", self.server)
+    }
+
+    fn load(&mut self) -> LoadFuture<'_> {
+        Box::pin(async move {
+            let kinds = self.discover().await?;
+            for kind in &kinds {
+                let api = Api::<DynamicObject>::all_with(self.client.clone(), &kind.resource);
+                self.watchers.push(tokio::spawn(run_watcher(
+                    api,
+                    kind.clone(),
+                    self.state.clone(),
+                    self.changed.clone(),
+                )));
+            }
+            let deadline = Instant::now() + self.sync_timeout;
+            loop {
+                let notified = self.changed.notified();
+                {
+                    let state = lock(&self.state);
+                    let missing: Vec<&str> = kinds
+                        .iter()
+                        .map(|k| k.resource.kind.as_str())
+                        .filter(|k| !state.synced.contains(*k))
+                        .collect();
+                    if missing.is_empty() {
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        let errors: Vec<String> = state
+                            .watch_errors
+                            .iter()
+                            .map(|(k, e)| format!("{k}: {e}"))
+                            .collect();
+                        for w in &self.watchers {
+                            w.abort();
+                        }
+                        return Err(self.error(
+                            format!(
+                                "{} not listed within {:?}{}",
+                                missing.join(", "),
+                                self.sync_timeout,
+                                if errors.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" ({})", errors.join("; "))
+                                }
+                            ),
+                            None,
+                        ));
+                    }
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+            }
+            let snapshot = self.snapshot();
+            tracing::info!(
+                server = %self.server,
+                kinds = kinds.len(),
+                objects = snapshot.origins.len(),
+                "Kubernetes objects listed"
+            );
+            Ok(snapshot)
+        })
+    }
+
+    fn watch(
+        self: Box<Self>,
+        updates: watch::Sender<SourceSnapshot>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> WatchFuture {
+        Box::pin(async move {
+            loop {
+                tokio::select! {
+                    () = self.changed.notified() => {}
+                    _ = crate::server::until_shutdown(&mut shutdown) => break,
+                }
+                // Quiet for DEBOUNCE, then publish what the watchers hold.
+                loop {
+                    tokio::select! {
+                        () = self.changed.notified() => continue,
+                        () = tokio::time::sleep(DEBOUNCE) => break,
+                    }
+                }
+                if lock(&self.state).changed_at.is_none() {
+                    continue;
+                }
+                let _ = updates.send(self.snapshot());
+            }
+            for w in &self.watchers {
+                w.abort();
+            }
+        })
+    }
+}
+
+/// Follows one kind until aborted: every event updates the shared state and wakes the
+/// publisher. The stream never ends: errors are logged, recorded and retried with backoff.
+async fn run_watcher(
+    api: Api<DynamicObject>,
+    kind: Watched,
+    state: Arc<Mutex<State>>,
+    changed: Arc<Notify>,
+) {
+    let name = kind.resource.kind.clone();
+    let mut events = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    while let Some(event) = events.next().await {
+        let mut s = lock(&state);
+        match event {
+            Err(e) => {
+                tracing::warn!(kind = %name, "watch failed, retrying: {e}");
+                s.watch_errors.insert(name.clone(), e.to_string());
+                drop(s);
+                changed.notify_waiters();
+                continue;
+            }
+            Ok(Event::Init) => {
+                for ((k, _, _), o) in s.objects.iter_mut() {
+                    if *k == name {
+                        o.seen = false;
+                    }
+                }
+                continue;
+            }
+            Ok(Event::InitApply(obj)) => {
+                apply(&mut s, &kind, &obj);
+            }
+            Ok(Event::InitDone) => {
+                // What the relist did not return was deleted meanwhile.
+                s.objects.retain(|(k, _, _), o| *k != name || o.seen);
+                s.synced.insert(name.clone());
+            }
+            Ok(Event::Apply(obj)) => apply(&mut s, &kind, &obj),
+            Ok(Event::Delete(obj)) => {
+                let key = key_of(&name, &obj);
+                s.objects.remove(&key);
+            }
+        }
+        s.watch_errors.remove(&name);
+        s.changed_at.get_or_insert_with(Instant::now);
+        drop(s);
+        changed.notify_waiters();
+    }
+}
+
+fn key_of(kind: &str, obj: &DynamicObject) -> ObjectKey {
+    (
+        kind.to_string(),
+        obj.metadata.namespace.clone().unwrap_or_default(),
+        obj.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Loads a new version of an object, keeping the last good one if it is rejected.
+fn apply(state: &mut State, kind: &Watched, obj: &DynamicObject) {
+    let key = key_of(&kind.resource.kind, obj);
+    let object = state.objects.entry(key.clone()).or_default();
+    object.seen = true;
+    let version = obj.meta().resource_version.clone();
+    if version.is_some() && version == object.resource_version {
+        return;
+    }
+    object.resource_version = version;
+    let name = origin_name(&key.0, &key.1, &key.2);
+    match serde_json::to_vec(&document(kind, obj)) {
+        Ok(bytes) => {
+            // Every Pod of a cluster passes here: debug, not info.
+            if let Some(resources) = object.versions.load("Kubernetes object", &name, &bytes) {
+                tracing::debug!(object = %name, resources, "Kubernetes object loaded");
+            }
+        }
+        Err(e) => object.versions.reject(
+            "Kubernetes object",
+            &name,
+            vec![format!("{name}: cannot encode: {e}")],
+        ),
+    }
+}
+
+/// The object as the loader reads a file's document: the metadata the mesh uses (not
+/// `managedFields` and the server's bookkeeping), the body, and for Istio kinds no `status`
+/// (it is the control plane's to write, not configuration).
+fn document(kind: &Watched, obj: &DynamicObject) -> Value {
+    let meta = &obj.metadata;
+    let mut metadata = Map::new();
+    if let Some(name) = &meta.name {
+        metadata.insert("name".into(), Value::from(name.as_str()));
+    }
+    if let Some(ns) = &meta.namespace {
+        metadata.insert("namespace".into(), Value::from(ns.as_str()));
+    }
+    for (field, map) in [("labels", &meta.labels), ("annotations", &meta.annotations)] {
+        if let Some(map) = map
+            && !map.is_empty()
+        {
+            let values = map
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+                .collect();
+            metadata.insert(field.into(), Value::Object(values));
+        }
+    }
+    let mut doc = Map::new();
+    doc.insert("apiVersion".into(), Value::from(kind.load_as.as_str()));
+    doc.insert("kind".into(), Value::from(kind.resource.kind.as_str()));
+    doc.insert("metadata".into(), Value::Object(metadata));
+    if let Value::Object(body) = &obj.data {
+        for (field, value) in body {
+            if kind.is_istio() && field == "status" {
+                continue;
+            }
+            // v1beta1 EndpointSlice's `topology` has no place in v1 (its node name moved
+            // to `nodeName`, which the mesh does not use).
+            if field == "endpoints" && kind.load_as != kind.resource.api_version {
+                doc.insert(field.clone(), without_topology(value));
+                continue;
+            }
+            doc.insert(field.clone(), value.clone());
+        }
+    }
+    Value::Object(doc)
+}
+
+fn without_topology(endpoints: &Value) -> Value {
+    match endpoints {
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|e| match e {
+                    Value::Object(m) => Value::Object(
+                        m.iter()
+                            .filter(|(k, _)| k.as_str() != "topology")
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                    ),
+                    other => other.clone(),
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
