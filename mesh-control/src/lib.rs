@@ -27,6 +27,7 @@ pub mod registry;
 pub mod secure;
 pub mod server;
 pub mod source;
+pub mod token_review;
 pub mod translate;
 
 pub use server::{Bound, ServerConfig, ServerError, build, build_with_sources};

@@ -11,6 +11,7 @@ use std::time::Duration;
 use mesh_control::secure::{DEFAULT_SECURE_XDS_ADDRESS, parse_duration, parse_secure_address};
 use mesh_control::server::{DEFAULT_DEBUG_ADDRESS, DEFAULT_XDS_ADDRESS, ServerConfig};
 use mesh_control::source::{ConfigSource, DirectorySource, KubernetesSource};
+use mesh_control::token_review::TokenReviewAuthenticator;
 
 /// Istio's maximum workload certificate lifetime, as `--max-cert-ttl` is written.
 const DEFAULT_MAX_CERT_TTL: &str = "90d";
@@ -126,7 +127,7 @@ async fn run() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    let config = ServerConfig {
+    let mut config = ServerConfig {
         xds_address: args.xds_address,
         debug_address: args.debug_address,
         secure_xds_address: args.secure_xds_address.0,
@@ -147,6 +148,10 @@ async fn run() -> anyhow::Result<()> {
         let source = KubernetesSource::connect(args.kubeconfig.as_deref(), args.context.as_deref())
             .await
             .context("cannot start")?;
+        config.token_review = Some(TokenReviewAuthenticator::new(
+            source.client(),
+            config.trust_domain.clone(),
+        ));
         sources.push(Box::new(source));
     }
     // Before the "serving" line: a SIGTERM sent as soon as it is logged must drain, not

@@ -7,7 +7,8 @@
 //! handshakes pick the new one up through a certificate resolver, established
 //! streams keep theirs.
 //!
-//! Who a caller is comes from an [`AuthenticatorChain`]: a bearer token from
+//! Who a caller is comes from an [`AuthenticatorChain`]: a Kubernetes
+//! service-account token (TokenReview) in Kubernetes mode, a bearer token from
 //! the `--ca-tokens` file, else a client certificate of the mesh (renewal).
 
 use std::net::SocketAddr;
@@ -18,10 +19,12 @@ use std::time::{Duration, SystemTime};
 use mesh_ca::auth::TokenFileError;
 use mesh_ca::tls::{ClientAuth, TlsConfigError, TlsIncoming};
 use mesh_ca::{
-    AuthenticatorChain, CaConfig, CaError, CertificateAuthority, IssuedIdentity,
+    Authenticator, AuthenticatorChain, CaConfig, CaError, CertificateAuthority, IssuedIdentity,
     PeerCertificateAuthenticator, SignError, SpiffeId, TokenAuthenticator,
 };
 use rustls::server::{ClientHello, ResolvesServerCert};
+
+use crate::token_review::TokenReviewAuthenticator;
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -85,25 +88,29 @@ pub fn load_ca(
 /// Tokens from `--ca-tokens`, then mesh client certificates.
 pub fn authenticator(
     tokens: Option<&PathBuf>,
+    token_review: Option<TokenReviewAuthenticator>,
     trust_domain: &str,
 ) -> Result<AuthenticatorChain, TokenFileError> {
-    let tokens = match tokens {
+    let mut chain: Vec<Arc<dyn Authenticator>> = Vec::new();
+    if let Some(review) = token_review {
+        tracing::info!("service-account tokens checked by the Kubernetes TokenReview API");
+        chain.push(Arc::new(review));
+    }
+    match tokens {
         Some(path) => {
             let t = TokenAuthenticator::from_file(path, trust_domain)?;
             tracing::info!(file = %path.display(), workloads = t.len(), "bearer tokens loaded");
-            t
+            chain.push(Arc::new(t));
         }
-        None => {
+        None if chain.is_empty() => {
             tracing::warn!(
-                "no --ca-tokens: only callers with a mesh client certificate can authenticate"
+                "no --ca-tokens and no Kubernetes: only callers with a mesh client certificate can authenticate"
             );
-            TokenAuthenticator::new(trust_domain)
         }
-    };
-    Ok(AuthenticatorChain::new(vec![
-        Arc::new(tokens),
-        Arc::new(PeerCertificateAuthenticator::new(trust_domain)),
-    ]))
+        None => {}
+    }
+    chain.push(Arc::new(PeerCertificateAuthenticator::new(trust_domain)));
+    Ok(AuthenticatorChain::new(chain))
 }
 
 /// The certificate presented on new handshakes, swapped on renewal.

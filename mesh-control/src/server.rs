@@ -25,6 +25,7 @@ use crate::source::{
     ConfigSource, ConfigStore, DEFAULT_DEBOUNCE, DEFAULT_POLL_INTERVAL, DirectorySource, Snapshot,
     SourceError,
 };
+use crate::token_review::TokenReviewAuthenticator;
 
 /// Plaintext xDS, as istiod's 15010.
 pub const DEFAULT_XDS_ADDRESS: &str = "127.0.0.1:15010";
@@ -53,6 +54,8 @@ pub struct ServerConfig {
     pub trust_domain: String,
     /// Bearer tokens (`TOKEN NAMESPACE SERVICE_ACCOUNT` per line).
     pub ca_tokens: Option<PathBuf>,
+    /// Kubernetes service-account tokens, checked by the API server's TokenReview.
+    pub token_review: Option<TokenReviewAuthenticator>,
     /// Longest certificate lifetime the CA grants.
     pub max_cert_ttl: Duration,
     /// Lifetime of certificates delivered over SDS; `None`: the CA's default (24 h).
@@ -78,6 +81,7 @@ impl ServerConfig {
             ca_dir: None,
             trust_domain: DEFAULT_TRUST_DOMAIN.to_string(),
             ca_tokens: None,
+            token_review: None,
             max_cert_ttl: mesh_ca::authority::DEFAULT_MAX_WORKLOAD_CERT_TTL,
             sds_cert_ttl: None,
             serving_cert_ttl: None,
@@ -169,9 +173,12 @@ pub async fn build_with_sources(
                 config.max_cert_ttl,
             )
             .map_err(SecureError::from)?;
-            let auth =
-                crate::secure::authenticator(config.ca_tokens.as_ref(), &config.trust_domain)
-                    .map_err(SecureError::from)?;
+            let auth = crate::secure::authenticator(
+                config.ca_tokens.as_ref(),
+                config.token_review.clone(),
+                &config.trust_domain,
+            )
+            .map_err(SecureError::from)?;
             Some((Arc::new(ca), Arc::new(auth)))
         }
     };

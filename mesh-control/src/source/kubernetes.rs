@@ -171,6 +171,11 @@ impl KubernetesSource {
         })
     }
 
+    /// The client, for the CA's TokenReview on the same cluster.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
     pub fn with_sync_timeout(mut self, timeout: Duration) -> Self {
         self.sync_timeout = timeout;
         self

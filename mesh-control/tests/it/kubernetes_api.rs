@@ -3,25 +3,31 @@
 //! kubelet would) and EndpointSlices (`v1beta1`, written as the controller would: 1.20 has no
 //! v1 and this server runs no controllers) and Istio resources created with a real
 //! `kube::Client`; a real Envoy, whose node names a client pod, gets its xDS from mesh-control
-//! watching that server, and traffic follows every change made through the API.
+//! watching that server, and traffic follows every change made through the API. The CA
+//! authenticates callers by service-account tokens the same server issued (TokenReview).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use http::Request;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use mesh_ca::SpiffeId;
+use mesh_ca::tls::spiffe_id_of;
 use mesh_control::ServerConfig;
 use mesh_control::source::{ConfigSource, KubernetesSource};
+use mesh_control::token_review::TokenReviewAuthenticator;
 use mesh_test_util::kube::KubeApiServer;
 use mesh_test_util::{EnvoyProcess, HttpUpstream, envoy_binary, free_port, send, wait_until};
 use serde_json::json;
 
 use crate::ads_support::get_json;
 use crate::envoy_interop::{MTLS_DISABLED, bootstrap};
+use crate::secure_support::start_secure;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -411,4 +417,79 @@ async fn mesh_control_serves_a_real_api_servers_objects_to_envoy_and_follows_eve
     envoy.stop().await.unwrap();
     bound.shutdown().await;
     drop(kube);
+}
+
+/// A service-account token from the API server's TokenRequest, for `audiences`.
+async fn service_account_token(client: &Client, name: &str, audiences: &[&str]) -> String {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+    if accounts.get_opt(name).await.unwrap().is_none() {
+        accounts
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let request: TokenRequest = serde_json::from_value(json!({
+        "spec": {"audiences": audiences, "expirationSeconds": 3600}
+    }))
+    .unwrap();
+    let answer = accounts
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .unwrap();
+    answer.status.unwrap().token.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ca_signs_for_a_service_account_token_its_own_identity_only() {
+    let Some(kube) = KubeApiServer::start() else {
+        return;
+    };
+    let client = client(&kube).await;
+    let reviews = service_account_token(&client, "reviews", &["istio-ca"]).await;
+    let wrong_audience = service_account_token(
+        &client,
+        "reviews",
+        &["https://kubernetes.default.svc.cluster.local"],
+    )
+    .await;
+    let config = tempfile::tempdir().unwrap();
+    let reviewer = TokenReviewAuthenticator::new(client.clone(), "cluster.local");
+    let mesh = start_secure(config.path(), |c| c.token_review = Some(reviewer)).await;
+    let own = SpiffeId::new("cluster.local", "default", "reviews").unwrap();
+    let other = SpiffeId::new("cluster.local", "default", "ratings").unwrap();
+
+    let mut ca = mesh.ca_client(Some(&reviews)).await;
+    let issued = ca
+        .fetch_identity(&own, None)
+        .await
+        .expect("a certificate for the token's own service account");
+    assert_eq!(spiffe_id_of(issued.leaf()).unwrap(), own);
+
+    let refused = ca
+        .fetch_identity(&other, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("ratings"), "{refused}");
+
+    let mut ca = mesh.ca_client(Some(&wrong_audience)).await;
+    let refused = ca.fetch_identity(&own, None).await.unwrap_err().to_string();
+    assert!(refused.contains("istio-ca"), "{refused}");
+
+    // A JWT the API server never signed.
+    let forged = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6ZGVmYXVsdDpyZXZpZXdzIn0.c2lnbmF0dXJl";
+    let mut ca = mesh.ca_client(Some(forged)).await;
+    let refused = ca.fetch_identity(&own, None).await.unwrap_err().to_string();
+    assert!(refused.contains("did not accept"), "{refused}");
+
+    // The local mesh's tokens still work next to it.
+    let mut ca = mesh.ca_client(Some(&mesh.client_token)).await;
+    ca.fetch_identity(&crate::secure_support::client_id(), None)
+        .await
+        .expect("a token from the --ca-tokens file");
+    eprintln!("refusals: {refused}");
+    mesh.bound.shutdown().await;
 }
