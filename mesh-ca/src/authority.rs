@@ -44,6 +44,30 @@ pub const CA_KEY_FILE: &str = "ca-key.pem";
 pub const ROOT_CERT_FILE: &str = "root-cert.pem";
 pub const CERT_CHAIN_FILE: &str = "cert-chain.pem";
 
+/// The four PEM texts of Istio's plugged-in layout, by file (or Secret key) name.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaPems {
+    /// `ca-cert.pem`: the signing certificate.
+    pub ca_cert: String,
+    /// `ca-key.pem`: its PKCS#8 key.
+    pub ca_key: String,
+    /// `root-cert.pem`: one or more roots.
+    pub root_cert: String,
+    /// `cert-chain.pem`: from `ca-cert.pem` towards the root; empty when the CA is the root.
+    pub cert_chain: String,
+}
+
+impl std::fmt::Debug for CaPems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("CaPems")
+            .field("ca_cert", &self.ca_cert)
+            .field("root_cert", &self.root_cert)
+            .field("cert_chain", &self.cert_chain)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What the CA signs and for how long.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaConfig {
@@ -332,9 +356,22 @@ impl CertificateAuthority {
             let path = dir.join(name);
             fs::read_to_string(&path).map_err(|source| CaError::Io { path, source })
         };
-        let ca_path = dir.join(CA_CERT_FILE);
-        let key_path = dir.join(CA_KEY_FILE);
-        let ca_certs = certificates_from_pem(&ca_path.display().to_string(), &read(CA_CERT_FILE)?)?;
+        let pems = CaPems {
+            ca_cert: read(CA_CERT_FILE)?,
+            ca_key: read(CA_KEY_FILE)?,
+            root_cert: read(ROOT_CERT_FILE)?,
+            cert_chain: read(CERT_CHAIN_FILE)?,
+        };
+        CertificateAuthority::from_pems(dir, &pems, config)
+    }
+
+    /// A CA from the four PEM texts of Istio's layout (the keys of the `cacerts` Secret);
+    /// errors name `origin` joined with the file name (`secret istio-system/cacerts/ca-key.pem`).
+    pub fn from_pems(origin: &Path, pems: &CaPems, config: CaConfig) -> Result<Self, CaError> {
+        config.validate()?;
+        let ca_path = origin.join(CA_CERT_FILE);
+        let key_path = origin.join(CA_KEY_FILE);
+        let ca_certs = certificates_from_pem(&ca_path.display().to_string(), &pems.ca_cert)?;
         let Some(ca_cert) = ca_certs.first().cloned() else {
             return Err(CaError::Invalid {
                 path: ca_path,
@@ -342,14 +379,14 @@ impl CertificateAuthority {
             });
         };
         let bundle = TrustBundle::from_pem(
-            &dir.join(ROOT_CERT_FILE).display().to_string(),
-            &read(ROOT_CERT_FILE)?,
+            &origin.join(ROOT_CERT_FILE).display().to_string(),
+            &pems.root_cert,
         )?;
         let cert_chain = certificates_from_pem(
-            &dir.join(CERT_CHAIN_FILE).display().to_string(),
-            &read(CERT_CHAIN_FILE)?,
+            &origin.join(CERT_CHAIN_FILE).display().to_string(),
+            &pems.cert_chain,
         )?;
-        let key = load_key(&key_path, &read(CA_KEY_FILE)?)?;
+        let key = load_key(&key_path, &pems.ca_key)?;
 
         let (_, parsed) =
             x509_parser::parse_x509_certificate(&ca_cert).map_err(|e| CaError::Invalid {
@@ -413,6 +450,27 @@ impl CertificateAuthority {
         })
     }
 
+    /// This CA in Istio's layout: what [`Self::from_pems`] reads back.
+    pub fn pems(&self) -> CaPems {
+        let ca_pem = certificate_to_pem(&self.chain[0]);
+        let chain_pem: String = self.chain[1..]
+            .iter()
+            .filter(|c| !self.bundle.contains(c))
+            .map(certificate_to_pem)
+            .collect();
+        let cert_chain = if self.chain.len() > 1 {
+            format!("{ca_pem}{chain_pem}")
+        } else {
+            String::new()
+        };
+        CaPems {
+            ca_cert: ca_pem,
+            ca_key: self.issuer.key().serialize_pem(),
+            root_cert: self.bundle.to_pem(),
+            cert_chain,
+        }
+    }
+
     /// Writes this CA in Istio's layout; the key file is readable by its owner only.
     /// Existing files are never overwritten.
     pub fn write_to(&self, dir: &Path) -> Result<(), CaError> {
@@ -420,25 +478,11 @@ impl CertificateAuthority {
             path: dir.to_owned(),
             source,
         })?;
-        let ca_pem = certificate_to_pem(&self.chain[0]);
-        let chain_pem: String = self.chain[1..]
-            .iter()
-            .filter(|c| !self.bundle.contains(c))
-            .map(certificate_to_pem)
-            .collect();
-        let chain_pem = if self.chain.len() > 1 {
-            format!("{ca_pem}{chain_pem}")
-        } else {
-            String::new()
-        };
-        write_new(
-            &dir.join(CA_KEY_FILE),
-            &self.issuer.key().serialize_pem(),
-            true,
-        )?;
-        write_new(&dir.join(CA_CERT_FILE), &ca_pem, false)?;
-        write_new(&dir.join(ROOT_CERT_FILE), &self.bundle.to_pem(), false)?;
-        write_new(&dir.join(CERT_CHAIN_FILE), &chain_pem, false)?;
+        let pems = self.pems();
+        write_new(&dir.join(CA_KEY_FILE), &pems.ca_key, true)?;
+        write_new(&dir.join(CA_CERT_FILE), &pems.ca_cert, false)?;
+        write_new(&dir.join(ROOT_CERT_FILE), &pems.root_cert, false)?;
+        write_new(&dir.join(CERT_CHAIN_FILE), &pems.cert_chain, false)?;
         Ok(())
     }
 

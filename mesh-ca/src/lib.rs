@@ -30,7 +30,7 @@ pub use auth::{
     TokenAuthenticator,
 };
 pub use authority::{
-    CaConfig, CaError, CertificateAuthority, IssuedIdentity, SignError, SignedCertificate,
+    CaConfig, CaError, CaPems, CertificateAuthority, IssuedIdentity, SignError, SignedCertificate,
 };
 pub use bundle::TrustBundle;
 pub use client::{CaClient, ClientError};

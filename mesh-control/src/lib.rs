@@ -20,6 +20,7 @@
 
 pub mod ads;
 pub mod debug;
+pub mod kube_ca;
 mod memory;
 pub mod metrics;
 pub mod node;

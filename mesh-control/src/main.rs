@@ -8,8 +8,11 @@ use anyhow::Context;
 use clap::Parser;
 use std::time::Duration;
 
+use mesh_control::kube_ca::LeaseTiming;
 use mesh_control::secure::{DEFAULT_SECURE_XDS_ADDRESS, parse_duration, parse_secure_address};
-use mesh_control::server::{DEFAULT_DEBUG_ADDRESS, DEFAULT_XDS_ADDRESS, ServerConfig};
+use mesh_control::server::{
+    DEFAULT_DEBUG_ADDRESS, DEFAULT_XDS_ADDRESS, KubernetesCa, ServerConfig,
+};
 use mesh_control::source::{ConfigSource, DirectorySource, KubernetesSource};
 use mesh_control::token_review::TokenReviewAuthenticator;
 
@@ -37,6 +40,16 @@ struct Args {
     /// The kubeconfig context to use with --kubeconfig.
     #[arg(long, value_name = "NAME", requires = "kubeconfig")]
     context: Option<String>,
+
+    /// The control plane's namespace in Kubernetes mode: the CA's root Secret (`cacerts`, else
+    /// `istio-ca-secret`) and the leader Lease live there.
+    #[arg(
+        long,
+        value_name = "NS",
+        env = "POD_NAMESPACE",
+        default_value = "istio-system"
+    )]
+    namespace: String,
 
     /// Watch the cluster kube-rs finds by itself: the pod's service account when running in
     /// Kubernetes, else $KUBECONFIG or ~/.kube/config.
@@ -148,6 +161,14 @@ async fn run() -> anyhow::Result<()> {
         let source = KubernetesSource::connect(args.kubeconfig.as_deref(), args.context.as_deref())
             .await
             .context("cannot start")?;
+        if config.ca_dir.is_none() {
+            config.kubernetes_ca = Some(KubernetesCa {
+                client: source.client(),
+                namespace: args.namespace.clone(),
+                identity: replica_identity(),
+                lease: LeaseTiming::default(),
+            });
+        }
         config.token_review = Some(TokenReviewAuthenticator::new(
             source.client(),
             config.trust_domain.clone(),
@@ -174,6 +195,20 @@ async fn run() -> anyhow::Result<()> {
     tracing::info!("shutting down: draining xDS streams");
     bound.shutdown().await;
     Ok(())
+}
+
+/// This replica's name in the leader Lease: its pod name (`POD_NAME`, from the downward API),
+/// else host name and pid.
+fn replica_identity() -> String {
+    if let Ok(pod) = std::env::var("POD_NAME")
+        && !pod.is_empty()
+    {
+        return pod;
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "mesh-control".to_string());
+    format!("{host}-{}", std::process::id())
 }
 
 async fn wait_for_signal(mut term: tokio::signal::unix::Signal) -> anyhow::Result<()> {

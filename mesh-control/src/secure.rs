@@ -59,6 +59,17 @@ pub enum SecureError {
     WorkloadTtl { ttl: Duration, max: Duration },
 }
 
+/// What the CA signs, per the flags.
+pub fn ca_config(trust_domain: &str, max_ttl: Duration) -> CaConfig {
+    let defaults = CaConfig::for_trust_domain(trust_domain);
+    CaConfig {
+        // A maximum below the 24 h default lowers the default with it.
+        default_ttl: defaults.default_ttl.min(max_ttl),
+        max_ttl,
+        ..defaults
+    }
+}
+
 /// The CA, per the flags: `--ca-dir` (Istio's plugged-in layout, or a root
 /// generated and kept there), else a root generated in memory for this run.
 pub fn load_ca(
@@ -66,13 +77,7 @@ pub fn load_ca(
     trust_domain: &str,
     max_ttl: Duration,
 ) -> Result<CertificateAuthority, CaError> {
-    let defaults = CaConfig::for_trust_domain(trust_domain);
-    let config = CaConfig {
-        // A maximum below the 24 h default lowers the default with it.
-        default_ttl: defaults.default_ttl.min(max_ttl),
-        max_ttl,
-        ..defaults
-    };
+    let config = ca_config(trust_domain, max_ttl);
     match ca_dir {
         Some(dir) => CertificateAuthority::load_or_generate(dir, config),
         None => {

@@ -56,6 +56,9 @@ pub struct ServerConfig {
     pub ca_tokens: Option<PathBuf>,
     /// Kubernetes service-account tokens, checked by the API server's TokenReview.
     pub token_review: Option<TokenReviewAuthenticator>,
+    /// The CA's root in the cluster's Secrets and published to its namespaces (unless
+    /// `ca_dir` is set).
+    pub kubernetes_ca: Option<KubernetesCa>,
     /// Longest certificate lifetime the CA grants.
     pub max_cert_ttl: Duration,
     /// Lifetime of certificates delivered over SDS; `None`: the CA's default (24 h).
@@ -82,6 +85,7 @@ impl ServerConfig {
             trust_domain: DEFAULT_TRUST_DOMAIN.to_string(),
             ca_tokens: None,
             token_review: None,
+            kubernetes_ca: None,
             max_cert_ttl: mesh_ca::authority::DEFAULT_MAX_WORKLOAD_CERT_TTL,
             sds_cert_ttl: None,
             serving_cert_ttl: None,
@@ -108,6 +112,27 @@ fn parse_default(s: &str) -> SocketAddr {
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
+/// Where the CA keeps its root in Kubernetes mode, and who this replica is.
+#[derive(Clone)]
+pub struct KubernetesCa {
+    pub client: kube::Client,
+    /// The control plane's namespace (`istio-system`): its Secrets and Lease.
+    pub namespace: String,
+    /// This replica's name in the Lease (its pod name).
+    pub identity: String,
+    pub lease: crate::kube_ca::LeaseTiming,
+}
+
+impl std::fmt::Debug for KubernetesCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesCa")
+            .field("namespace", &self.namespace)
+            .field("identity", &self.identity)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -115,6 +140,8 @@ pub enum ServerError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Secure(#[from] SecureError),
+    #[error("the CA on Kubernetes")]
+    KubernetesCa(#[from] crate::kube_ca::KubeCaError),
     #[error("cannot listen on {what} address {addr}")]
     Bind {
         what: &'static str,
@@ -167,12 +194,19 @@ pub async fn build_with_sources(
                 }
                 .into());
             }
-            let ca = crate::secure::load_ca(
-                config.ca_dir.as_deref(),
-                &config.trust_domain,
-                config.max_cert_ttl,
-            )
-            .map_err(SecureError::from)?;
+            let ca = match (&config.kubernetes_ca, &config.ca_dir) {
+                (Some(k), None) => {
+                    let ca_config =
+                        crate::secure::ca_config(&config.trust_domain, config.max_cert_ttl);
+                    crate::kube_ca::load_ca(&k.client, &k.namespace, ca_config).await?
+                }
+                _ => crate::secure::load_ca(
+                    config.ca_dir.as_deref(),
+                    &config.trust_domain,
+                    config.max_cert_ttl,
+                )
+                .map_err(SecureError::from)?,
+            };
             let auth = crate::secure::authenticator(
                 config.ca_tokens.as_ref(),
                 config.token_review.clone(),
@@ -241,6 +275,16 @@ pub async fn build_with_sources(
             shutdown_rx.clone(),
         )?;
         tasks.push(tls.renewal);
+        if let Some(k) = &config.kubernetes_ca {
+            tasks.push(tokio::spawn(crate::kube_ca::publish_root(
+                k.client.clone(),
+                k.namespace.clone(),
+                k.identity.clone(),
+                authority.trust_bundle().to_pem(),
+                k.lease,
+                shutdown_rx.clone(),
+            )));
+        }
         let secrets = Arc::new(SecretAuthority {
             authenticator: auth.clone(),
             cache: Arc::new(SecretCache::new(

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use http::Request;
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
@@ -19,6 +20,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use mesh_ca::SpiffeId;
 use mesh_ca::tls::spiffe_id_of;
 use mesh_control::ServerConfig;
+use mesh_control::kube_ca::LeaseTiming;
+use mesh_control::server::KubernetesCa;
 use mesh_control::source::{ConfigSource, KubernetesSource};
 use mesh_control::token_review::TokenReviewAuthenticator;
 use mesh_test_util::kube::KubeApiServer;
@@ -492,4 +495,153 @@ async fn the_ca_signs_for_a_service_account_token_its_own_identity_only() {
         .expect("a token from the --ca-tokens file");
     eprintln!("refusals: {refused}");
     mesh.bound.shutdown().await;
+}
+
+async fn replica(
+    client: &Client,
+    identity: &str,
+    config_dir: &std::path::Path,
+) -> mesh_control::Bound {
+    let config = ServerConfig {
+        kubernetes_ca: Some(KubernetesCa {
+            client: client.clone(),
+            namespace: "istio-system".into(),
+            identity: identity.into(),
+            lease: LeaseTiming {
+                duration: Duration::from_secs(3),
+                retry: Duration::from_millis(300),
+            },
+        }),
+        ..ServerConfig::ephemeral(config_dir)
+    };
+    mesh_control::build_with_sources(config, Vec::new())
+        .await
+        .unwrap_or_else(|e| panic!("replica {identity}: {e:#}"))
+}
+
+async fn root_config_map(client: &Client, namespace: &str) -> Option<String> {
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    maps.get_opt("istio-ca-root-cert")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|m| m.data?.get("root-cert.pem").cloned())
+}
+
+async fn wait_root_published(client: &Client, namespaces: &[&str], root: &str) {
+    wait_until(WAIT, async || {
+        for ns in namespaces {
+            let found = root_config_map(client, ns).await;
+            anyhow::ensure!(found.as_deref() == Some(root), "{ns}: {found:?}");
+        }
+        Ok(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("istio-ca-root-cert: {e:#}"));
+}
+
+async fn lease_holder(client: &Client) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "istio-system");
+    leases
+        .get_opt("mesh-control-leader")
+        .await
+        .ok()
+        .flatten()?
+        .spec?
+        .holder_identity
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_the_root_kept_in_a_secret_and_the_leader_publishes_it_everywhere() {
+    let Some(kube) = KubeApiServer::start() else {
+        return;
+    };
+    let client = client(&kube).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let new_namespace = async |name: &str| {
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+            )
+            .await
+            .unwrap();
+    };
+    new_namespace("istio-system").await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // The first replica generates the root and stores it; the second loads the same one.
+    let a = replica(&client, "replica-a", dir.path()).await;
+    let b = replica(&client, "replica-b", dir.path()).await;
+    let root_a = a.certificate_authority().unwrap().trust_bundle().to_pem();
+    let root_b = b.certificate_authority().unwrap().trust_bundle().to_pem();
+    assert_eq!(root_a, root_b, "both replicas sign under one root");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "istio-system");
+    let stored = secrets.get("istio-ca-secret").await.unwrap();
+    assert!(stored.data.unwrap().contains_key("ca-key.pem"));
+
+    // The leader publishes it to every namespace, new ones included.
+    wait_root_published(
+        &client,
+        &["default", "kube-system", "kube-public", "istio-system"],
+        &root_a,
+    )
+    .await;
+    new_namespace("shop").await;
+    wait_root_published(&client, &["shop"], &root_a).await;
+
+    // Deleted or edited, it is put back.
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "shop");
+    maps.delete("istio-ca-root-cert", &Default::default())
+        .await
+        .unwrap();
+    let defaults: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let edit = json!({"data": {"root-cert.pem": "not a root"}});
+    defaults
+        .patch(
+            "istio-ca-root-cert",
+            &PatchParams::default(),
+            &Patch::Merge(&edit),
+        )
+        .await
+        .unwrap();
+    wait_root_published(&client, &["shop", "default"], &root_a).await;
+
+    // One leader; when it stops it gives the lease up, and the other takes over at its next
+    // try (a leader that dies instead is replaced once the 3 s lease runs out).
+    let leader = lease_holder(&client).await.expect("a lease holder");
+    eprintln!("leader: {leader}");
+    let (stopped, survivor, next) = if leader == "replica-a" {
+        (a, b, "replica-b")
+    } else {
+        (b, a, "replica-a")
+    };
+    stopped.shutdown().await;
+    let took_over = Instant::now();
+    wait_until(WAIT, async || {
+        let holder = lease_holder(&client).await;
+        anyhow::ensure!(holder.as_deref() == Some(next), "holder {holder:?}");
+        Ok(())
+    })
+    .await
+    .unwrap();
+    eprintln!(
+        "{next} took the lease {:?} after the leader stopped",
+        took_over.elapsed()
+    );
+    new_namespace("late").await;
+    wait_root_published(&client, &["late"], &root_a).await;
+
+    // A restart of the survivor keeps the root (it is in the Secret, not in memory).
+    survivor.shutdown().await;
+    let again = replica(&client, "replica-c", dir.path()).await;
+    assert_eq!(
+        again
+            .certificate_authority()
+            .unwrap()
+            .trust_bundle()
+            .to_pem(),
+        root_a
+    );
+    again.shutdown().await;
 }
