@@ -192,3 +192,105 @@ fn slices_of_another_service_or_an_fqdn_slice_add_nothing() {
     // The FQDN slice names the Service, so the Pod fallback does not apply either.
     assert_eq!(endpoints(&registry(&docs)), vec![]);
 }
+
+const ROUTING: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: shop}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 75}
+    - {destination: {host: reviews, subset: v2}, weight: 25}
+"#;
+
+fn workload_entry(name: &str, ip: &str, version: &str) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  address: {ip}
+  serviceAccount: bookinfo-reviews
+  ports: {{http: 8080, grpc-admin: 9091}}
+  labels: {{app: reviews, version: {version}, security.istio.io/tlsMode: istio}}
+"#
+    )
+}
+
+fn xds(docs: &[String]) -> mesh_control::translate::XdsResources {
+    use mesh_control::node::ProxyNode;
+    let text = docs.join("\n---\n");
+    let config = mesh_api::load_str("mesh.yaml", &text);
+    assert!(config.errors.is_empty(), "{:?}", config.errors);
+    let node: envoy_types::pb::envoy::config::core::v3::Node = mesh_proxy::xds_json::from_str(
+        r#"{"id": "sidecar~10.1.0.9~sleep-1.shop~shop.svc.cluster.local",
+            "metadata": {"LABELS": {"app": "sleep"}, "NAMESPACE": "shop"}}"#,
+    )
+    .unwrap();
+    let proxy = ProxyNode::from_node(&node).unwrap();
+    mesh_control::translate::translate(&mesh_control::translate::MeshState::new(config), &proxy)
+}
+
+#[test]
+fn a_kubernetes_service_gives_the_same_xds_as_its_local_mode_equivalent() {
+    // Kubernetes: a Service, its Pods and the EndpointSlice the controller writes.
+    let kubernetes = xds(&[
+        SERVICE.to_string(),
+        pod("reviews-v1-a", "10.1.0.4", "v1", true, true),
+        pod("reviews-v2-b", "10.1.0.5", "v2", true, true),
+        slice(
+            "reviews-abcde",
+            &[
+                ("10.1.0.4", "reviews-v1-a", Some(true)),
+                ("10.1.0.5", "reviews-v2-b", Some(true)),
+            ],
+        ),
+        ROUTING.to_string(),
+    ]);
+    // Local mode: the same Service selecting WorkloadEntries with the same addresses, labels,
+    // ports and service account.
+    let local = xds(&[
+        SERVICE.to_string(),
+        workload_entry("reviews-v1", "10.1.0.4", "v1"),
+        workload_entry("reviews-v2", "10.1.0.5", "v2"),
+        ROUTING.to_string(),
+    ]);
+    assert!(
+        kubernetes
+            .clusters
+            .contains_key("outbound|9080|v2|reviews.shop.svc.cluster.local"),
+        "{:?}",
+        kubernetes.clusters.keys().collect::<Vec<_>>()
+    );
+    let eds = &kubernetes.endpoints["outbound|9080|v1|reviews.shop.svc.cluster.local"];
+    let addresses = format!("{eds:?}");
+    assert!(
+        addresses.contains("10.1.0.4") && !addresses.contains("10.1.0.5"),
+        "{addresses}"
+    );
+    for (name, cluster) in &kubernetes.clusters {
+        assert_eq!(Some(cluster), local.clusters.get(name), "cluster {name}");
+    }
+    for (name, cla) in &kubernetes.endpoints {
+        let ours = mesh_proxy::xds_json::to_value(cla).unwrap();
+        let theirs = local
+            .endpoints
+            .get(name)
+            .map(|c| mesh_proxy::xds_json::to_value(c).unwrap());
+        assert_eq!(Some(ours), theirs, "endpoints {name}");
+    }
+    assert_eq!(kubernetes.routes, local.routes);
+    assert_eq!(kubernetes.listeners, local.listeners);
+    assert_eq!(kubernetes, local);
+}
