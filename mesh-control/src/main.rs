@@ -22,13 +22,15 @@ const DEFAULT_MAX_CERT_TTL: &str = "90d";
 /// The mesh control plane: serves Istio configuration to proxies as Envoy xDS.
 #[derive(Debug, Parser)]
 #[command(name = "mesh-control", version, about, long_about = None)]
+// Where the configuration comes from: a directory, a cluster, or both.
+#[command(group(clap::ArgGroup::new("source").required(true).multiple(true)
+    .args(["config", "kubeconfig", "kubernetes"])))]
 struct Args {
     /// Directory of Istio YAML (VirtualService, DestinationRule, Gateway,
     /// ServiceEntry, WorkloadEntry, ...), read recursively and watched: edits
     /// are pushed to every proxy; a file that fails to load keeps its last
     /// good version in force.
-    #[arg(long, value_name = "DIR", env = "MESH_CONFIG_DIR",
-          required_unless_present_any = ["kubeconfig", "kubernetes"])]
+    #[arg(long, value_name = "DIR", env = "MESH_CONFIG_DIR")]
     config: Option<PathBuf>,
 
     /// Watch the Kubernetes cluster of this kubeconfig (its current context unless

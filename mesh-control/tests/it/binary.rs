@@ -21,6 +21,10 @@ fn help_documents_every_flag() {
         "--ca-tokens <FILE>",
         "--max-cert-ttl <DURATION>",
         "--workload-cert-ttl <DURATION>",
+        "--kubeconfig <FILE>",
+        "--context <NAME>",
+        "--kubernetes",
+        "--namespace <NS>",
         "--help",
         "--version",
     ] {
@@ -108,6 +112,20 @@ fn bad_secure_port_flags_exit_non_zero_naming_the_flag_and_value() {
 }
 
 #[test]
+fn without_a_config_directory_or_a_cluster_it_says_it_needs_one() {
+    let out = Command::new(BIN)
+        .env_remove("MESH_CONFIG_DIR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--config") && err.contains("--kubeconfig") && err.contains("--kubernetes"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_bad_flag_exits_non_zero_with_a_message() {
     let out = Command::new(BIN)
         .args(["--config", ".", "--bogus"])
@@ -159,9 +177,14 @@ fn an_unreadable_directory_exits_non_zero_naming_it() {
 /// A running `mesh-control` on `dir` with port-0 listeners, and its debug
 /// address read from the "serving" line of its log.
 fn spawn_serving(dir: &std::path::Path) -> (std::process::Child, String) {
+    spawn_with(&["--config".as_ref(), dir.as_os_str()])
+}
+
+/// A running `mesh-control` with `sources` (`--config DIR`, `--kubeconfig FILE`) and
+/// port-0 listeners, and its debug address read from the "serving" line of its log.
+pub(crate) fn spawn_with(sources: &[&std::ffi::OsStr]) -> (std::process::Child, String) {
     let mut child = Command::new(BIN)
-        .args(["--config"])
-        .arg(dir)
+        .args(sources)
         .args([
             "--xds-address",
             "127.0.0.1:0",
@@ -206,7 +229,7 @@ fn spawn_serving(dir: &std::path::Path) -> (std::process::Child, String) {
 }
 
 /// `GET path` on `addr`: the whole response, head and body.
-fn get(addr: &str, path: &str) -> String {
+pub(crate) fn get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
@@ -244,7 +267,7 @@ fn serves_logs_its_addresses_and_drains_on_sigterm() {
 }
 
 /// Kills the child when the test ends, failed or not.
-struct KillOnDrop(std::process::Child);
+pub(crate) struct KillOnDrop(pub(crate) std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

@@ -645,3 +645,62 @@ async fn replicas_share_the_root_kept_in_a_secret_and_the_leader_publishes_it_ev
     );
     again.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_with_a_kubeconfig_serves_the_clusters_objects_and_keeps_its_root_there() {
+    let Some(kube) = KubeApiServer::start() else {
+        return;
+    };
+    let client = client(&kube).await;
+    apply_chart_crds(&client).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "istio-system"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let vs_kind = istio("networking.istio.io", "VirtualService", "virtualservices");
+    create(&client, &vs_kind, "default", json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "reviews"},
+        "spec": {"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews"}}]}]}
+    }))
+    .await;
+
+    let kubeconfig = kube.kubeconfig();
+    let (child, debug) = tokio::task::spawn_blocking(move || {
+        crate::binary::spawn_with(&["--kubeconfig".as_ref(), kubeconfig.as_os_str()])
+    })
+    .await
+    .unwrap();
+    let _child = crate::binary::KillOnDrop(child);
+    let configz = {
+        let debug = debug.clone();
+        tokio::task::spawn_blocking(move || crate::binary::get(&debug, "/debug/configz"))
+            .await
+            .unwrap()
+    };
+    assert!(
+        configz.contains(&format!("kubernetes {}/", kube.url())),
+        "{configz}"
+    );
+    assert!(
+        configz.contains("VirtualService default/reviews"),
+        "{configz}"
+    );
+
+    // No --ca-dir: the root is generated into istio-ca-secret and published.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "istio-system");
+    let secret = wait_until(WAIT, async || {
+        secrets
+            .get_opt("istio-ca-secret")
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no istio-ca-secret yet"))
+    })
+    .await
+    .unwrap();
+    let root = String::from_utf8(secret.data.unwrap()["root-cert.pem"].0.clone()).unwrap();
+    wait_root_published(&client, &["default", "istio-system"], &root).await;
+}

@@ -9,7 +9,7 @@ mod ads_support;
 mod secure_support;
 
 mod ads_sync;
-mod binary;
+pub(crate) mod binary;
 mod envoy_interop;
 mod kubernetes_api;
 mod kubernetes_registry;
