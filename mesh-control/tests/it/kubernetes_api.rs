@@ -96,6 +96,15 @@ async fn apply_chart_crds(client: &Client) {
     .unwrap();
 }
 
+async fn create_namespace(client: &Client, name: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("namespace {name}: {e}"));
+}
+
 async fn create(client: &Client, ar: &ApiResource, namespace: &str, object: serde_json::Value) {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, ar);
     let obj: DynamicObject = serde_json::from_value(object).unwrap();
@@ -201,14 +210,7 @@ async fn mesh_control_serves_a_real_api_servers_objects_to_envoy_and_follows_eve
 
     let v1 = HttpUpstream::start("v1").await.unwrap();
     let v2 = HttpUpstream::start("v2").await.unwrap();
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "istio-system"}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    create_namespace(&client, "istio-system").await;
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     services
         .create(
@@ -557,17 +559,7 @@ async fn replicas_share_the_root_kept_in_a_secret_and_the_leader_publishes_it_ev
         return;
     };
     let client = client(&kube).await;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let new_namespace = async |name: &str| {
-        namespaces
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
-            )
-            .await
-            .unwrap();
-    };
-    new_namespace("istio-system").await;
+    create_namespace(&client, "istio-system").await;
     let dir = tempfile::tempdir().unwrap();
 
     // The first replica generates the root and stores it; the second loads the same one.
@@ -587,7 +579,7 @@ async fn replicas_share_the_root_kept_in_a_secret_and_the_leader_publishes_it_ev
         &root_a,
     )
     .await;
-    new_namespace("shop").await;
+    create_namespace(&client, "shop").await;
     wait_root_published(&client, &["shop"], &root_a).await;
 
     // Deleted or edited, it is put back.
@@ -629,7 +621,7 @@ async fn replicas_share_the_root_kept_in_a_secret_and_the_leader_publishes_it_ev
         "{next} took the lease {:?} after the leader stopped",
         took_over.elapsed()
     );
-    new_namespace("late").await;
+    create_namespace(&client, "late").await;
     wait_root_published(&client, &["late"], &root_a).await;
 
     // A restart of the survivor keeps the root (it is in the Secret, not in memory).
@@ -653,14 +645,7 @@ async fn the_binary_with_a_kubeconfig_serves_the_clusters_objects_and_keeps_its_
     };
     let client = client(&kube).await;
     apply_chart_crds(&client).await;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "istio-system"}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    create_namespace(&client, "istio-system").await;
     let vs_kind = istio("networking.istio.io", "VirtualService", "virtualservices");
     create(&client, &vs_kind, "default", json!({
         "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
