@@ -15,8 +15,9 @@
 //! ```
 //!
 //! Every call has one deadline: connecting, waiting for the answer and reading the body all
-//! fit in the client's timeout. [`Transport`] is where a Kubernetes port-forward will go: a
-//! variant whose `connect` returns the forwarded stream.
+//! fit in the client's timeout. [`Transport::KubePodProxy`] reaches a pod's port through the
+//! Kubernetes API server (its pod proxy); a port-forward would be another variant whose
+//! `connect` returns the forwarded stream.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -41,7 +42,33 @@ pub enum Transport {
     /// A TCP connection to this address (a local process, or a port `kubectl port-forward`
     /// listens on).
     Tcp(SocketAddr),
+    /// A pod's port through the API server.
+    KubePodProxy(Box<PodProxy>),
 }
+
+/// A port of a pod reached through the Kubernetes API server's pod proxy
+/// (`/api/v1/namespaces/NS/pods/POD:PORT/proxy/PATH`, what `kubectl get --raw` reads): no
+/// kubelet or port-forward involved, so it needs an API server that can reach the pod's IP,
+/// and a server listening on that IP (mesh-control's debug port does; a proxy's admin bound
+/// to 127.0.0.1 does not).
+#[derive(Debug, Clone)]
+pub struct PodProxy {
+    /// The cluster, as a kubeconfig gives it. A client is built per call: kube's client
+    /// belongs to the runtime it was made on, and each call runs on its own.
+    pub config: kube::Config,
+    pub namespace: String,
+    pub pod: String,
+    pub port: u16,
+}
+
+impl PartialEq for PodProxy {
+    fn eq(&self, other: &Self) -> bool {
+        self.config.cluster_url == other.config.cluster_url
+            && (&self.namespace, &self.pod, self.port) == (&other.namespace, &other.pod, other.port)
+    }
+}
+
+impl Eq for PodProxy {}
 
 impl From<SocketAddr> for Transport {
     fn from(addr: SocketAddr) -> Self {
@@ -53,6 +80,11 @@ impl fmt::Display for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Transport::Tcp(addr) => write!(f, "{addr}"),
+            Transport::KubePodProxy(p) => write!(
+                f,
+                "pod {}/{}:{} via {}",
+                p.namespace, p.pod, p.port, p.config.cluster_url
+            ),
         }
     }
 }
@@ -179,6 +211,9 @@ pub enum AdminError {
         #[source]
         source: http::Error,
     },
+    /// The Kubernetes API server could not be asked, or did not answer.
+    #[error("{call}: through the Kubernetes API server: {message}")]
+    Kube { call: Call, message: String },
     /// No runtime to run the call on (out of file descriptors, ...).
     #[error("{call}: starting the client's runtime: {source}")]
     Runtime {
@@ -196,7 +231,8 @@ impl AdminError {
             | AdminError::Timeout { call, .. }
             | AdminError::BadResponse { call, .. }
             | AdminError::InvalidRequest { call, .. }
-            | AdminError::Runtime { call, .. } => call,
+            | AdminError::Runtime { call, .. }
+            | AdminError::Kube { call, .. } => call,
         }
     }
 }
@@ -289,7 +325,53 @@ impl AdminClient {
                 };
                 self.over(TokioIo::new(stream), request, deadline).await
             }
+            Transport::KubePodProxy(pod) => self.through_api_server(pod, request, deadline).await,
         }
+    }
+
+    async fn through_api_server(
+        &self,
+        pod: &PodProxy,
+        request: http::Request<Full<Bytes>>,
+        deadline: Instant,
+    ) -> Result<Response, Failure> {
+        let client =
+            kube::Client::try_from(pod.config.clone()).map_err(|e| Failure::Kube(e.to_string()))?;
+        let (parts, body) = request.into_parts();
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let path = format!(
+            "/api/v1/namespaces/{}/pods/{}:{}/proxy{target}",
+            pod.namespace, pod.pod, pod.port
+        );
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let mut proxied = http::Request::builder().method(parts.method).uri(path);
+        for (name, value) in &parts.headers {
+            // The API server sets its own Host and connection handling.
+            if name != HOST && name != CONNECTION {
+                proxied = proxied.header(name, value);
+            }
+        }
+        let proxied = proxied
+            .body(kube::client::Body::from(body.to_vec()))
+            .map_err(|e| Failure::Kube(e.to_string()))?;
+        let answer = match timeout_at(deadline, client.send(proxied)).await {
+            Err(_) => return Err(self.timed_out(Phase::WaitingForResponse)),
+            Ok(r) => r.map_err(|e| Failure::Kube(e.to_string()))?,
+        };
+        let (parts, body) = answer.into_parts();
+        let body = match timeout_at(deadline, body.collect()).await {
+            Err(_) => return Err(self.timed_out(Phase::ReadingBody)),
+            Ok(r) => r.map_err(|e| Failure::Kube(e.to_string()))?.to_bytes(),
+        };
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
     }
 
     /// The request and its answer over a connected `io`.
@@ -341,6 +423,7 @@ enum Failure {
     Timeout { timeout: Duration, phase: Phase },
     BadResponse(hyper::Error),
     Runtime(std::io::Error),
+    Kube(String),
 }
 
 impl Failure {
@@ -354,6 +437,7 @@ impl Failure {
             },
             Failure::BadResponse(source) => AdminError::BadResponse { call, source },
             Failure::Runtime(source) => AdminError::Runtime { call, source },
+            Failure::Kube(message) => AdminError::Kube { call, message },
         }
     }
 }

@@ -28,10 +28,68 @@ pub enum OutputFormat {
     Yaml,
 }
 
-/// The running local mesh's configuration: its watched config dir, loaded.
+/// The live configuration the files are analysed with: the running local mesh's config
+/// dir, or a cluster's objects.
 pub struct MeshContext {
-    pub config_dir: PathBuf,
+    /// `the running local mesh (DIR)`, `the cluster https://...`.
+    pub description: String,
     pub config: Config,
+    /// Objects the control plane would reject, with why (a cluster's; a local mesh's files
+    /// load into `config.errors`).
+    pub rejected: Vec<(String, Vec<String>)>,
+    /// Whether it is a cluster's.
+    pub cluster: bool,
+}
+
+/// An object of the cluster that the control plane's validation rejects, as the IST0106
+/// istioctl reports for it.
+fn rejected(object: &str, errors: &[String]) -> Message {
+    // `KIND NAMESPACE/NAME` (or `KIND NAME` for a cluster-scoped object).
+    let (kind, rest) = object.split_once(' ').unwrap_or(("", object));
+    let (namespace, name) = rest.split_once('/').unwrap_or(("", rest));
+    let prefix = format!("{object}: ");
+    // The position is in the JSON the control plane made of the object: no help to a user.
+    let text: Vec<&str> = errors
+        .iter()
+        .map(|e| without_position(e.strip_prefix(&prefix).unwrap_or(e)))
+        .collect();
+    Message {
+        message_type: codes::SchemaValidationError,
+        text: format!("Schema validation error: {}", text.join("; ")),
+        origin: Some(mesh_api::analysis::Origin {
+            kind: kind.to_string(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            namespace_explicit: true,
+        }),
+        reference: None,
+    }
+}
+
+/// `document 1, line 1, column 208: spec.http[0]...` -> `spec.http[0]...`.
+fn without_position(error: &str) -> &str {
+    match error.split_once(", column ") {
+        Some((head, tail)) if head.starts_with("document ") => {
+            tail.split_once(": ").map_or(error, |(_, rest)| rest)
+        }
+        _ => error,
+    }
+}
+
+/// A cluster's live configuration (`meshctl analyze --kubeconfig`), as `istioctl analyze`
+/// reads it.
+pub fn cluster_mesh(kubeconfig: &Path, context: Option<&str>) -> anyhow::Result<MeshContext> {
+    let live = crate::cluster::live_config(kubeconfig, context)?;
+    let server = live
+        .source
+        .strip_prefix("kubernetes ")
+        .unwrap_or(&live.source);
+    Ok(MeshContext {
+        description: format!("the cluster at {server}"),
+        config: live.config,
+        rejected: live.rejected,
+        cluster: true,
+    })
 }
 
 /// The local mesh of the state directory when its control plane runs.
@@ -44,7 +102,9 @@ pub fn running_mesh() -> Option<MeshContext> {
         .any(|p| p.name == "control-plane" && crate::up::process::is_running(p.pid, &p.program));
     control_plane_runs.then(|| MeshContext {
         config: mesh_api::load_path(&state.config_dir),
-        config_dir: state.config_dir,
+        description: format!("the running local mesh ({})", state.config_dir.display()),
+        rejected: Vec::new(),
+        cluster: false,
     })
 }
 
@@ -201,25 +261,38 @@ pub fn run(
         (None, true) => anyhow::bail!(
             "no files given and no local mesh running: give files or directories, or start a mesh with `meshctl up`"
         ),
-        (Some(m), true) => (
-            overlay(&m.config, &files, false),
-            format!("the running local mesh ({})", m.config_dir.display()),
-        ),
+        (Some(m), true) => (overlay(&m.config, &files, false), m.description.clone()),
         (Some(m), false) => {
             let mut merged = overlay(&m.config, &files, false);
             merged.errors = files.errors;
             (
                 merged,
-                format!(
-                    "{} together with the running local mesh ({})",
-                    describe(paths),
-                    m.config_dir.display()
-                ),
+                format!("{} together with {}", describe(paths), m.description),
             )
         }
         (None, false) => (files, describe(paths)),
     };
-    let messages = messages(&config);
+    let mut messages = messages(&config);
+    if let Some(m) = &mesh {
+        messages.extend(
+            m.rejected
+                .iter()
+                .map(|(object, errors)| rejected(object, errors)),
+        );
+        if m.cluster {
+            // A cluster object's "file:line" is its own name and a line of the JSON the
+            // control plane made of it: the origin already says which object.
+            for message in &mut messages {
+                if let Some(o) = &message.origin
+                    && message.reference.as_deref().is_some_and(|r| {
+                        r.starts_with(&format!("{} {}/{}:", o.kind, o.namespace, o.name))
+                    })
+                {
+                    message.reference = None;
+                }
+            }
+        }
+    }
     let mut stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr().lock();
     match format {

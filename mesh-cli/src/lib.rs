@@ -3,6 +3,7 @@
 
 pub mod admin_client;
 pub mod analyze;
+pub mod cluster;
 #[cfg(test)]
 mod example_readmes;
 pub mod explain;

@@ -54,6 +54,13 @@ struct AnalyzeArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
           require_equals = true, default_missing_value = "true")]
     use_mesh: bool,
+    /// Analyse a Kubernetes cluster's live configuration (the Istio kinds, Services, Pods,
+    /// EndpointSlices, Namespaces), with the files if any, instead of the local mesh's.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, requires = "kubeconfig")]
+    context: Option<String>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
     output: Format,
@@ -64,6 +71,17 @@ enum Format {
     Text,
     Json,
     Yaml,
+}
+
+/// What `analyze` analyses the files with: a cluster, the running local mesh, or nothing.
+fn analyze_context(args: &AnalyzeArgs) -> anyhow::Result<Option<mesh_cli::analyze::MeshContext>> {
+    if let Some(kubeconfig) = &args.kubeconfig {
+        return mesh_cli::analyze::cluster_mesh(kubeconfig, args.context.as_deref()).map(Some);
+    }
+    Ok(args
+        .use_mesh
+        .then(mesh_cli::analyze::running_mesh)
+        .flatten())
 }
 
 fn main() -> ExitCode {
@@ -79,13 +97,9 @@ fn main() -> ExitCode {
         Command::ProxyStatus(a) => mesh_cli::proxy_status::main(a),
         Command::ProxyConfig(c) => mesh_cli::proxy_config::main(c),
         Command::Explain(a) => mesh_cli::explain::main(a),
-        Command::Analyze(args) => match mesh_cli::analyze::run(
-            &args.paths,
-            args.output.into(),
-            args.use_mesh
-                .then(mesh_cli::analyze::running_mesh)
-                .flatten(),
-        ) {
+        Command::Analyze(args) => match analyze_context(&args)
+            .and_then(|mesh| mesh_cli::analyze::run(&args.paths, args.output.into(), mesh))
+        {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
                 eprintln!(

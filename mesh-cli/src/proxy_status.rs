@@ -22,7 +22,7 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::admin_client::AdminClient;
+use crate::admin_client::{AdminClient, Transport};
 use crate::up::state::{self, MeshState};
 
 /// Output format of `proxy-status`.
@@ -40,8 +40,21 @@ pub struct ProxyStatusArgs {
     /// control plane sent it with what it holds.
     pub name: Option<String>,
     /// The control plane's debug address (default: the running local mesh's).
-    #[arg(long = "control-plane")]
+    #[arg(long = "control-plane", conflicts_with = "kubeconfig")]
     pub control_plane: Option<SocketAddr>,
+    /// A Kubernetes cluster instead of the local mesh: its control plane pod's debug port,
+    /// reached through the API server (see docs/kubernetes.md).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, requires = "kubeconfig")]
+    pub context: Option<String>,
+    /// The control plane's namespace in the cluster.
+    #[arg(short = 'i', long = "istio-namespace", default_value = "istio-system")]
+    pub istio_namespace: String,
+    /// The control plane's debug port in its pod.
+    #[arg(long, default_value_t = crate::cluster::DEBUG_PORT)]
+    pub debug_port: u16,
     /// The proxy's admin address, for the comparison of NAME (default: from the local mesh).
     #[arg(long)]
     pub admin: Option<SocketAddr>,
@@ -125,9 +138,10 @@ pub fn local_debug_address() -> anyhow::Result<SocketAddr> {
     }
 }
 
-/// Reads `/debug/syncz` from `debug`.
-pub fn fetch_syncz(debug: SocketAddr) -> anyhow::Result<Value> {
-    let a = AdminClient::new(debug, TIMEOUT).get("/debug/syncz")?;
+/// Reads `/debug/syncz` from the control plane's debug port.
+pub fn fetch_syncz(debug: impl Into<Transport>) -> anyhow::Result<Value> {
+    let debug = debug.into();
+    let a = AdminClient::new(debug.clone(), TIMEOUT).get("/debug/syncz")?;
     if a.status != 200 {
         bail!("{debug}/debug/syncz answered {}", a.status.as_u16());
     }
@@ -605,23 +619,35 @@ fn admin_json(admin: SocketAddr, path: &str) -> anyhow::Result<Value> {
 }
 
 fn run(a: &ProxyStatusArgs) -> anyhow::Result<()> {
-    let debug = match a.control_plane {
-        Some(addr) => addr,
-        None => local_debug_address()?,
+    // Where syncz comes from, how the control plane is named, and the local mesh's proxy
+    // admins and names when it is the local mesh.
+    let (syncz, control_plane, local) = match &a.kubeconfig {
+        Some(kubeconfig) => {
+            let config = crate::cluster::config(kubeconfig, a.context.as_deref())?;
+            let (pod, transport) =
+                crate::cluster::control_plane(&config, &a.istio_namespace, a.debug_port)?;
+            (fetch_syncz(transport)?, pod, None)
+        }
+        None => {
+            let debug = match a.control_plane {
+                Some(addr) => addr,
+                None => local_debug_address()?,
+            };
+            (
+                fetch_syncz(debug)?,
+                format!("mesh-control@{debug}"),
+                Some(debug),
+            )
+        }
     };
-    let syncz = fetch_syncz(debug)?;
-    let admins = local_admins(debug);
+    let admins = local.map(local_admins).unwrap_or_default();
     // The local mesh's names (`gateway`, `deploy/NAME.NS`) stand for the proxy's node id.
-    let filter = a
-        .name
-        .as_deref()
-        .map(|n| local_node_id(debug, n).unwrap_or(n.to_string()));
-    let mut rows = rows(
-        &syncz,
-        &format!("mesh-control@{debug}"),
-        filter.as_deref(),
-        SystemTime::now(),
-    );
+    let filter = a.name.as_deref().map(|n| {
+        local
+            .and_then(|debug| local_node_id(debug, n))
+            .unwrap_or(n.to_string())
+    });
+    let mut rows = rows(&syncz, &control_plane, filter.as_deref(), SystemTime::now());
     for r in rows.iter_mut().filter(|r| r.version == "-") {
         if let Some(admin) = admins.get(&r.proxy)
             && let Ok(info) = admin_json(*admin, "/server_info")
@@ -647,7 +673,7 @@ fn run(a: &ProxyStatusArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     let Some(row) = rows.first() else {
-        bail!("no proxy named {name:?} is connected to the control plane at {debug}");
+        bail!("no proxy named {name:?} is connected to the control plane {control_plane}");
     };
     // The connection object of the row kept (the most in-step one).
     let connection = syncz

@@ -10,6 +10,7 @@
 //!   request sent exactly as given) returning a collected [`Response`].
 //! - [`wait_until`]: retry a check until it passes or a timeout expires.
 //! - [`envoy_binary`], [`EnvoyProcess`]: run the real Envoy from a bootstrap string.
+//! - [`AdsBootstrap`]: the bootstrap of a proxy served by one ADS server (mesh-proxy or Envoy).
 //! - [`kube::KubeApiServer`]: a real kube-apiserver and etcd on 127.0.0.1.
 //! - [`free_port`]: a port that was free a moment ago, for config files that cannot say
 //!   "port 0".
@@ -21,6 +22,7 @@
     reason = "test helpers: a failed setup is a failed test"
 )]
 
+mod bootstrap;
 mod client;
 mod envoy;
 pub mod kube;
@@ -29,6 +31,7 @@ mod tcp_echo;
 mod upstream;
 mod wait;
 
+pub use bootstrap::AdsBootstrap;
 pub use client::{HttpClient, Response, send, send_h2};
 pub use envoy::{EnvoyProcess, REQUIRE_ENVOY_VAR, envoy_binary};
 pub use ports::free_port;

@@ -9,6 +9,7 @@ mod analyze;
 mod cli_analyze_mesh_dir;
 mod examples_e2e;
 mod explain;
+mod kubernetes;
 mod proxy_status;
 mod readme_literal;
 mod up_bootstrap;

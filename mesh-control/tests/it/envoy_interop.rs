@@ -8,56 +8,26 @@ use std::time::Duration;
 
 use crate::ads_support::{NODE_ID, WAIT, destination_rule, get_json, start, syncz_of, write};
 use http::Request;
-use mesh_test_util::{EnvoyProcess, HttpUpstream, envoy_binary, free_port, send, wait_until};
+use mesh_test_util::{
+    AdsBootstrap, EnvoyProcess, HttpUpstream, envoy_binary, free_port, send, wait_until,
+};
 
 pub(crate) fn bootstrap(xds: SocketAddr, outbound: u16, inbound: u16, app: u16) -> String {
-    format!(
-        r#"node:
-  id: {NODE_ID}
-  cluster: client.default
-  metadata:
-    NAMESPACE: default
-    LABELS: {{app: client, version: v1}}
-    SERVICE_ACCOUNT: client
-    WORKLOAD_NAME: client
-    CLUSTER_ID: Kubernetes
-    ISTIO_VERSION: "1.24.0"
-    MESH_LOCAL_MODE: "true"
-    MESH_OUTBOUND_ADDRESS: "127.0.0.1:{outbound}"
-    MESH_INBOUND_ADDRESS: "127.0.0.1:{inbound}"
-    MESH_APP_ADDRESS: "127.0.0.1:{app}"
-admin:
-  address:
-    socket_address: {{address: 127.0.0.1, port_value: 0}}
-dynamic_resources:
-  ads_config:
-    api_type: GRPC
-    transport_api_version: V3
-    set_node_on_first_message_only: true
-    grpc_services:
-    - envoy_grpc: {{cluster_name: xds-grpc}}
-  cds_config: {{ads: {{}}, resource_api_version: V3}}
-  lds_config: {{ads: {{}}, resource_api_version: V3}}
-static_resources:
-  clusters:
-  - name: xds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config:
-          http2_protocol_options: {{}}
-    load_assignment:
-      cluster_name: xds-grpc
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: {{address: 127.0.0.1, port_value: {xds_port}}}
-"#,
-        xds_port = xds.port()
-    )
+    AdsBootstrap::new(NODE_ID, xds)
+        .cluster("client.default")
+        .metadata(&format!(
+            r#"NAMESPACE: default
+LABELS: {{app: client, version: v1}}
+SERVICE_ACCOUNT: client
+WORKLOAD_NAME: client
+CLUSTER_ID: Kubernetes
+ISTIO_VERSION: "1.24.0"
+MESH_LOCAL_MODE: "true"
+MESH_OUTBOUND_ADDRESS: "127.0.0.1:{outbound}"
+MESH_INBOUND_ADDRESS: "127.0.0.1:{inbound}"
+MESH_APP_ADDRESS: "127.0.0.1:{app}""#
+        ))
+        .yaml()
 }
 
 fn service_entry(name: &str, port: u16) -> String {

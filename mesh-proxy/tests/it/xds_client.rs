@@ -23,7 +23,7 @@ use mesh_proxy::bootstrap::parse_bootstrap;
 use mesh_proxy::server::{Bound, ProxyConfig, build};
 use mesh_proxy::xds::{self, AdsClient, AdsClientConfig, ResourceType};
 use mesh_proxy::xds_json::{from_str, pack_any};
-use mesh_test_util::{HttpClient, HttpUpstream, send, wait_until};
+use mesh_test_util::{AdsBootstrap, HttpClient, HttpUpstream, send, wait_until};
 use prost::Name;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
@@ -85,40 +85,9 @@ fn route(name: &str, cluster: &str) -> RouteConfiguration {
 }
 
 fn bootstrap(ads: SocketAddr) -> String {
-    format!(
-        r#"
-node:
-  id: "{NODE_ID}"
-  cluster: test
-  metadata: {{NAMESPACE: default}}
-admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-dynamic_resources:
-  ads_config:
-    api_type: GRPC
-    transport_api_version: V3
-    set_node_on_first_message_only: true
-    grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]
-  cds_config: {{ads: {{}}, resource_api_version: V3}}
-  lds_config: {{ads: {{}}, resource_api_version: V3}}
-static_resources:
-  clusters:
-  - name: xds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    load_assignment:
-      cluster_name: xds-grpc
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: {}, port_value: {}}}}}}}
-"#,
-        ads.ip(),
-        ads.port()
-    )
+    AdsBootstrap::new(NODE_ID, ads)
+        .metadata("{NAMESPACE: default}")
+        .yaml()
 }
 
 // ---------------------------------------------------------------------------
