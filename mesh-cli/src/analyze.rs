@@ -48,10 +48,9 @@ fn rejected(object: &str, errors: &[String]) -> Message {
     let (kind, rest) = object.split_once(' ').unwrap_or(("", object));
     let (namespace, name) = rest.split_once('/').unwrap_or(("", rest));
     let prefix = format!("{object}: ");
-    // The position is in the JSON the control plane made of the object: no help to a user.
     let text: Vec<&str> = errors
         .iter()
-        .map(|e| without_position(e.strip_prefix(&prefix).unwrap_or(e)))
+        .map(|e| e.strip_prefix(&prefix).unwrap_or(e))
         .collect();
     Message {
         message_type: codes::SchemaValidationError,
@@ -63,16 +62,6 @@ fn rejected(object: &str, errors: &[String]) -> Message {
             namespace_explicit: true,
         }),
         reference: None,
-    }
-}
-
-/// `document 1, line 1, column 208: spec.http[0]...` -> `spec.http[0]...`.
-fn without_position(error: &str) -> &str {
-    match error.split_once(", column ") {
-        Some((head, tail)) if head.starts_with("document ") => {
-            tail.split_once(": ").map_or(error, |(_, rest)| rest)
-        }
-        _ => error,
     }
 }
 

@@ -428,6 +428,11 @@ fn apply(state: &mut State, kind: &Watched, obj: &DynamicObject) {
             // Every Pod of a cluster passes here: debug, not info.
             if let Some(resources) = object.versions.load("Kubernetes object", &name, &bytes) {
                 tracing::debug!(object = %name, resources, "Kubernetes object loaded");
+            } else {
+                // A position in the JSON made of the object helps no one; the field path does.
+                for e in &mut object.versions.errors {
+                    *e = without_position(&name, e);
+                }
             }
         }
         Err(e) => object.versions.reject(
@@ -499,5 +504,39 @@ fn without_topology(endpoints: &Value) -> Value {
                 .collect(),
         ),
         other => other.clone(),
+    }
+}
+
+/// `NAME: document 1, line 1, column 295: spec.http[0].timeout: ...` ->
+/// `NAME: spec.http[0].timeout: ...`.
+fn without_position(name: &str, error: &str) -> String {
+    let prefix = format!("{name}: document ");
+    match error
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.split_once(", column "))
+    {
+        Some((_, tail)) => match tail.split_once(": ") {
+            Some((_, message)) => format!("{name}: {message}"),
+            None => error.to_string(),
+        },
+        None => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_position;
+
+    #[test]
+    fn errors_lose_the_position_in_the_objects_json() {
+        let name = "VirtualService default/reviews";
+        assert_eq!(
+            without_position(
+                name,
+                "VirtualService default/reviews: document 1, line 1, column 295: spec.http[0].timeout: invalid duration \"soon\""
+            ),
+            "VirtualService default/reviews: spec.http[0].timeout: invalid duration \"soon\""
+        );
+        assert_eq!(without_position(name, "other: text"), "other: text");
     }
 }

@@ -13,7 +13,18 @@ use mesh_test_util::{
 };
 
 pub(crate) fn bootstrap(xds: SocketAddr, outbound: u16, inbound: u16, app: u16) -> String {
-    AdsBootstrap::new(NODE_ID, xds)
+    bootstrap_for(NODE_ID, xds, outbound, inbound, app)
+}
+
+/// [`bootstrap`] for another node id (a second client proxy).
+pub(crate) fn bootstrap_for(
+    node_id: &str,
+    xds: SocketAddr,
+    outbound: u16,
+    inbound: u16,
+    app: u16,
+) -> String {
+    AdsBootstrap::new(node_id, xds)
         .cluster("client.default")
         .metadata(&format!(
             r#"NAMESPACE: default

@@ -2,8 +2,9 @@
 //! `mesh_test_util::kube`): the chart's CRDs applied, a Service, its Pods (status patched as a
 //! kubelet would) and EndpointSlices (`v1beta1`, written as the controller would: 1.20 has no
 //! v1 and this server runs no controllers) and Istio resources created with a real
-//! `kube::Client`; a real Envoy, whose node names a client pod, gets its xDS from mesh-control
-//! watching that server, and traffic follows every change made through the API. The CA
+//! `kube::Client`; a real Envoy and a mesh-proxy, whose nodes name client pods, get their xDS
+//! from mesh-control watching that server, and traffic through both follows every change made
+//! through the API. The CA
 //! authenticates callers by service-account tokens the same server issued (TokenReview).
 
 use std::net::SocketAddr;
@@ -29,7 +30,7 @@ use mesh_test_util::{EnvoyProcess, HttpUpstream, envoy_binary, free_port, send, 
 use serde_json::json;
 
 use crate::ads_support::get_json;
-use crate::envoy_interop::{MTLS_DISABLED, bootstrap};
+use crate::envoy_interop::{MTLS_DISABLED, bootstrap, bootstrap_for};
 use crate::secure_support::start_secure;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -151,43 +152,85 @@ fn slice(pod: &str, port: u16) -> serde_json::Value {
     })
 }
 
+/// mesh-proxy, in process, on the same bootstrap as the Envoy: stops when dropped.
+struct MeshProxy {
+    proxy: mesh_proxy::server::Proxy,
+    _ads: mesh_proxy::xds::AdsClient,
+}
+
+impl Drop for MeshProxy {
+    fn drop(&mut self) {
+        self.proxy.shutdown();
+    }
+}
+
+async fn start_mesh_proxy(bootstrap: &str, dir: &std::path::Path) -> MeshProxy {
+    let path = dir.join("mesh-proxy.yaml");
+    std::fs::write(&path, bootstrap).unwrap();
+    let bootstrap = mesh_proxy::bootstrap::load_bootstrap(&path).unwrap();
+    let ads = mesh_proxy::xds::AdsClientConfig::from_bootstrap(&bootstrap)
+        .unwrap()
+        .expect("an ADS config");
+    let bound =
+        mesh_proxy::server::build(mesh_proxy::server::ProxyConfig::from_bootstrap(bootstrap))
+            .await
+            .unwrap();
+    let ads = mesh_proxy::xds::start_client(ads, &bound.proxy);
+    MeshProxy {
+        proxy: bound.proxy,
+        _ads: ads,
+    }
+}
+
 fn get(host: &str) -> Request<&'static str> {
     Request::get(format!("http://{host}/")).body("").unwrap()
 }
 
-/// Sends `n` requests, counting bodies; a non-200 fails the test.
-async fn split(proxy: SocketAddr, n: usize) -> (usize, usize) {
+/// Sends `n` requests through each of `proxies`, counting bodies over all; a non-200 fails
+/// the test.
+async fn split(proxies: &[SocketAddr], n: usize) -> (usize, usize) {
     let (mut v1, mut v2) = (0, 0);
-    for _ in 0..n {
+    for i in 0..n * proxies.len() {
+        let proxy = proxies[i % proxies.len()];
         let r = send(proxy, get("reviews:9080")).await.unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
         match r.text().as_str() {
             "v1" => v1 += 1,
             "v2" => v2 += 1,
-            other => panic!("unexpected body {other}"),
+            other => panic!("unexpected body {other} through {proxy}"),
         }
     }
     (v1, v2)
 }
 
-/// Waits until 40 requests reach both versions.
-async fn until_both(proxy: SocketAddr) {
+/// Waits until 40 requests through each proxy reach both versions.
+async fn until_both(proxies: &[SocketAddr]) {
     wait_until(WAIT, async || {
-        let (a, b) = split(proxy, 40).await;
-        anyhow::ensure!(a > 0 && b > 0, "v1 {a}, v2 {b}");
+        for p in proxies {
+            let (a, b) = split(&[*p], 40).await;
+            anyhow::ensure!(a > 0 && b > 0, "through {p}: v1 {a}, v2 {b}");
+        }
         Ok(())
     })
     .await
     .unwrap_or_else(|e| panic!("traffic never reached both versions: {e:#}"));
 }
 
-/// Waits until `n` requests in a row answer `body`; returns how long that took.
-async fn until_all(proxy: SocketAddr, body: &str, n: usize) -> Duration {
+/// Waits until `n` requests in a row through each proxy answer `body`; returns how long
+/// that took.
+async fn until_all(proxies: &[SocketAddr], body: &str, n: usize) -> Duration {
     let start = Instant::now();
     wait_until(WAIT, async || {
-        for _ in 0..n {
-            let r = send(proxy, get("reviews:9080")).await?;
-            anyhow::ensure!(r.text() == body, "got {} {}", r.status, r.text());
+        for p in proxies {
+            for _ in 0..n {
+                let r = send(*p, get("reviews:9080")).await?;
+                anyhow::ensure!(
+                    r.text() == body,
+                    "through {p}: got {} {}",
+                    r.status,
+                    r.text()
+                );
+            }
         }
         Ok(())
     })
@@ -316,18 +359,40 @@ async fn mesh_control_serves_a_real_api_servers_objects_to_envoy_and_follows_eve
     })
     .await
     .unwrap_or_else(|e| panic!("outbound listener: {e:#}\n{}", envoy.log()));
-    wait_until(WAIT, async || {
-        let r = send(proxy, get("reviews:9080")).await?;
-        anyhow::ensure!(r.status == 200, "status {}: {}", r.status, r.text());
-        Ok(())
-    })
-    .await
-    .unwrap_or_else(|e| panic!("reviews through Envoy: {e:#}\n{}", envoy.log()));
+    // mesh-proxy, as a second client pod, on the same kind of bootstrap.
+    let (outbound2, inbound2, app2) = (free_port(), free_port(), free_port());
+    let proxy_dir = tempfile::tempdir().unwrap();
+    let mesh_proxy = start_mesh_proxy(
+        &bootstrap_for(
+            "sidecar~127.0.0.1~client-2.default~default.svc.cluster.local",
+            bound.xds_address(),
+            outbound2,
+            inbound2,
+            app2,
+        ),
+        proxy_dir.path(),
+    )
+    .await;
+    let proxies = [proxy, SocketAddr::from(([127, 0, 0, 1], outbound2))];
+    for p in proxies {
+        wait_until(WAIT, async || {
+            let r = send(p, get("reviews:9080")).await?;
+            anyhow::ensure!(r.status == 200, "status {}: {}", r.status, r.text());
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("reviews through {p}: {e:#}\n{}", envoy.log()));
+    }
 
-    // 80/20 from the VirtualService in the API server.
-    let (n1, n2) = split(proxy, 300).await;
-    // Expected 60 of 300 to v2, sd ~6.9: [20, 110] never flakes.
-    assert!((20..=110).contains(&n2), "v2 got {n2}, v1 {n1}");
+    // 80/20 from the VirtualService in the API server, through each proxy.
+    for p in proxies {
+        let (n1, n2) = split(&[p], 300).await;
+        // Expected 60 of 300 to v2, sd ~6.9: [20, 110] never flakes.
+        assert!(
+            (20..=110).contains(&n2),
+            "through {p}: v2 got {n2}, v1 {n1}"
+        );
+    }
 
     // A JSON patch of the live object: all traffic to v2.
     let vss: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &vs_kind);
@@ -343,8 +408,8 @@ async fn mesh_control_serves_a_real_api_servers_objects_to_envoy_and_follows_eve
     )
     .await
     .unwrap();
-    let took = until_all(proxy, "v2", 20).await;
-    eprintln!("JSON patch to v2 in force at Envoy after {took:?}");
+    let took = until_all(&proxies, "v2", 20).await;
+    eprintln!("JSON patch to v2 in force at Envoy and mesh-proxy after {took:?}");
 
     // An invalid edit (the CRD's schema lets a bad duration through; the mesh's validation
     // does not): reported in /debug/configz, the last good version stays in force.
@@ -369,12 +434,13 @@ async fn mesh_control_serves_a_real_api_servers_objects_to_envoy_and_follows_eve
     .unwrap();
     eprintln!("configz error: {reported:#}");
     assert_eq!(reported["state"], "error: last good version in force");
-    assert!(
-        reported["errors"].to_string().contains("timeout"),
+    assert_eq!(
+        reported["errors"][0],
+        "VirtualService default/reviews: spec.http[0].timeout: invalid duration \"soon\": expected a number followed by a unit (h, m, s, ms, us, ns), e.g. \"1s\" or \"100ms\"",
         "{reported:#}"
     );
-    let (n1, n2) = split(proxy, 40).await;
-    assert_eq!((n1, n2), (0, 40), "the last good version (all to v2) stays");
+    let (n1, n2) = split(&proxies, 40).await;
+    assert_eq!((n1, n2), (0, 80), "the last good version (all to v2) stays");
 
     // Back to a valid version without subsets: both pods serve.
     let plain: json_patch::Patch = serde_json::from_value(json!([
@@ -389,11 +455,11 @@ async fn mesh_control_serves_a_real_api_servers_objects_to_envoy_and_follows_eve
     )
     .await
     .unwrap();
-    until_both(proxy).await;
+    until_both(&proxies).await;
 
     // A pod turned NotReady leaves the endpoints.
     set_ready(&pods, "reviews-v1", false).await;
-    let took = until_all(proxy, "v2", 30).await;
+    let took = until_all(&proxies, "v2", 30).await;
     eprintln!("NotReady pod out of the endpoints after {took:?}");
 
     // The API server dies and comes back: traffic never fails meanwhile, and the watchers
@@ -402,9 +468,11 @@ async fn mesh_control_serves_a_real_api_servers_objects_to_envoy_and_follows_eve
         let mut sent = 0;
         let deadline = Instant::now() + Duration::from_secs(4);
         while Instant::now() < deadline {
-            let r = send(proxy, get("reviews:9080")).await.unwrap();
-            assert_eq!(r.status, 200, "{}", r.text());
-            sent += 1;
+            for p in proxies {
+                let r = send(p, get("reviews:9080")).await.unwrap();
+                assert_eq!(r.status, 200, "through {p}: {}", r.text());
+                sent += 1;
+            }
         }
         sent
     });
@@ -417,9 +485,10 @@ async fn mesh_control_serves_a_real_api_servers_objects_to_envoy_and_follows_eve
     let sent = traffic.await.unwrap();
     eprintln!("{sent} requests while the API server restarted, none failed");
     set_ready(&pods, "reviews-v1", true).await;
-    until_both(proxy).await;
+    until_both(&proxies).await;
 
     envoy.stop().await.unwrap();
+    drop(mesh_proxy);
     bound.shutdown().await;
     drop(kube);
 }
