@@ -4,21 +4,18 @@
 
 use std::path::{Path, PathBuf};
 
-/// The lines of the ```sh blocks of a Markdown text, in order.
-fn shell_lines(markdown: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut inside = false;
-    for line in markdown.lines() {
-        let t = line.trim();
-        if t.starts_with("```") {
-            inside = !inside && (t == "```sh" || t == "```bash" || t == "```shell");
-            continue;
-        }
-        if inside {
-            out.push(t);
-        }
-    }
-    out
+/// The lines of the shell blocks of a Markdown text, in order, trimmed.
+fn shell_lines(markdown: &str) -> Vec<String> {
+    crate::markdown::fenced_blocks(markdown)
+        .into_iter()
+        .filter(|b| b.is_shell())
+        .flat_map(|b| {
+            b.text
+                .lines()
+                .map(|l| l.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// `$NAME` and `${NAME}` of upper-case variables in `line`.

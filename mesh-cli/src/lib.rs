@@ -9,6 +9,7 @@ mod example_readmes;
 pub mod explain;
 pub mod header_arg;
 pub mod logs;
+pub mod markdown;
 pub mod proxy_config;
 pub mod proxy_status;
 pub mod up;

@@ -34,22 +34,12 @@ fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// A fenced block: its language and its text.
+/// A README's fenced blocks: language and text.
 fn blocks(readme: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut current: Option<(String, String)> = None;
-    for line in readme.lines() {
-        match (&mut current, line.strip_prefix("```")) {
-            (None, Some(lang)) => current = Some((lang.trim().to_string(), String::new())),
-            (Some(_), Some("")) => out.extend(current.take()),
-            (Some((_, text)), _) => {
-                text.push_str(line);
-                text.push('\n');
-            }
-            (None, None) => {}
-        }
-    }
-    out
+    mesh_cli::markdown::fenced_blocks(readme)
+        .into_iter()
+        .map(|b| (b.lang, b.text))
+        .collect()
 }
 
 /// `NAME COUNT SHARE%` rows of a `meshctl traffic` table, by table (`VERSION`, `STATUS`):
