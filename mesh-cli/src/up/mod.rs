@@ -216,7 +216,8 @@ pub fn up(opts: &UpOptions) -> anyhow::Result<()> {
         gw_ports.insert(p, ports.next()?);
     }
     let gw_admin = ports.next()?;
-    drop(ports);
+    // The ports stay reserved against other `meshctl up`s while this one runs.
+    let _reservations = ports.release_probes();
 
     // Config dir: the directory's Istio YAML, and the generated registry.
     for (rel, text) in &mesh.files {

@@ -1,66 +1,126 @@
 //! Ports for the local mesh's processes, chosen before they start (the control plane puts
 //! the proxies' listener ports in its xDS, so they cannot bind port 0 and report back).
 //!
-//! The ports come from just below the kernel's ephemeral range. A port handed out is only
-//! free until its process binds it; inside the ephemeral range, any outgoing connection of
-//! any process on the machine (a browser, a test's client, the mesh's own traffic) can take
-//! it in that window, and the proxy then fails to start with "address in use". Below the
-//! range, the kernel never picks a port by itself: only another program that chooses ports
-//! explicitly can collide, and a random starting point makes that rare.
+//! A port handed out is free only until its process binds it, and two things can take it in
+//! that window:
+//! - the kernel, for any process's outgoing connection or bind to port 0, inside its
+//!   ephemeral range: so the ports come from below that range, where it never picks one;
+//! - another `meshctl up` starting at the same time (the tests start several) that probes
+//!   the same port before this one's process binds it: so each port handed out is reserved
+//!   machine-wide, as a file named by the port in `$TMPDIR/meshctl-ports` holding the
+//!   reserving process's pid, kept while that `up` runs (a reservation whose process is gone
+//!   is taken over).
+//!
+//! Each port is drawn at random from the range, so two reservations rarely even meet.
 
 use std::hash::{BuildHasher, RandomState};
+use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::ops::Range;
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 
 /// Ports below this are left alone (well-known and commonly configured ones).
 const LOWEST: u16 = 10_000;
+/// Random draws before falling back to a port the kernel picks.
+const ATTEMPTS: usize = 200;
 
-/// Hands out free 127.0.0.1 ports. Each probe socket stays bound until the allocator is
-/// dropped, so one `up` never hands out the same port twice; the processes that get the ports
-/// bind them soon after the allocator is dropped.
+/// Hands out free 127.0.0.1 ports, each probed (bound until [`Self::release_probes`]) and
+/// reserved machine-wide.
 pub struct PortAllocator {
     range: Option<Range<u16>>,
-    cursor: u16,
+    random: RandomState,
+    draws: u64,
     held: Vec<TcpListener>,
+    reservations: Reservations,
+}
+
+/// The reservation files of one `up`, removed when dropped.
+#[derive(Default)]
+pub struct Reservations {
+    files: Vec<PathBuf>,
+}
+
+impl Drop for Reservations {
+    fn drop(&mut self) {
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
 }
 
 impl Default for PortAllocator {
     fn default() -> Self {
-        let range = below_ephemeral(ephemeral_range());
-        // One random start per `up`, then consecutive ports: two `up`s running at once
-        // collide only when their starts fall within a few ports of each other.
-        let cursor = range.as_ref().map_or(0, |r| {
-            let span = u64::from(r.end - r.start);
-            r.start
-                + u16::try_from(RandomState::new().hash_one(std::process::id()) % span).unwrap_or(0)
-        });
-        Self {
-            range,
-            cursor,
+        PortAllocator {
+            range: below_ephemeral(ephemeral_range()),
+            random: RandomState::new(),
+            draws: 0,
             held: Vec::new(),
+            reservations: Reservations::default(),
         }
     }
+}
+
+fn reservation_dir() -> PathBuf {
+    std::env::temp_dir().join("meshctl-ports")
+}
+
+/// Reserves `port` for this process; false when a live process holds it.
+fn reserve(port: u16) -> Option<PathBuf> {
+    let dir = reservation_dir();
+    std::fs::create_dir_all(&dir).ok()?;
+    let path = dir.join(port.to_string());
+    for _ in 0..2 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                let _ = write!(f, "{}", std::process::id());
+                return Some(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let alive = holder
+                    .trim()
+                    .parse::<u32>()
+                    .is_ok_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+                if alive {
+                    return None;
+                }
+                // Left by an `up` that is gone: take it over.
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 impl PortAllocator {
     pub fn next(&mut self) -> anyhow::Result<SocketAddr> {
         if let Some(range) = self.range.clone() {
-            for _ in 0..range.len().min(512) {
-                let port = self.cursor;
-                self.cursor = if port + 1 >= range.end {
-                    range.start
-                } else {
-                    port + 1
-                };
-                if let Ok(listener) = TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
-                    return self.hold(listener);
+            let span = u64::from(range.end - range.start);
+            for _ in 0..ATTEMPTS {
+                self.draws += 1;
+                let offset = self.random.hash_one(self.draws) % span;
+                let port = range.start + u16::try_from(offset).unwrap_or(0);
+                let Some(file) = reserve(port) else { continue };
+                match TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+                    Ok(listener) => {
+                        self.reservations.files.push(file);
+                        return self.hold(listener);
+                    }
+                    Err(_) => {
+                        let _ = std::fs::remove_file(file);
+                    }
                 }
             }
         }
-        // No room below the ephemeral range (or every probe there was taken): let the
-        // kernel choose, as before.
+        // No room below the ephemeral range (or no free port found there): let the kernel
+        // choose.
         let listener =
             TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("allocating a 127.0.0.1 port")?;
         self.hold(listener)
@@ -73,6 +133,16 @@ impl PortAllocator {
         self.held.push(listener);
         Ok(addr)
     }
+
+    /// Closes the probe sockets so the processes can bind the ports; the reservations stay
+    /// until the returned value is dropped (when `up` ends).
+    pub fn release_probes(self) -> Reservations {
+        let PortAllocator {
+            held, reservations, ..
+        } = self;
+        drop(held);
+        reservations
+    }
 }
 
 /// The kernel's range for ports it picks itself (Linux; the IANA range elsewhere).
@@ -82,7 +152,6 @@ fn ephemeral_range() -> Range<u16> {
         .and_then(|s| parse_port_range(&s))
         .unwrap_or(49_152..u16::MAX)
 }
-
 fn parse_port_range(s: &str) -> Option<Range<u16>> {
     let mut it = s.split_whitespace().map(str::parse::<u16>);
     let (lo, hi) = (it.next()?.ok()?, it.next()?.ok()?);
@@ -116,6 +185,27 @@ mod tests {
                 "{ports:?} vs ephemeral {ephemeral:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_port_reserved_by_a_live_process_is_not_handed_out_and_is_freed_on_drop() {
+        let mut alloc = PortAllocator::default();
+        let port = alloc.next().unwrap().port();
+        if alloc.range.is_none() {
+            return;
+        }
+        let file = reservation_dir().join(port.to_string());
+        assert!(file.exists());
+        // Held by this (live) process: not reservable again.
+        assert!(reserve(port).is_none());
+        let reservations = alloc.release_probes();
+        assert!(file.exists(), "kept after the probes are released");
+        drop(reservations);
+        assert!(!file.exists(), "removed when up ends");
+        // One left by a process that is gone is taken over.
+        std::fs::write(&file, "4294967295").unwrap();
+        let taken = reserve(port).expect("a stale reservation is taken over");
+        std::fs::remove_file(taken).unwrap();
     }
 
     #[test]
