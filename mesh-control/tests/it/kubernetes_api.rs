@@ -729,7 +729,7 @@ async fn the_binary_with_a_kubeconfig_serves_the_clusters_objects_and_keeps_its_
     })
     .await
     .unwrap();
-    let _child = crate::binary::KillOnDrop(child);
+    let mut first = crate::binary::KillOnDrop(child);
     let configz = {
         let debug = debug.clone();
         tokio::task::spawn_blocking(move || crate::binary::get(&debug, "/debug/configz"))
@@ -757,4 +757,39 @@ async fn the_binary_with_a_kubeconfig_serves_the_clusters_objects_and_keeps_its_
     .unwrap();
     let root = String::from_utf8(secret.data.unwrap()["root-cert.pem"].0.clone()).unwrap();
     wait_root_published(&client, &["default", "istio-system"], &root).await;
+
+    // A second replica; the leader dies (kill -9, no release): the other takes the lease
+    // once it runs out (15 s) and keeps publishing.
+    let kubeconfig = kube.kubeconfig();
+    let (second, _) = tokio::task::spawn_blocking(move || {
+        crate::binary::spawn_with(&["--kubeconfig".as_ref(), kubeconfig.as_os_str()])
+    })
+    .await
+    .unwrap();
+    let mut second = crate::binary::KillOnDrop(second);
+    let first_pid = first.0.id();
+    let leader = lease_holder(&client).await.expect("a leader");
+    // The holder is `HOST-PID` without POD_NAME.
+    let leader_pid: u32 = leader.rsplit('-').next().unwrap().parse().unwrap();
+    let (dead, survivor) = if leader_pid == first_pid {
+        (&mut first, second.0.id())
+    } else {
+        (&mut second, first_pid)
+    };
+    dead.0.kill().unwrap();
+    dead.0.wait().unwrap();
+    let killed = Instant::now();
+    let holder = wait_until(Duration::from_secs(45), async || {
+        let holder = lease_holder(&client).await.unwrap_or_default();
+        anyhow::ensure!(holder.ends_with(&format!("-{survivor}")), "holder {holder}");
+        Ok(holder)
+    })
+    .await
+    .unwrap();
+    eprintln!(
+        "{holder} took over {:?} after the leader was killed",
+        killed.elapsed()
+    );
+    create_namespace(&client, "after-crash").await;
+    wait_root_published(&client, &["after-crash"], &root).await;
 }
