@@ -793,3 +793,80 @@ async fn the_binary_with_a_kubeconfig_serves_the_clusters_objects_and_keeps_its_
     create_namespace(&client, "after-crash").await;
     wait_root_published(&client, &["after-crash"], &root).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugged_in_cacerts_secret_is_the_ca_and_its_root_is_published() {
+    let Some(kube) = KubeApiServer::start() else {
+        return;
+    };
+    let client = client(&kube).await;
+    create_namespace(&client, "istio-system").await;
+    // The user's CA in Istio's layout (here a root of its own; an intermediate works alike).
+    let theirs = mesh_ca::CertificateAuthority::generate(mesh_ca::CaConfig::default())
+        .unwrap()
+        .pems();
+    let data = json!({
+        "ca-cert.pem": theirs.ca_cert, "ca-key.pem": theirs.ca_key,
+        "root-cert.pem": theirs.root_cert, "cert-chain.pem": theirs.cert_chain,
+    });
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "istio-system");
+    let secret = serde_json::from_value(json!({
+        "metadata": {"name": "cacerts"}, "stringData": data
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let control_plane = replica(&client, "replica-a", dir.path()).await;
+    let root = control_plane
+        .certificate_authority()
+        .unwrap()
+        .trust_bundle()
+        .to_pem();
+    assert_eq!(root, theirs.root_cert, "signs under the plugged-in root");
+    assert!(
+        secrets.get_opt("istio-ca-secret").await.unwrap().is_none(),
+        "no self-signed root is generated next to cacerts"
+    );
+    wait_root_published(&client, &["default", "istio-system"], &root).await;
+
+    // A cacerts missing a key is refused by name, not replaced.
+    let broken: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "cacerts"}, "stringData": {"ca-cert.pem": theirs.ca_cert}
+    }))
+    .unwrap();
+    control_plane.shutdown().await;
+    secrets
+        .replace("cacerts", &PostParams::default(), &{
+            let mut b = broken;
+            b.metadata.resource_version = secrets
+                .get("cacerts")
+                .await
+                .unwrap()
+                .metadata
+                .resource_version;
+            b
+        })
+        .await
+        .unwrap();
+    let config = ServerConfig {
+        kubernetes_ca: Some(KubernetesCa {
+            client: client.clone(),
+            namespace: "istio-system".into(),
+            identity: "replica-b".into(),
+            lease: LeaseTiming::default(),
+        }),
+        ..ServerConfig::ephemeral(dir.path())
+    };
+    let err = match mesh_control::build_with_sources(config, Vec::new()).await {
+        Ok(_) => panic!("a cacerts without its key must not start"),
+        Err(e) => mesh_api::report::one_line(&e),
+    };
+    assert!(
+        err.contains("istio-system/cacerts has no ca-key.pem"),
+        "{err}"
+    );
+}
