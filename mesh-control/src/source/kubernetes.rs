@@ -268,6 +268,7 @@ impl ConfigSource for KubernetesSource {
                 let api = Api::<DynamicObject>::all_with(self.client.clone(), &kind.resource);
                 self.watchers.push(tokio::spawn(run_watcher(
                     api,
+                    self.client.clone(),
                     kind.clone(),
                     self.state.clone(),
                     self.changed.clone(),
@@ -357,6 +358,7 @@ impl ConfigSource for KubernetesSource {
 /// publisher. The stream never ends: errors are logged, recorded and retried with backoff.
 async fn run_watcher(
     api: Api<DynamicObject>,
+    client: Client,
     kind: Watched,
     state: Arc<Mutex<State>>,
     changed: Arc<Notify>,
@@ -383,15 +385,16 @@ async fn run_watcher(
                 }
                 continue;
             }
-            Ok(Event::InitApply(obj)) => {
-                apply(&mut s, &kind, &obj);
+            Ok(Event::InitApply(obj)) | Ok(Event::Apply(obj)) => {
+                if let Some(errors) = apply(&mut s, &kind, &obj) {
+                    tokio::spawn(report_rejection(client.clone(), kind.clone(), obj, errors));
+                }
             }
             Ok(Event::InitDone) => {
                 // What the relist did not return was deleted meanwhile.
                 s.objects.retain(|(k, _, _), o| *k != name || o.seen);
                 s.synced.insert(name.clone());
             }
-            Ok(Event::Apply(obj)) => apply(&mut s, &kind, &obj),
             Ok(Event::Delete(obj)) => {
                 let key = key_of(&name, &obj);
                 s.objects.remove(&key);
@@ -412,14 +415,15 @@ fn key_of(kind: &str, obj: &DynamicObject) -> ObjectKey {
     )
 }
 
-/// Loads a new version of an object, keeping the last good one if it is rejected.
-fn apply(state: &mut State, kind: &Watched, obj: &DynamicObject) {
+/// Loads a new version of an object, keeping the last good one if it is rejected; returns
+/// why a new version was rejected.
+fn apply(state: &mut State, kind: &Watched, obj: &DynamicObject) -> Option<Vec<String>> {
     let key = key_of(&kind.resource.kind, obj);
     let object = state.objects.entry(key.clone()).or_default();
     object.seen = true;
     let version = obj.meta().resource_version.clone();
     if version.is_some() && version == object.resource_version {
-        return;
+        return None;
     }
     object.resource_version = version;
     let name = origin_name(&key.0, &key.1, &key.2);
@@ -428,11 +432,11 @@ fn apply(state: &mut State, kind: &Watched, obj: &DynamicObject) {
             // Every Pod of a cluster passes here: debug, not info.
             if let Some(resources) = object.versions.load("Kubernetes object", &name, &bytes) {
                 tracing::debug!(object = %name, resources, "Kubernetes object loaded");
-            } else {
-                // A position in the JSON made of the object helps no one; the field path does.
-                for e in &mut object.versions.errors {
-                    *e = without_position(&name, e);
-                }
+                return None;
+            }
+            // A position in the JSON made of the object helps no one; the field path does.
+            for e in &mut object.versions.errors {
+                *e = without_position(&name, e);
             }
         }
         Err(e) => object.versions.reject(
@@ -440,6 +444,76 @@ fn apply(state: &mut State, kind: &Watched, obj: &DynamicObject) {
             &name,
             vec![format!("{name}: cannot encode: {e}")],
         ),
+    }
+    Some(object.versions.errors.clone())
+}
+
+/// Tells the object's owner why its new version is not in force, where `kubectl describe`
+/// shows it: a Warning Event `Rejected` on the object. Named by the object and its
+/// resourceVersion, so every replica (and every relist) writes the same one once.
+async fn report_rejection(client: Client, kind: Watched, obj: DynamicObject, errors: Vec<String>) {
+    use k8s_openapi::api::core::v1::{Event as KubeEvent, EventSource, ObjectReference};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    let meta = &obj.metadata;
+    let name = meta.name.clone().unwrap_or_default();
+    let version = meta.resource_version.clone().unwrap_or_default();
+    // A cluster-scoped object's events live in `default`, as kubectl's do.
+    let namespace = meta
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_string());
+    let origin = origin_name(
+        &kind.resource.kind,
+        meta.namespace.as_deref().unwrap_or(""),
+        &name,
+    );
+    let own = format!("{origin}: ");
+    let reasons: Vec<&str> = errors
+        .iter()
+        .map(|e| e.strip_prefix(&own).unwrap_or(e))
+        .collect();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let event = KubeEvent {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}.mesh-rejected.{version}")),
+            namespace: Some(namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some(kind.resource.api_version.clone()),
+            kind: Some(kind.resource.kind.clone()),
+            name: Some(name.clone()),
+            namespace: meta.namespace.clone(),
+            uid: meta.uid.clone(),
+            resource_version: Some(version),
+            ..ObjectReference::default()
+        },
+        reason: Some("Rejected".to_string()),
+        message: Some(format!(
+            "not applied, the last good version stays in force: {}",
+            reasons.join("; ")
+        )),
+        type_: Some("Warning".to_string()),
+        source: Some(EventSource {
+            component: Some("mesh-control".to_string()),
+            host: None,
+        }),
+        reporting_component: Some("mesh-control".to_string()),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        ..KubeEvent::default()
+    };
+    let events: Api<KubeEvent> = Api::namespaced(client, &namespace);
+    match events
+        .create(&kube::api::PostParams::default(), &event)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => {
+            tracing::warn!(object = %origin, "cannot record the rejection as an Event: {e}")
+        }
     }
 }
 

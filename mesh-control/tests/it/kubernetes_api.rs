@@ -441,6 +441,30 @@ async fn mesh_control_serves_a_real_api_servers_objects_to_envoy_and_follows_eve
     );
     let (n1, n2) = split(&proxies, 40).await;
     assert_eq!((n1, n2), (0, 80), "the last good version (all to v2) stays");
+    // And `kubectl describe` shows why: a Warning Event on the object.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    let event = wait_until(WAIT, async || {
+        let list = events
+            .list(&kube::api::ListParams::default().fields("involvedObject.name=reviews"))
+            .await?;
+        list.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("Rejected"))
+            .ok_or_else(|| anyhow::anyhow!("no Rejected event yet"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        event.involved_object.kind.as_deref(),
+        Some("VirtualService")
+    );
+    assert_eq!(
+        event.message.as_deref(),
+        Some(
+            "not applied, the last good version stays in force: spec.http[0].timeout: invalid duration \"soon\": expected a number followed by a unit (h, m, s, ms, us, ns), e.g. \"1s\" or \"100ms\""
+        )
+    );
 
     // Back to a valid version without subsets: both pods serve.
     let plain: json_patch::Patch = serde_json::from_value(json!([
