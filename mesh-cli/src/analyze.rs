@@ -39,6 +39,17 @@ pub struct MeshContext {
     pub rejected: Vec<(String, Vec<String>)>,
     /// Whether it is a cluster's.
     pub cluster: bool,
+    /// Only messages about this namespace's resources (and those about none) are reported.
+    pub namespace: Option<String>,
+}
+
+/// Which namespaces of a cluster `analyze` reports on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The kubeconfig context's namespace (`default` when it names none), as istioctl.
+    ContextNamespace,
+    Namespace(String),
+    All,
 }
 
 /// An object of the cluster that the control plane's validation rejects, as the IST0106
@@ -67,7 +78,18 @@ fn rejected(object: &str, errors: &[String]) -> Message {
 
 /// A cluster's live configuration (`meshctl analyze --kubeconfig`), as `istioctl analyze`
 /// reads it.
-pub fn cluster_mesh(kubeconfig: &Path, context: Option<&str>) -> anyhow::Result<MeshContext> {
+pub fn cluster_mesh(
+    kubeconfig: &Path,
+    context: Option<&str>,
+    scope: Scope,
+) -> anyhow::Result<MeshContext> {
+    let namespace = match scope {
+        Scope::All => None,
+        Scope::Namespace(ns) => Some(ns),
+        Scope::ContextNamespace => {
+            Some(crate::cluster::config(kubeconfig, context)?.default_namespace)
+        }
+    };
     let live = crate::cluster::live_config(kubeconfig, context)?;
     let server = live
         .source
@@ -78,6 +100,7 @@ pub fn cluster_mesh(kubeconfig: &Path, context: Option<&str>) -> anyhow::Result<
         config: live.config,
         rejected: live.rejected,
         cluster: true,
+        namespace,
     })
 }
 
@@ -94,6 +117,7 @@ pub fn running_mesh() -> Option<MeshContext> {
         description: format!("the running local mesh ({})", state.config_dir.display()),
         rejected: Vec::new(),
         cluster: false,
+        namespace: None,
     })
 }
 
@@ -282,6 +306,13 @@ pub fn run(
             }
         }
     }
+    let what = match mesh.as_ref().and_then(|m| m.namespace.as_deref()) {
+        Some(ns) => {
+            messages.retain(|m| m.origin.as_ref().is_none_or(|o| o.namespace == ns));
+            format!("{what}, namespace {ns}")
+        }
+        None => what,
+    };
     let mut stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr().lock();
     match format {

@@ -61,6 +61,13 @@ struct AnalyzeArgs {
     /// The kubeconfig context to use.
     #[arg(long, requires = "kubeconfig")]
     context: Option<String>,
+    /// Only report on this namespace's resources (with --kubeconfig the default is the
+    /// context's namespace, as istioctl's; the local mesh's default is every namespace).
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// Every namespace (with --kubeconfig).
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    all_namespaces: bool,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
     output: Format,
@@ -76,12 +83,22 @@ enum Format {
 /// What `analyze` analyses the files with: a cluster, the running local mesh, or nothing.
 fn analyze_context(args: &AnalyzeArgs) -> anyhow::Result<Option<mesh_cli::analyze::MeshContext>> {
     if let Some(kubeconfig) = &args.kubeconfig {
-        return mesh_cli::analyze::cluster_mesh(kubeconfig, args.context.as_deref()).map(Some);
+        let scope = match (&args.namespace, args.all_namespaces) {
+            (_, true) => mesh_cli::analyze::Scope::All,
+            (Some(ns), false) => mesh_cli::analyze::Scope::Namespace(ns.clone()),
+            (None, false) => mesh_cli::analyze::Scope::ContextNamespace,
+        };
+        return mesh_cli::analyze::cluster_mesh(kubeconfig, args.context.as_deref(), scope)
+            .map(Some);
     }
-    Ok(args
+    let mesh = args
         .use_mesh
         .then(mesh_cli::analyze::running_mesh)
-        .flatten())
+        .flatten();
+    Ok(mesh.map(|m| mesh_cli::analyze::MeshContext {
+        namespace: args.namespace.clone(),
+        ..m
+    }))
 }
 
 fn main() -> ExitCode {

@@ -40,7 +40,7 @@ async fn client(kube: &KubeApiServer) -> Client {
     Client::try_from(config).unwrap()
 }
 
-fn virtual_services(client: &Client) -> Api<DynamicObject> {
+fn virtual_services(client: &Client, namespace: &str) -> Api<DynamicObject> {
     let vs = ApiResource {
         group: "networking.istio.io".into(),
         version: "v1".into(),
@@ -48,7 +48,7 @@ fn virtual_services(client: &Client) -> Api<DynamicObject> {
         kind: "VirtualService".into(),
         plural: "virtualservices".into(),
     };
-    Api::namespaced_with(client.clone(), "default", &vs)
+    Api::namespaced_with(client.clone(), namespace, &vs)
 }
 
 /// The mesh's CRDs (what `charts/mesh/crds` holds: a mesh-api test keeps them equal), served.
@@ -58,7 +58,7 @@ async fn install_crds(client: &Client) {
         crds.create(&PostParams::default(), &crd).await.unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    let api = virtual_services(client);
+    let api = virtual_services(client, "default");
     while api.list(&Default::default()).await.is_err() {
         assert!(Instant::now() < deadline, "VirtualService never served");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -66,10 +66,14 @@ async fn install_crds(client: &Client) {
 }
 
 async fn create_vs(client: &Client, name: &str, spec: serde_json::Value) {
-    let api = virtual_services(client);
+    create_vs_in(client, "default", name, spec).await;
+}
+
+async fn create_vs_in(client: &Client, namespace: &str, name: &str, spec: serde_json::Value) {
+    let api = virtual_services(client, namespace);
     let obj: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-        "metadata": {"name": name}, "spec": spec
+        "metadata": {"name": name, "namespace": namespace}, "spec": spec
     }))
     .unwrap();
     api.create(&PostParams::default(), &obj).await.unwrap();
@@ -98,12 +102,53 @@ async fn analyze_reads_the_clusters_live_configuration() {
         {"route": [{"destination": {"host": "ratings", "subset": "v9"}}]}]}),
     )
     .await;
-    let kubeconfig = kube.kubeconfig();
-    let out = tokio::task::spawn_blocking(move || {
-        run(&["analyze", "--kubeconfig", kubeconfig.to_str().unwrap()])
-    })
-    .await
-    .unwrap();
+    // In another namespace: reported with -A or -n shop, not by default (the context's
+    // namespace, `default`, as istioctl).
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let shop = serde_json::from_value(json!({"metadata": {"name": "shop"}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &shop)
+        .await
+        .unwrap();
+    create_vs_in(
+        &client,
+        "shop",
+        "cart",
+        json!({"hosts": ["cart"], "http": [
+        {"route": [{"destination": {"host": "cart"}, "weight": 101}]}]}),
+    )
+    .await;
+    let analyze = async |extra: &[&str]| {
+        let mut args = vec![
+            "analyze".to_string(),
+            "--kubeconfig".to_string(),
+            kube.kubeconfig().to_str().unwrap().to_string(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        tokio::task::spawn_blocking(move || {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&a)
+        })
+        .await
+        .unwrap()
+    };
+    let all = analyze(&["-A"]).await;
+    let all_out = String::from_utf8_lossy(&all.stdout).to_string();
+    assert!(all_out.contains("(VirtualService shop/cart)"), "{all_out}");
+    assert!(
+        all_out.contains("(VirtualService default/reviews)"),
+        "{all_out}"
+    );
+    let shop = analyze(&["-n", "shop"]).await;
+    let shop_out = String::from_utf8_lossy(&shop.stdout).to_string();
+    assert!(
+        shop_out.contains("(VirtualService shop/cart)"),
+        "{shop_out}"
+    );
+    assert!(!shop_out.contains("default/"), "{shop_out}");
+    assert_eq!(shop.status.code(), Some(79));
+
+    let out = analyze(&[]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}{stderr}");
