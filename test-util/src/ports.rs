@@ -1,14 +1,26 @@
-use std::net::{Ipv4Addr, TcpListener};
+use std::sync::Mutex;
 
-/// A TCP port on 127.0.0.1 that was free when this returned.
+use mesh_local_ports::{PortAllocator, Reservations};
+
+/// Every port handed out by [`free_port`] stays reserved (against `meshctl up` and other test
+/// processes) until this process ends.
+static RESERVED: Mutex<Vec<Reservations>> = Mutex::new(Vec::new());
+
+/// A TCP port on 127.0.0.1 that was free when this returned, reserved machine-wide for this
+/// process (see `mesh_local_ports`): another test or a `meshctl up` will not be given it.
 ///
 /// Only for configuration that must name a port before the server starts (an Envoy
-/// bootstrap, a child process's flags). There is a small race: another process may take the
-/// port between this call and the real bind. Servers of our own bind port 0 and report the
-/// real address instead.
+/// bootstrap, a child process's flags). A program that binds a fixed port could still take it
+/// before the real bind. Servers of our own bind port 0 and report the real address instead.
 pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("binding 127.0.0.1:0 must succeed on a test machine")
+    let mut ports = PortAllocator::default();
+    let port = ports
+        .allocate()
+        .expect("a free 127.0.0.1 port on a test machine")
+        .port();
+    RESERVED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(ports.release_probes());
+    port
 }

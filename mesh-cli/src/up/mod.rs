@@ -19,7 +19,6 @@ pub mod identity;
 pub mod invocation;
 pub mod meshdir;
 pub mod names;
-mod ports;
 pub mod process;
 pub mod state;
 pub mod supervise;
@@ -37,8 +36,8 @@ use crate::admin_client::AdminClient;
 
 use bootstrap::{ProxyBootstrap, ProxyRole, XdsTls};
 use identity::{MeshIdentities, ProxyIdentity};
+use mesh_local_ports::PortAllocator;
 use meshdir::{GATEWAY_LABELS, GATEWAY_NAME, GATEWAY_NAMESPACE, GATEWAY_SERVICE_ACCOUNT, MeshDir};
-use ports::PortAllocator;
 use state::{ControlPlane, GatewayProxy, IdentityState, MeshState, Process, Sidecar};
 use supervise::Running;
 
@@ -189,9 +188,9 @@ pub fn up(opts: &UpOptions) -> anyhow::Result<()> {
 
     // Ports.
     let mut ports = PortAllocator::default();
-    let xds = ports.next()?;
-    let debug = ports.next()?;
-    let secure = ports.next()?;
+    let xds = ports.allocate().context("allocating a 127.0.0.1 port")?;
+    let debug = ports.allocate().context("allocating a 127.0.0.1 port")?;
+    let secure = ports.allocate().context("allocating a 127.0.0.1 port")?;
     let mut sidecars = Vec::new();
     let mut inbound_ports = BTreeMap::new();
     for w in &mesh.workloads.workloads {
@@ -199,10 +198,10 @@ pub fn up(opts: &UpOptions) -> anyhow::Result<()> {
             workload: w.name.clone(),
             namespace: w.namespace.clone(),
             node_id: String::new(),
-            admin_address: ports.next()?,
-            outbound_address: ports.next()?,
-            inbound_address: ports.next()?,
-            app_address: ports.next()?,
+            admin_address: ports.allocate().context("allocating a 127.0.0.1 port")?,
+            outbound_address: ports.allocate().context("allocating a 127.0.0.1 port")?,
+            inbound_address: ports.allocate().context("allocating a 127.0.0.1 port")?,
+            app_address: ports.allocate().context("allocating a 127.0.0.1 port")?,
             service: w
                 .service
                 .as_ref()
@@ -213,9 +212,9 @@ pub fn up(opts: &UpOptions) -> anyhow::Result<()> {
     }
     let mut gw_ports = BTreeMap::new();
     for p in mesh.gateway_ports() {
-        gw_ports.insert(p, ports.next()?);
+        gw_ports.insert(p, ports.allocate().context("allocating a 127.0.0.1 port")?);
     }
-    let gw_admin = ports.next()?;
+    let gw_admin = ports.allocate().context("allocating a 127.0.0.1 port")?;
     // The ports stay reserved against other `meshctl up`s while this one runs.
     let _reservations = ports.release_probes();
 

@@ -1,5 +1,6 @@
-//! Ports for the local mesh's processes, chosen before they start (the control plane puts
-//! the proxies' listener ports in its xDS, so they cannot bind port 0 and report back).
+//! Free 127.0.0.1 ports for processes that must be told theirs before they start: the local
+//! mesh's (the control plane puts the proxies' listener ports in its xDS, so they cannot bind
+//! port 0 and report back) and the tests' (Envoy bootstraps name their ports).
 //!
 //! A port handed out is free only until its process binds it, and two things can take it in
 //! that window:
@@ -18,8 +19,6 @@ use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::ops::Range;
 use std::path::PathBuf;
-
-use anyhow::Context as _;
 
 /// Ports below this are left alone (well-known and commonly configured ones).
 const LOWEST: u16 = 10_000;
@@ -100,7 +99,7 @@ fn reserve(port: u16) -> Option<PathBuf> {
 }
 
 impl PortAllocator {
-    pub fn next(&mut self) -> anyhow::Result<SocketAddr> {
+    pub fn allocate(&mut self) -> std::io::Result<SocketAddr> {
         if let Some(range) = self.range.clone() {
             let span = u64::from(range.end - range.start);
             for _ in 0..ATTEMPTS {
@@ -121,15 +120,12 @@ impl PortAllocator {
         }
         // No room below the ephemeral range (or no free port found there): let the kernel
         // choose.
-        let listener =
-            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("allocating a 127.0.0.1 port")?;
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
         self.hold(listener)
     }
 
-    fn hold(&mut self, listener: TcpListener) -> anyhow::Result<SocketAddr> {
-        let addr = listener
-            .local_addr()
-            .context("allocating a 127.0.0.1 port")?;
+    fn hold(&mut self, listener: TcpListener) -> std::io::Result<SocketAddr> {
+        let addr = listener.local_addr()?;
         self.held.push(listener);
         Ok(addr)
     }
@@ -174,7 +170,7 @@ mod tests {
     fn ports_come_from_below_the_ephemeral_range_and_are_distinct() {
         let ephemeral = ephemeral_range();
         let mut alloc = PortAllocator::default();
-        let ports: Vec<u16> = (0..20).map(|_| alloc.next().unwrap().port()).collect();
+        let ports: Vec<u16> = (0..20).map(|_| alloc.allocate().unwrap().port()).collect();
         let mut unique = ports.clone();
         unique.sort_unstable();
         unique.dedup();
@@ -190,7 +186,7 @@ mod tests {
     #[test]
     fn a_port_reserved_by_a_live_process_is_not_handed_out_and_is_freed_on_drop() {
         let mut alloc = PortAllocator::default();
-        let port = alloc.next().unwrap().port();
+        let port = alloc.allocate().unwrap().port();
         if alloc.range.is_none() {
             return;
         }
