@@ -2,7 +2,7 @@
 //! mode, built once into a cache outside the repository. No registry this project can reach
 //! ships a kube-apiserver binary, and there is no Docker for kind; Debian's `kubernetes`
 //! source package (1.20.2, vendored) builds one with Debian's Go, and Debian's etcd stores
-//! its data. About 15 minutes on 2 cores, once; later calls find the binary and return.
+//! its data. About 8 minutes on 2 idle cores, once; later calls find the binary and return.
 //!
 //! The one trap: 1.20.2 vendors modern-go/reflect2 v1.0.1, which crashes under Go >= 1.18
 //! (segfaults, CRDs mis-decoded); Debian's `golang-github-modern-go-reflect2-dev` (1.0.2)
@@ -113,7 +113,9 @@ fn build(target: &Path) -> anyhow::Result<()> {
     sh(Command::new("cp")
         .args(["-r", "/usr/share/gocode/src/github.com/modern-go/reflect2"])
         .arg(&vendored))?;
-    say("make WHAT=cmd/kube-apiserver (about 15 minutes on 2 cores; log in the build directory)");
+    say(
+        "make WHAT=cmd/kube-apiserver (about 8 minutes on 2 idle cores; log in the build directory)",
+    );
     let log = work.path().join("build.log");
     let log_file = std::fs::File::create(&log)?;
     let status = Command::new("make")
