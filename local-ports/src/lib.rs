@@ -51,6 +51,7 @@ impl Drop for Reservations {
 
 impl Default for PortAllocator {
     fn default() -> Self {
+        sweep_stale();
         PortAllocator {
             range: below_ephemeral(ephemeral_range()),
             random: RandomState::new(),
@@ -63,6 +64,34 @@ impl Default for PortAllocator {
 
 fn reservation_dir() -> PathBuf {
     std::env::temp_dir().join("meshctl-ports")
+}
+
+/// Whether the process that wrote a reservation still runs. A file without a pid yet (just
+/// created, its pid being written) counts as alive for a while.
+fn holder_alive(path: &std::path::Path) -> bool {
+    let holder = std::fs::read_to_string(path).unwrap_or_default();
+    match holder.trim().parse::<u32>() {
+        Ok(pid) => std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        Err(_) => std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age < std::time::Duration::from_secs(10)),
+    }
+}
+
+/// Removes reservations whose process is gone (test processes end without dropping theirs),
+/// so the directory holds only live ones.
+fn sweep_stale() {
+    let Ok(entries) = std::fs::read_dir(reservation_dir()) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        if !holder_alive(&path) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// Reserves `port` for this process; false when a live process holds it.
@@ -81,12 +110,7 @@ fn reserve(port: u16) -> Option<PathBuf> {
                 return Some(path);
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                let alive = holder
-                    .trim()
-                    .parse::<u32>()
-                    .is_ok_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
-                if alive {
+                if holder_alive(&path) {
                     return None;
                 }
                 // Left by an `up` that is gone: take it over.
@@ -198,10 +222,20 @@ mod tests {
         assert!(file.exists(), "kept after the probes are released");
         drop(reservations);
         assert!(!file.exists(), "removed when up ends");
-        // One left by a process that is gone is taken over.
+        // One left by a process that is gone is taken over, or swept by the next allocator.
         std::fs::write(&file, "4294967295").unwrap();
         let taken = reserve(port).expect("a stale reservation is taken over");
-        std::fs::remove_file(taken).unwrap();
+        std::fs::write(&taken, "4294967295").unwrap();
+        drop(PortAllocator::default());
+        assert!(!taken.exists(), "swept");
+        // One whose pid is not written yet is left alone.
+        std::fs::write(&file, "").unwrap();
+        drop(PortAllocator::default());
+        assert!(
+            file.exists(),
+            "a fresh reservation without its pid yet stays"
+        );
+        std::fs::remove_file(&file).unwrap();
     }
 
     #[test]
