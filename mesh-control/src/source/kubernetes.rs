@@ -8,7 +8,8 @@
 //! `/debug/configz`, as a file in the directory source does. Versions are found by discovery,
 //! as Istio does for older clusters: EndpointSlices from `discovery.k8s.io/v1`, else
 //! `v1beta1` (Kubernetes before 1.21), read into the v1 shape; Istio kinds from the version
-//! their CRD prefers. A group whose CRDs are not installed is skipped with a warning.
+//! their CRD prefers. An Istio kind whose CRD is not installed is looked for again every 30 s
+//! and watched once it is served.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -89,7 +90,15 @@ pub struct KubernetesSource {
     state: Arc<Mutex<State>>,
     changed: Arc<Notify>,
     watchers: Vec<JoinHandle<()>>,
+    /// Istio kinds (group, kind) not served at the last discovery (CRDs not installed yet).
+    missing: Vec<(&'static str, &'static str)>,
+    /// How often the missing kinds are looked for again.
+    rediscovery: Duration,
 }
+
+/// How often Istio kinds that were not served are looked for again, so that CRDs installed
+/// after the control plane started are watched without a restart.
+pub const DEFAULT_REDISCOVERY: Duration = Duration::from_secs(30);
 
 /// Everything the watchers know, shared with the publisher.
 #[derive(Default)]
@@ -168,6 +177,8 @@ impl KubernetesSource {
             state: Arc::default(),
             changed: Arc::default(),
             watchers: Vec::new(),
+            missing: Vec::new(),
+            rediscovery: DEFAULT_REDISCOVERY,
         })
     }
 
@@ -181,6 +192,73 @@ impl KubernetesSource {
         self
     }
 
+    /// How often to look again for Istio kinds that are not served.
+    pub fn with_rediscovery(mut self, every: Duration) -> Self {
+        self.rediscovery = every;
+        self
+    }
+
+    fn start_watching(&mut self, kind: &Watched) {
+        let api = Api::<DynamicObject>::all_with(self.client.clone(), &kind.resource);
+        self.watchers.push(tokio::spawn(run_watcher(
+            api,
+            self.client.clone(),
+            kind.clone(),
+            self.state.clone(),
+            self.changed.clone(),
+        )));
+    }
+
+    /// Of `names` in Istio `group`, the kinds the server serves now and those it does not.
+    async fn istio_group(
+        &self,
+        group: &'static str,
+        names: &[&'static str],
+    ) -> (Vec<Watched>, Vec<(&'static str, &'static str)>) {
+        let found = match kube::discovery::group(&self.client, group).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(
+                    server = %self.server,
+                    "the API group {group} is not served (are the mesh's CRDs installed? `kubectl apply -f charts/mesh/crds`): {e}; its kinds are watched once it is"
+                );
+                return (Vec::new(), names.iter().map(|n| (group, *n)).collect());
+            }
+        };
+        let mut kinds = Vec::new();
+        let mut missing = Vec::new();
+        for name in names {
+            match found.recommended_kind(name) {
+                Some((resource, _)) => kinds.push(Watched::new(resource)),
+                None => {
+                    tracing::warn!(server = %self.server, "{group} serves no {name} (yet); watched once it does");
+                    missing.push((group, *name));
+                }
+            }
+        }
+        (kinds, missing)
+    }
+
+    /// Looks again for the kinds that were missing; starts watching those served now.
+    async fn rediscover(&mut self) {
+        let missing = std::mem::take(&mut self.missing);
+        let mut groups: Vec<&'static str> = missing.iter().map(|(g, _)| *g).collect();
+        groups.dedup();
+        for group in groups {
+            let names: Vec<&'static str> = missing
+                .iter()
+                .filter(|(g, _)| *g == group)
+                .map(|(_, n)| *n)
+                .collect();
+            let (kinds, still_missing) = self.istio_group(group, &names).await;
+            for kind in &kinds {
+                tracing::info!(server = %self.server, "{group} serves {} now: watching it", kind.resource.kind);
+                self.start_watching(kind);
+            }
+            self.missing.extend(still_missing);
+        }
+    }
+
     fn error(&self, what: impl Into<String>, source: Option<kube::Error>) -> SourceError {
         SourceError::Kubernetes {
             server: self.server.clone(),
@@ -190,7 +268,7 @@ impl KubernetesSource {
     }
 
     /// The kinds to watch, at the versions this server serves.
-    async fn discover(&self) -> Result<Vec<Watched>, SourceError> {
+    async fn discover(&mut self) -> Result<Vec<Watched>, SourceError> {
         use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
         let mut kinds = vec![
             Watched::new(ApiResource::erase::<Namespace>(&())),
@@ -208,24 +286,9 @@ impl KubernetesSource {
         })?;
         kinds.push(Watched::new(slices));
         for (group, names) in ISTIO_KINDS {
-            let found = match kube::discovery::group(&self.client, group).await {
-                Ok(g) => g,
-                Err(e) => {
-                    tracing::warn!(
-                        server = %self.server,
-                        "the API group {group} is not served (are the mesh's CRDs installed? `kubectl apply -f charts/mesh/crds`): {e}; its kinds are not watched"
-                    );
-                    continue;
-                }
-            };
-            for name in *names {
-                match found.recommended_kind(name) {
-                    Some((resource, _)) => kinds.push(Watched::new(resource)),
-                    None => {
-                        tracing::warn!(server = %self.server, "{group} serves no {name}; not watched")
-                    }
-                }
-            }
+            let (found, missing) = self.istio_group(group, names).await;
+            kinds.extend(found);
+            self.missing.extend(missing);
         }
         Ok(kinds)
     }
@@ -265,14 +328,7 @@ impl ConfigSource for KubernetesSource {
         Box::pin(async move {
             let kinds = self.discover().await?;
             for kind in &kinds {
-                let api = Api::<DynamicObject>::all_with(self.client.clone(), &kind.resource);
-                self.watchers.push(tokio::spawn(run_watcher(
-                    api,
-                    self.client.clone(),
-                    kind.clone(),
-                    self.state.clone(),
-                    self.changed.clone(),
-                )));
+                self.start_watching(kind);
             }
             let deadline = Instant::now() + self.sync_timeout;
             loop {
@@ -330,24 +386,32 @@ impl ConfigSource for KubernetesSource {
         mut shutdown: watch::Receiver<bool>,
     ) -> WatchFuture {
         Box::pin(async move {
+            let mut this = self;
+            let period = this.rediscovery;
+            let mut rediscovery =
+                tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             loop {
                 tokio::select! {
-                    () = self.changed.notified() => {}
+                    () = this.changed.notified() => {}
+                    _ = rediscovery.tick(), if !this.missing.is_empty() => {
+                        this.rediscover().await;
+                        continue;
+                    }
                     _ = crate::server::until_shutdown(&mut shutdown) => break,
                 }
                 // Quiet for DEBOUNCE, then publish what the watchers hold.
                 loop {
                     tokio::select! {
-                        () = self.changed.notified() => continue,
+                        () = this.changed.notified() => continue,
                         () = tokio::time::sleep(DEBOUNCE) => break,
                     }
                 }
-                if lock(&self.state).changed_at.is_none() {
+                if lock(&this.state).changed_at.is_none() {
                     continue;
                 }
-                let _ = updates.send(self.snapshot());
+                let _ = updates.send(this.snapshot());
             }
-            for w in &self.watchers {
+            for w in &this.watchers {
                 w.abort();
             }
         })

@@ -894,3 +894,51 @@ async fn a_plugged_in_cacerts_secret_is_the_ca_and_its_root_is_published() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crds_installed_after_the_start_are_watched_without_a_restart() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("mesh_control=debug")
+        .try_init();
+    let Some(kube) = KubeApiServer::start() else {
+        return;
+    };
+    let client = client(&kube).await;
+    let source = KubernetesSource::connect(Some(&kube.kubeconfig()), None)
+        .await
+        .unwrap()
+        .with_rediscovery(Duration::from_millis(300));
+    let empty = tempfile::tempdir().unwrap();
+    let bound = mesh_control::build_with_sources(
+        ServerConfig::ephemeral(empty.path()),
+        vec![Box::new(source) as Box<dyn ConfigSource>],
+    )
+    .await
+    .unwrap();
+
+    apply_chart_crds(&client).await;
+    let vs_kind = istio("networking.istio.io", "VirtualService", "virtualservices");
+    create(
+        &client,
+        &vs_kind,
+        "default",
+        json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "late"},
+            "spec": {"hosts": ["late"], "http": [{"route": [{"destination": {"host": "late"}}]}]}
+        }),
+    )
+    .await;
+    wait_until(WAIT, async || {
+        let configz = get_json(&bound, "/debug/configz").await;
+        let text = configz.to_string();
+        anyhow::ensure!(
+            text.contains("VirtualService default/late"),
+            "not yet: {configz:#}"
+        );
+        Ok(())
+    })
+    .await
+    .unwrap();
+    bound.shutdown().await;
+}
