@@ -12,7 +12,6 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use mesh_control::source::{ConfigSource as _, KubernetesSource};
 
 use crate::admin_client::{PodProxy, Transport};
@@ -29,17 +28,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting a runtime")
 }
 
-/// The cluster of `kubeconfig` (its current context unless `context`).
+/// The cluster of `kubeconfig` (its current context unless `context`), read as mesh-control
+/// reads it.
 pub fn config(kubeconfig: &Path, context: Option<&str>) -> anyhow::Result<kube::Config> {
-    let file = Kubeconfig::read_from(kubeconfig)
-        .with_context(|| format!("reading kubeconfig {}", kubeconfig.display()))?;
-    let options = KubeConfigOptions {
-        context: context.map(str::to_string),
-        ..KubeConfigOptions::default()
-    };
-    runtime()?
-        .block_on(kube::Config::from_custom_kubeconfig(file, &options))
-        .with_context(|| format!("kubeconfig {}", kubeconfig.display()))
+    Ok(
+        runtime()?.block_on(mesh_control::source::kubernetes::kube_config(
+            Some(kubeconfig),
+            context,
+        ))?,
+    )
 }
 
 /// A running, ready control plane pod of `namespace` and the transport to its `port`.

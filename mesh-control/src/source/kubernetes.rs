@@ -36,28 +36,18 @@ pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// one snapshot.
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
-/// The Istio kinds the mesh reads, by API group.
-const ISTIO_KINDS: &[(&str, &[&str])] = &[
-    (
-        "networking.istio.io",
-        &[
-            "VirtualService",
-            "DestinationRule",
-            "Gateway",
-            "ServiceEntry",
-            "WorkloadEntry",
-            "Sidecar",
-        ],
-    ),
-    (
-        "security.istio.io",
-        &[
-            "PeerAuthentication",
-            "AuthorizationPolicy",
-            "RequestAuthentication",
-        ],
-    ),
-];
+/// The Istio kinds the mesh reads, by API group: those of the CRDs it ships
+/// (`mesh_api::crd`, what `charts/mesh/crds` holds).
+fn istio_kinds() -> BTreeMap<String, Vec<String>> {
+    let mut kinds: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for crd in mesh_api::crd::all() {
+        kinds
+            .entry(crd.spec.group)
+            .or_default()
+            .push(crd.spec.names.kind);
+    }
+    kinds
+}
 
 /// A kind being watched.
 #[derive(Clone, Debug)]
@@ -90,8 +80,8 @@ pub struct KubernetesSource {
     state: Arc<Mutex<State>>,
     changed: Arc<Notify>,
     watchers: Vec<JoinHandle<()>>,
-    /// Istio kinds (group, kind) not served at the last discovery (CRDs not installed yet).
-    missing: Vec<(&'static str, &'static str)>,
+    /// Istio kinds, by group, not served at the last discovery (CRDs not installed yet).
+    missing: BTreeMap<String, Vec<String>>,
     /// How often the missing kinds are looked for again.
     rediscovery: Duration,
 }
@@ -135,6 +125,38 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The cluster of `kubeconfig` (its current context unless `context`), or, without a file,
+/// the configuration kube-rs infers ($KUBECONFIG, ~/.kube/config, or the in-cluster service
+/// account). Also what `meshctl ... --kubeconfig` connects with.
+pub async fn kube_config(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<kube::Config, SourceError> {
+    let described =
+        kubeconfig.map_or_else(|| "(inferred)".to_string(), |p| p.display().to_string());
+    let fail = |what: String| SourceError::Kubernetes {
+        server: described.clone(),
+        what,
+        source: None,
+    };
+    let options = KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..KubeConfigOptions::default()
+    };
+    match kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path)
+                .map_err(|e| fail(format!("reading kubeconfig {}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(file, &options)
+                .await
+                .map_err(|e| fail(format!("kubeconfig {}: {e}", path.display())))
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| fail(format!("no Kubernetes configuration found: {e}"))),
+    }
+}
+
 impl KubernetesSource {
     /// A source on the cluster of `kubeconfig` (its current context unless `context`), or,
     /// without a file, the configuration kube-rs infers ($KUBECONFIG, ~/.kube/config, or the
@@ -143,33 +165,13 @@ impl KubernetesSource {
         kubeconfig: Option<&Path>,
         context: Option<&str>,
     ) -> Result<KubernetesSource, SourceError> {
-        let described =
-            kubeconfig.map_or_else(|| "(inferred)".to_string(), |p| p.display().to_string());
-        let fail = |what: String, source: Option<kube::Error>| SourceError::Kubernetes {
-            server: described.clone(),
-            what,
-            source,
-        };
-        let options = KubeConfigOptions {
-            context: context.map(str::to_string),
-            ..KubeConfigOptions::default()
-        };
-        let config = match kubeconfig {
-            Some(path) => {
-                let file = Kubeconfig::read_from(path).map_err(|e| {
-                    fail(format!("reading kubeconfig {}: {e}", path.display()), None)
-                })?;
-                kube::Config::from_custom_kubeconfig(file, &options)
-                    .await
-                    .map_err(|e| fail(format!("kubeconfig {}: {e}", path.display()), None))?
-            }
-            None => kube::Config::infer()
-                .await
-                .map_err(|e| fail(format!("no Kubernetes configuration found: {e}"), None))?,
-        };
+        let config = kube_config(kubeconfig, context).await?;
         let server = config.cluster_url.to_string();
-        let client = Client::try_from(config)
-            .map_err(|e| fail("building the client".to_string(), Some(e)))?;
+        let client = Client::try_from(config).map_err(|e| SourceError::Kubernetes {
+            server: server.clone(),
+            what: "building the client".to_string(),
+            source: Some(e),
+        })?;
         Ok(KubernetesSource {
             client,
             server,
@@ -177,7 +179,7 @@ impl KubernetesSource {
             state: Arc::default(),
             changed: Arc::default(),
             watchers: Vec::new(),
-            missing: Vec::new(),
+            missing: BTreeMap::new(),
             rediscovery: DEFAULT_REDISCOVERY,
         })
     }
@@ -209,53 +211,41 @@ impl KubernetesSource {
         )));
     }
 
-    /// Of `names` in Istio `group`, the kinds the server serves now and those it does not.
-    async fn istio_group(
-        &self,
-        group: &'static str,
-        names: &[&'static str],
-    ) -> (Vec<Watched>, Vec<(&'static str, &'static str)>) {
-        let found = match kube::discovery::group(&self.client, group).await {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::warn!(
-                    server = %self.server,
-                    "the API group {group} is not served (are the mesh's CRDs installed? `kubectl apply -f charts/mesh/crds`): {e}; its kinds are watched once it is"
-                );
-                return (Vec::new(), names.iter().map(|n| (group, *n)).collect());
-            }
-        };
-        let mut kinds = Vec::new();
-        let mut missing = Vec::new();
-        for name in names {
-            match found.recommended_kind(name) {
-                Some((resource, _)) => kinds.push(Watched::new(resource)),
-                None => {
-                    tracing::warn!(server = %self.server, "{group} serves no {name} (yet); watched once it does");
-                    missing.push((group, *name));
+    /// Of the `wanted` Istio kinds, those the server serves now; the others are remembered
+    /// in `missing`, to be looked for again.
+    async fn find_istio_kinds(&mut self, wanted: BTreeMap<String, Vec<String>>) -> Vec<Watched> {
+        let mut found = Vec::new();
+        for (group, names) in wanted {
+            let served = match kube::discovery::group(&self.client, &group).await {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::warn!(
+                        server = %self.server,
+                        "the API group {group} is not served (are the mesh's CRDs installed? `kubectl apply -f charts/mesh/crds`): {e}; its kinds are watched once it is"
+                    );
+                    self.missing.insert(group, names);
+                    continue;
+                }
+            };
+            for name in names {
+                match served.recommended_kind(&name) {
+                    Some((resource, _)) => found.push(Watched::new(resource)),
+                    None => {
+                        tracing::warn!(server = %self.server, "{group} serves no {name} (yet); watched once it does");
+                        self.missing.entry(group.clone()).or_default().push(name);
+                    }
                 }
             }
         }
-        (kinds, missing)
+        found
     }
 
     /// Looks again for the kinds that were missing; starts watching those served now.
     async fn rediscover(&mut self) {
-        let missing = std::mem::take(&mut self.missing);
-        let mut groups: Vec<&'static str> = missing.iter().map(|(g, _)| *g).collect();
-        groups.dedup();
-        for group in groups {
-            let names: Vec<&'static str> = missing
-                .iter()
-                .filter(|(g, _)| *g == group)
-                .map(|(_, n)| *n)
-                .collect();
-            let (kinds, still_missing) = self.istio_group(group, &names).await;
-            for kind in &kinds {
-                tracing::info!(server = %self.server, "{group} serves {} now: watching it", kind.resource.kind);
-                self.start_watching(kind);
-            }
-            self.missing.extend(still_missing);
+        let wanted = std::mem::take(&mut self.missing);
+        for kind in self.find_istio_kinds(wanted).await {
+            tracing::info!(server = %self.server, "{} serves {} now: watching it", kind.resource.group, kind.resource.kind);
+            self.start_watching(&kind);
         }
     }
 
@@ -285,11 +275,7 @@ impl KubernetesSource {
             )
         })?;
         kinds.push(Watched::new(slices));
-        for (group, names) in ISTIO_KINDS {
-            let (found, missing) = self.istio_group(group, names).await;
-            kinds.extend(found);
-            self.missing.extend(missing);
-        }
+        kinds.extend(self.find_istio_kinds(istio_kinds()).await);
         Ok(kinds)
     }
 
