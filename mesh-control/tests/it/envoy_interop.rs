@@ -41,6 +41,26 @@ MESH_APP_ADDRESS: "127.0.0.1:{app}""#
         .yaml()
 }
 
+/// A client Envoy on [`bootstrap`] (fresh ports), and its outbound listener once bound where
+/// the metadata said.
+pub(crate) async fn start_client_envoy(xds: SocketAddr) -> (EnvoyProcess, SocketAddr) {
+    let (outbound, inbound, app) = (free_port(), free_port(), free_port());
+    let envoy = EnvoyProcess::start(&bootstrap(xds, outbound, inbound, app))
+        .await
+        .unwrap();
+    let proxy: SocketAddr = wait_until(WAIT, async || {
+        envoy.listener_addr("outbound_http_proxy").await
+    })
+    .await
+    .unwrap_or_else(|e| panic!("outbound listener: {e:#}\n{}", envoy.log()));
+    assert_eq!(
+        proxy.port(),
+        outbound,
+        "listener bound where the metadata said"
+    );
+    (envoy, proxy)
+}
+
 fn service_entry(name: &str, port: u16) -> String {
     format!(
         r#"apiVersion: networking.istio.io/v1
@@ -183,20 +203,7 @@ async fn envoy_routes_canary_header_route_and_fault_from_mesh_control() {
     write(d, "ratings-vs.yaml", RATINGS_VS);
     let bound = start(d).await;
 
-    let (outbound, inbound, app) = (free_port(), free_port(), free_port());
-    let envoy = EnvoyProcess::start(&bootstrap(bound.xds_address(), outbound, inbound, app))
-        .await
-        .unwrap();
-    let proxy: SocketAddr = wait_until(WAIT, async || {
-        envoy.listener_addr("outbound_http_proxy").await
-    })
-    .await
-    .unwrap_or_else(|e| panic!("outbound listener: {e:#}\n{}", envoy.log()));
-    assert_eq!(
-        proxy.port(),
-        outbound,
-        "listener bound where the metadata said"
-    );
+    let (envoy, proxy) = start_client_envoy(bound.xds_address()).await;
 
     // Warm up: the first answer from reviews through Envoy.
     wait_until(WAIT, async || {
@@ -314,15 +321,7 @@ async fn envoy_keeps_routing_without_the_control_plane_and_resyncs_on_restart() 
     write(d, "reviews-vs.yaml", &reviews_vs(100, 0));
     let bound = start(d).await;
     let xds = bound.xds_address();
-    let (outbound, inbound, app) = (free_port(), free_port(), free_port());
-    let envoy = EnvoyProcess::start(&bootstrap(xds, outbound, inbound, app))
-        .await
-        .unwrap();
-    let proxy = wait_until(WAIT, async || {
-        envoy.listener_addr("outbound_http_proxy").await
-    })
-    .await
-    .unwrap_or_else(|e| panic!("outbound listener: {e:#}\n{}", envoy.log()));
+    let (envoy, proxy) = start_client_envoy(xds).await;
     wait_until(WAIT, async || {
         let r = send(proxy, get("reviews:9080", None)).await?;
         anyhow::ensure!(r.text() == "v1", "got {} {}", r.status, r.text());

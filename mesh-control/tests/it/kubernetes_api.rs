@@ -26,11 +26,11 @@ use mesh_control::server::KubernetesCa;
 use mesh_control::source::{ConfigSource, KubernetesSource};
 use mesh_control::token_review::TokenReviewAuthenticator;
 use mesh_test_util::kube::KubeApiServer;
-use mesh_test_util::{EnvoyProcess, HttpUpstream, envoy_binary, free_port, send, wait_until};
+use mesh_test_util::{HttpUpstream, envoy_binary, free_port, send, wait_until};
 use serde_json::json;
 
 use crate::ads_support::get_json;
-use crate::envoy_interop::{MTLS_DISABLED, bootstrap, bootstrap_for};
+use crate::envoy_interop::{MTLS_DISABLED, bootstrap_for, start_client_envoy};
 use crate::secure_support::start_secure;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -350,15 +350,7 @@ async fn mesh_control_serves_a_real_api_servers_objects_to_envoy_and_follows_eve
     let registry = get_json(&bound, "/debug/registryz").await;
     eprintln!("registry: {registry:#}");
 
-    let (outbound, inbound, app) = (free_port(), free_port(), free_port());
-    let envoy = EnvoyProcess::start(&bootstrap(bound.xds_address(), outbound, inbound, app))
-        .await
-        .unwrap();
-    let proxy: SocketAddr = wait_until(WAIT, async || {
-        envoy.listener_addr("outbound_http_proxy").await
-    })
-    .await
-    .unwrap_or_else(|e| panic!("outbound listener: {e:#}\n{}", envoy.log()));
+    let (envoy, proxy) = start_client_envoy(bound.xds_address()).await;
     // mesh-proxy, as a second client pod, on the same kind of bootstrap.
     let (outbound2, inbound2, app2) = (free_port(), free_port(), free_port());
     let proxy_dir = tempfile::tempdir().unwrap();
