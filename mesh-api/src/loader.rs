@@ -501,6 +501,7 @@ impl DocContext {
                     api_version,
                     name,
                     source,
+                    reason: None,
                 });
                 return;
             }

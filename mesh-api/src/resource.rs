@@ -80,6 +80,18 @@ impl Resource {
     }
 }
 
+/// The kinds of Istio's API the mesh does not implement, with their API group: a document of
+/// one of them is loaded as [`Skipped`] and reported (by `meshctl analyze`, in the control
+/// plane's `/debug/configz`), never applied.
+pub const UNIMPLEMENTED_ISTIO_KINDS: &[(&str, &str)] = &[
+    ("networking.istio.io", "WorkloadGroup"),
+    ("networking.istio.io", "EnvoyFilter"),
+    ("networking.istio.io", "ProxyConfig"),
+    ("telemetry.istio.io", "Telemetry"),
+    ("extensions.istio.io", "WasmPlugin"),
+    ("install.istio.io", "IstioOperator"),
+];
+
 /// A document whose kind the mesh does not handle; reported, not an error.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Skipped {
@@ -87,13 +99,16 @@ pub struct Skipped {
     pub api_version: String,
     pub name: Option<String>,
     pub source: Source,
+    /// Why, when the kind alone does not say (an EndpointSlice of addresses the mesh cannot
+    /// route to).
+    pub reason: Option<String>,
 }
 
 impl fmt::Display for Skipped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}: document {}, line {}: skipped {} {}{}",
+            "{}: document {}, line {}: skipped {} {}{}{}",
             self.source.file,
             self.source.document,
             self.source.line,
@@ -102,6 +117,10 @@ impl fmt::Display for Skipped {
             self.name
                 .as_deref()
                 .map(|n| format!(" {n}"))
+                .unwrap_or_default(),
+            self.reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
                 .unwrap_or_default()
         )
     }

@@ -146,23 +146,13 @@ pub fn overlay(mesh: &Config, change: &Config, delete: bool) -> Config {
     out
 }
 
-/// Kinds of Istio's API groups that the mesh skips on purpose (it loads and translates
-/// `mesh_api::resource::ISTIO_KINDS`).
-const SKIPPED_ISTIO_KINDS: &[&str] = &[
-    "WorkloadGroup",
-    "EnvoyFilter",
-    "ProxyConfig",
-    "Telemetry",
-    "WasmPlugin",
-    "IstioOperator",
-];
-
 /// Every kind of Istio's API groups the mesh knows of.
 fn istio_kinds() -> impl Iterator<Item = &'static str> {
-    mesh_api::resource::ISTIO_KINDS
-        .iter()
-        .chain(SKIPPED_ISTIO_KINDS)
-        .copied()
+    mesh_api::resource::ISTIO_KINDS.iter().copied().chain(
+        mesh_api::resource::UNIMPLEMENTED_ISTIO_KINDS
+            .iter()
+            .map(|(_, kind)| *kind),
+    )
 }
 
 /// A document in an Istio API group (`*.istio.io`) whose kind Istio does not have (a typo such

@@ -286,3 +286,28 @@ fn rand_u128() -> u128 {
     let b = RandomState::new().hash_one(2u8);
     (u128::from(a) << 64) | u128::from(b)
 }
+
+/// Istio's EnvoyFilter CRD (`networking.istio.io/v1alpha3` only, schema left open as the
+/// mesh does not read it), as a user who installed Istio's CRDs has it: a kind the mesh
+/// reports as skipped.
+pub fn envoy_filter_crd() -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "envoyfilters.networking.istio.io"},
+        "spec": {"group": "networking.istio.io", "scope": "Namespaced",
+                 "names": {"kind": "EnvoyFilter", "plural": "envoyfilters",
+                           "singular": "envoyfilter", "listKind": "EnvoyFilterList"},
+                 "versions": [{"name": "v1alpha3", "served": true, "storage": true,
+                               "schema": {"openAPIV3Schema": {"type": "object",
+                                          "x-kubernetes-preserve-unknown-fields": true}}}]}
+    })
+}
+
+/// An EnvoyFilter named `name` (of [`envoy_filter_crd`]).
+pub fn envoy_filter(name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "networking.istio.io/v1alpha3", "kind": "EnvoyFilter",
+        "metadata": {"name": name},
+        "spec": {"configPatches": [{"applyTo": "HTTP_FILTER"}]}
+    })
+}

@@ -37,7 +37,10 @@ pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// The Istio kinds the mesh reads, by API group: those of the CRDs it ships
-/// (`mesh_api::crd`, what `charts/mesh/crds` holds).
+/// (`mesh_api::crd`, what `charts/mesh/crds` holds), and those it does not implement, so that
+/// a user's EnvoyFilter or Telemetry in the cluster is reported as skipped instead of ignored
+/// in silence (watched only where their CRDs, Istio's, are installed). IstioOperator is not
+/// watched: it configures an installer, not the mesh.
 fn istio_kinds() -> BTreeMap<String, Vec<String>> {
     let mut kinds: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for crd in mesh_api::crd::all() {
@@ -46,7 +49,21 @@ fn istio_kinds() -> BTreeMap<String, Vec<String>> {
             .or_default()
             .push(crd.spec.names.kind);
     }
+    for (group, kind) in mesh_api::resource::UNIMPLEMENTED_ISTIO_KINDS {
+        if *group != "install.istio.io" {
+            kinds
+                .entry((*group).to_string())
+                .or_default()
+                .push((*kind).to_string());
+        }
+    }
     kinds
+}
+
+/// Whether the mesh ships the CRD of `kind` (so its absence means the chart's CRDs are not
+/// installed, worth a warning; Istio's other CRDs are the user's to install or not).
+fn ships_crd(kind: &str) -> bool {
+    mesh_api::resource::ISTIO_KINDS.contains(&kind)
 }
 
 /// A kind being watched.
@@ -219,19 +236,26 @@ impl KubernetesSource {
             let served = match kube::discovery::group(&self.client, &group).await {
                 Ok(g) => g,
                 Err(e) => {
-                    tracing::warn!(
-                        server = %self.server,
-                        "the API group {group} is not served (are the mesh's CRDs installed? `kubectl apply -f charts/mesh/crds`): {e}; its kinds are watched once it is"
-                    );
+                    if names.iter().any(|n| ships_crd(n)) {
+                        tracing::warn!(
+                            server = %self.server,
+                            "the API group {group} is not served (are the mesh's CRDs installed? `kubectl apply -f charts/mesh/crds`): {e}; its kinds are watched once it is"
+                        );
+                    }
                     self.missing.insert(group, names);
                     continue;
                 }
             };
+            // Each kind at its most stable version, not the group's preferred one: Istio's
+            // EnvoyFilter exists only as v1alpha3 in a group whose preferred version is v1.
+            let resources = served.resources_by_stability();
             for name in names {
-                match served.recommended_kind(&name) {
-                    Some((resource, _)) => found.push(Watched::new(resource)),
+                match resources.iter().find(|(r, _)| r.kind == name) {
+                    Some((resource, _)) => found.push(Watched::new(resource.clone())),
                     None => {
-                        tracing::warn!(server = %self.server, "{group} serves no {name} (yet); watched once it does");
+                        if ships_crd(&name) {
+                            tracing::warn!(server = %self.server, "{group} serves no {name} (yet); watched once it does");
+                        }
                         self.missing.entry(group.clone()).or_default().push(name);
                     }
                 }
@@ -477,10 +501,18 @@ fn apply(state: &mut State, kind: &Watched, obj: &DynamicObject) -> Option<Vec<S
     }
     object.resource_version = version;
     let name = origin_name(&key.0, &key.1, &key.2);
+    if let Some(skipped) = unroutable_slice(kind, obj, &name) {
+        tracing::warn!(object = %name, "{skipped}");
+        object.versions.skip(skipped);
+        return None;
+    }
     match serde_json::to_vec(&document(kind, obj)) {
         Ok(bytes) => {
             // Every Pod of a cluster passes here: debug, not info.
             if let Some(resources) = object.versions.load("Kubernetes object", &name, &bytes) {
+                for s in object.versions.skipped() {
+                    tracing::warn!(object = %name, "the mesh does not implement {} {}: not applied (listed as skipped in /debug/configz)", s.api_version, s.kind);
+                }
                 tracing::debug!(object = %name, resources, "Kubernetes object loaded");
                 return None;
             }
@@ -496,6 +528,31 @@ fn apply(state: &mut State, kind: &Watched, obj: &DynamicObject) -> Option<Vec<S
         ),
     }
     Some(object.versions.errors.clone())
+}
+
+/// An EndpointSlice of hostnames (`addressType: FQDN`), which the mesh, as Istio, does not
+/// route to: skipped, with the reason, rather than dropped without a word.
+fn unroutable_slice(kind: &Watched, obj: &DynamicObject, name: &str) -> Option<mesh_api::Skipped> {
+    if kind.resource.group != "discovery.k8s.io" {
+        return None;
+    }
+    let address_type = obj.data.get("addressType").and_then(Value::as_str)?;
+    if address_type == "IPv4" || address_type == "IPv6" {
+        return None;
+    }
+    Some(mesh_api::Skipped {
+        kind: kind.resource.kind.clone(),
+        api_version: kind.resource.api_version.clone(),
+        name: obj.metadata.name.clone(),
+        source: mesh_api::Source {
+            file: name.into(),
+            document: 1,
+            line: 1,
+        },
+        reason: Some(format!(
+            "addressType {address_type}: the mesh routes to IPv4 and IPv6 endpoints only"
+        )),
+    })
 }
 
 /// Tells the object's owner why its new version is not in force, where `kubectl describe`

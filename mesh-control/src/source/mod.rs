@@ -160,6 +160,23 @@ impl Versions {
         }
     }
 
+    /// Puts in force a version that holds nothing the mesh applies, only `skipped`, which
+    /// says why (as the loader does for a kind the mesh does not implement).
+    pub(crate) fn skip(&mut self, skipped: Skipped) {
+        self.good = Some(GoodVersion {
+            resources: Vec::new(),
+            skipped: vec![skipped],
+            loaded_at: SystemTime::now(),
+        });
+        self.errors.clear();
+        self.rejected_at = None;
+    }
+
+    /// What the version in force skipped.
+    pub(crate) fn skipped(&self) -> &[Skipped] {
+        self.good.as_ref().map_or(&[], |g| &g.skipped)
+    }
+
     /// Rejects the latest version; the last good one stays in force.
     pub(crate) fn reject(&mut self, what: &str, name: &str, errors: Vec<String>) {
         for e in &errors {

@@ -921,12 +921,63 @@ async fn crds_installed_after_the_start_are_watched_without_a_restart() {
         }),
     )
     .await;
+    // Istio's EnvoyFilter, which the mesh does not implement, installed by the user with its
+    // CRD: listed as skipped, not ignored in silence. So is an EndpointSlice of hostnames.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = serde_json::from_value(mesh_test_util::kube::envoy_filter_crd()).unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let ef_kind = ApiResource {
+        version: "v1alpha3".into(),
+        api_version: "networking.istio.io/v1alpha3".into(),
+        ..istio("networking.istio.io", "EnvoyFilter", "envoyfilters")
+    };
+    let filters: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ef_kind);
+    let filter = serde_json::from_value(mesh_test_util::kube::envoy_filter("add-header")).unwrap();
+    wait_until(WAIT, async || {
+        filters.create(&PostParams::default(), &filter).await?;
+        anyhow::Ok(())
+    })
+    .await
+    .unwrap();
+    create(
+        &client,
+        &slices_v1beta1(),
+        "default",
+        json!({
+            "apiVersion": "discovery.k8s.io/v1beta1", "kind": "EndpointSlice",
+            "metadata": {"name": "external-fqdn",
+                         "labels": {"kubernetes.io/service-name": "external"}},
+            "addressType": "FQDN",
+            "endpoints": [{"addresses": ["db.example.com"]}],
+            "ports": [{"name": "tcp", "port": 5432, "protocol": "TCP"}]
+        }),
+    )
+    .await;
     wait_until(WAIT, async || {
         let configz = get_json(&bound, "/debug/configz").await;
         let text = configz.to_string();
         anyhow::ensure!(
             text.contains("VirtualService default/late"),
             "not yet: {configz:#}"
+        );
+        let skipped: Vec<String> = configz["sources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["skipped"].as_array().into_iter().flatten())
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect();
+        anyhow::ensure!(
+            skipped
+                .iter()
+                .any(|s| s.contains("skipped networking.istio.io/v1alpha3 EnvoyFilter add-header")),
+            "EnvoyFilter not listed as skipped yet: {skipped:?}"
+        );
+        anyhow::ensure!(
+            skipped
+                .iter()
+                .any(|s| s.contains("EndpointSlice external-fqdn (addressType FQDN")),
+            "FQDN EndpointSlice not listed as skipped yet: {skipped:?}"
         );
         Ok(())
     })
