@@ -15,9 +15,10 @@
 //! ```
 //!
 //! Every call has one deadline: connecting, waiting for the answer and reading the body all
-//! fit in the client's timeout. [`Transport::KubePodProxy`] reaches a pod's port through the
-//! Kubernetes API server (its pod proxy); a port-forward would be another variant whose
-//! `connect` returns the forwarded stream.
+//! fit in the client's timeout. [`Transport::KubePortForward`] reaches a pod's port as
+//! `kubectl port-forward` does (the API server, then the pod's kubelet, then the port inside
+//! the pod: a port bound to 127.0.0.1 there too); [`Transport::KubePodProxy`] through the API
+//! server's pod proxy (no kubelet, but only ports listening on the pod's IP).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -42,17 +43,20 @@ pub enum Transport {
     /// A TCP connection to this address (a local process, or a port `kubectl port-forward`
     /// listens on).
     Tcp(SocketAddr),
-    /// A pod's port through the API server.
-    KubePodProxy(Box<PodProxy>),
+    /// A pod's port through a port-forward (what istioctl uses): the API server upgrades the
+    /// call to a WebSocket and its kubelet connects to the port inside the pod.
+    KubePortForward(Box<PodPort>),
+    /// A pod's port through the API server's pod proxy.
+    KubePodProxy(Box<PodPort>),
 }
 
-/// A port of a pod reached through the Kubernetes API server's pod proxy
-/// (`/api/v1/namespaces/NS/pods/POD:PORT/proxy/PATH`, what `kubectl get --raw` reads): no
-/// kubelet or port-forward involved, so it needs an API server that can reach the pod's IP,
-/// and a server listening on that IP (mesh-control's debug port does; a proxy's admin bound
-/// to 127.0.0.1 does not).
+/// A port of a pod, reached through the Kubernetes API server: by a port-forward, or by the
+/// API server's pod proxy (`/api/v1/namespaces/NS/pods/POD:PORT/proxy/PATH`, what `kubectl get
+/// --raw` reads), which involves no kubelet but needs an API server that can reach the pod's
+/// IP and a server listening on that IP (mesh-control's debug port does; a proxy's admin
+/// bound to 127.0.0.1 does not).
 #[derive(Debug, Clone)]
-pub struct PodProxy {
+pub struct PodPort {
     /// The cluster, as a kubeconfig gives it. A client is built per call: kube's client
     /// belongs to the runtime it was made on, and each call runs on its own.
     pub config: kube::Config,
@@ -61,14 +65,20 @@ pub struct PodProxy {
     pub port: u16,
 }
 
-impl PartialEq for PodProxy {
+impl PartialEq for PodPort {
     fn eq(&self, other: &Self) -> bool {
         self.config.cluster_url == other.config.cluster_url
             && (&self.namespace, &self.pod, self.port) == (&other.namespace, &other.pod, other.port)
     }
 }
 
-impl Eq for PodProxy {}
+impl Eq for PodPort {}
+
+impl PodPort {
+    fn client(&self) -> Result<kube::Client, Failure> {
+        kube::Client::try_from(self.config.clone()).map_err(|e| Failure::Kube(e.to_string()))
+    }
+}
 
 impl From<SocketAddr> for Transport {
     fn from(addr: SocketAddr) -> Self {
@@ -80,9 +90,14 @@ impl fmt::Display for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Transport::Tcp(addr) => write!(f, "{addr}"),
+            Transport::KubePortForward(p) => write!(
+                f,
+                "pod {}/{}:{} (port-forward via {})",
+                p.namespace, p.pod, p.port, p.config.cluster_url
+            ),
             Transport::KubePodProxy(p) => write!(
                 f,
-                "pod {}/{}:{} via {}",
+                "pod {}/{}:{} (pod proxy via {})",
                 p.namespace, p.pod, p.port, p.config.cluster_url
             ),
         }
@@ -325,18 +340,52 @@ impl AdminClient {
                 };
                 self.over(TokioIo::new(stream), request, deadline).await
             }
+            Transport::KubePortForward(pod) => self.port_forward(pod, request, deadline).await,
             Transport::KubePodProxy(pod) => self.through_api_server(pod, request, deadline).await,
         }
     }
 
-    async fn through_api_server(
+    /// The exchange over a port-forward of the pod's port. The kubelet reports a port it
+    /// cannot reach on the forward's error channel, which ends the call with its words.
+    async fn port_forward(
         &self,
-        pod: &PodProxy,
+        pod: &PodPort,
         request: http::Request<Full<Bytes>>,
         deadline: Instant,
     ) -> Result<Response, Failure> {
-        let client =
-            kube::Client::try_from(pod.config.clone()).map_err(|e| Failure::Kube(e.to_string()))?;
+        use k8s_openapi::api::core::v1::Pod;
+        let pods: kube::Api<Pod> = kube::Api::namespaced(pod.client()?, &pod.namespace);
+        let mut forwarder =
+            match timeout_at(deadline, pods.portforward(&pod.pod, &[pod.port])).await {
+                Err(_) => return Err(self.timed_out(Phase::Connecting)),
+                Ok(r) => r.map_err(|e| Failure::Kube(format!("port-forward: {e}")))?,
+            };
+        let (Some(stream), Some(error)) = (
+            forwarder.take_stream(pod.port),
+            forwarder.take_error(pod.port),
+        ) else {
+            return Err(Failure::Kube(format!(
+                "port-forward: no stream for port {}",
+                pod.port
+            )));
+        };
+        let exchange = self.over(TokioIo::new(stream), request, deadline);
+        tokio::pin!(exchange);
+        let answer = tokio::select! {
+            answer = &mut exchange => answer,
+            Some(message) = error => Err(Failure::Kube(format!("port-forward: {message}"))),
+        };
+        forwarder.abort();
+        answer
+    }
+
+    async fn through_api_server(
+        &self,
+        pod: &PodPort,
+        request: http::Request<Full<Bytes>>,
+        deadline: Instant,
+    ) -> Result<Response, Failure> {
+        let client = pod.client()?;
         let (parts, body) = request.into_parts();
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let path = format!(

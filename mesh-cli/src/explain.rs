@@ -29,7 +29,7 @@ use mesh_proxy::model::{
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::admin_client::AdminClient;
+use crate::admin_client::{AdminClient, Transport};
 use crate::header_arg::{self, HeaderArgError};
 use crate::proxy_config::{self, ConfigFormat, Target, endpoint_rows, parse_cluster_name};
 
@@ -51,8 +51,10 @@ pub struct ExplainArgs {
     #[arg(required_unless_present = "admin")]
     pub proxy: Option<String>,
     /// Any Envoy or mesh-proxy admin address instead of PROXY.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "kubeconfig")]
     pub admin: Option<SocketAddr>,
+    #[command(flatten)]
+    pub cluster: crate::cluster::ClusterProxyArgs,
     /// Host (authority) of the request: `helloworld`, `helloworld:5000`, ...
     #[arg(long)]
     pub host: String,
@@ -259,20 +261,20 @@ fn endpoint_configs(dump: &Value) -> Vec<Value> {
     out
 }
 
-/// Reads `/config_dump?include_eds` and `/clusters` of the admin at `addr`.
-pub fn read_live_config(addr: SocketAddr) -> anyhow::Result<LiveConfig> {
+/// Reads `/config_dump?include_eds` and `/clusters` of the admin at `at`.
+pub fn read_live_config(at: &Transport) -> anyhow::Result<LiveConfig> {
     use anyhow::{Context, bail};
-    let admin = AdminClient::new(addr, TIMEOUT);
+    let admin = AdminClient::new(at.clone(), TIMEOUT);
     let a = admin.get("/config_dump?include_eds")?;
     if a.status != 200 {
         bail!(
-            "{addr}/config_dump?include_eds answered {}: {}",
+            "GET /config_dump?include_eds at {at} answered {}: {}",
             a.status.as_u16(),
             a.text().trim()
         );
     }
     let dump: Value = serde_json::from_slice(&a.body)
-        .with_context(|| format!("{addr}/config_dump is not JSON"))?;
+        .with_context(|| format!("/config_dump at {at} is not JSON"))?;
     let (snapshot, skipped) = snapshot_from_dump(&dump);
     // Health is a bonus: without `/clusters` the endpoints of the dump are counted instead.
     let health = match admin.get("/clusters") {
@@ -1160,16 +1162,17 @@ fn render_forward(f: &ForwardExplanation, line: &mut impl FnMut(String)) {
 
 fn run(a: &ExplainArgs) -> anyhow::Result<String> {
     let req = ExplainRequest::new(&a.method, &a.host, &a.path, &a.headers, a.port)?;
-    let addr = match (&a.admin, a.proxy.as_deref().map(str::parse::<SocketAddr>)) {
-        (Some(addr), _) => *addr,
-        (None, Some(Ok(addr))) => addr,
-        _ => proxy_config::admin_address(&Target {
+    let admin = match (&a.admin, a.proxy.as_deref().map(str::parse::<SocketAddr>)) {
+        (Some(addr), _) => Transport::Tcp(*addr),
+        (None, Some(Ok(addr))) => Transport::Tcp(addr),
+        _ => proxy_config::admin_transport(&Target {
             name: a.proxy.clone(),
             admin: None,
+            cluster: a.cluster.clone(),
             output: ConfigFormat::Short,
         })?,
     };
-    let live = read_live_config(addr)?;
+    let live = read_live_config(&admin)?;
     let e = explain(&live, &req)?;
     Ok(match a.output {
         ExplainFormat::Text => render_text(&e),

@@ -12,7 +12,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
 
-use crate::admin_client::AdminClient;
+use crate::admin_client::{AdminClient, Transport};
+use crate::cluster::ClusterProxyArgs;
 use crate::proxy_status::render_table;
 use crate::up::state::{self, MeshState};
 
@@ -32,12 +33,14 @@ pub enum ConfigFormat {
 pub struct Target {
     /// A proxy of the local mesh: as `proxy-status` names it (`helloworld-safe.default`,
     /// `istio-ingressgateway.istio-system`), by its short name (`helloworld-safe`, `gateway`),
-    /// as `deploy/NAME.NAMESPACE` or by node id.
+    /// as `deploy/NAME.NAMESPACE` or by node id; with `--kubeconfig`, a pod of the cluster.
     #[arg(required_unless_present = "admin")]
     pub name: Option<String>,
     /// Any Envoy or mesh-proxy admin address instead of NAME.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "kubeconfig")]
     pub admin: Option<SocketAddr>,
+    #[command(flatten)]
+    pub cluster: ClusterProxyArgs,
     #[arg(short = 'o', long = "output", value_enum, default_value_t = ConfigFormat::Short)]
     pub output: ConfigFormat,
 }
@@ -100,27 +103,33 @@ pub fn parse_cluster_name(name: &str) -> ClusterName {
     ClusterName::parse(name)
 }
 
-/// The admin address of `target`.
-pub fn admin_address(target: &Target) -> anyhow::Result<SocketAddr> {
+/// Where the admin of `target` is: `--admin`, a pod of the cluster (`--kubeconfig`), or a
+/// proxy of the local mesh.
+pub fn admin_transport(target: &Target) -> anyhow::Result<Transport> {
     if let Some(a) = target.admin {
-        return Ok(a);
+        return Ok(Transport::Tcp(a));
     }
     let name = target.name.as_deref().unwrap_or_default();
+    if let Some((_, transport)) = target.cluster.proxy(name)? {
+        return Ok(transport);
+    }
     let dir = state::state_dir()?;
     let Some(s) = MeshState::load(&dir)? else {
         bail!(
-            "no local mesh running (state dir {}); start one with `meshctl up` or pass --admin ADDR",
+            "no local mesh running (state dir {}); start one with `meshctl up`, pass --admin ADDR, or --kubeconfig FILE for a cluster",
             dir.display()
         );
     };
-    Ok(crate::up::names::resolve(&s, name)?.admin_address())
+    Ok(Transport::Tcp(
+        crate::up::names::resolve(&s, name)?.admin_address(),
+    ))
 }
 
-fn admin_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    let a = AdminClient::new(addr, TIMEOUT).get(path)?;
+fn admin_get(admin: &Transport, path: &str) -> anyhow::Result<String> {
+    let a = AdminClient::new(admin.clone(), TIMEOUT).get(path)?;
     if a.status != 200 {
         bail!(
-            "{addr}{path} answered {}: {}",
+            "GET {path} at {admin} answered {}: {}",
             a.status.as_u16(),
             a.text().trim()
         );
@@ -129,15 +138,15 @@ fn admin_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
 }
 
 /// `POST path` with an empty body.
-fn admin_post(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    let a = AdminClient::new(addr, TIMEOUT).post(path)?;
+fn admin_post(admin: &Transport, path: &str) -> anyhow::Result<(u16, String)> {
+    let a = AdminClient::new(admin.clone(), TIMEOUT).post(path)?;
     Ok((a.status.as_u16(), a.text().into_owned()))
 }
 
-/// The `/config_dump` of `addr`.
-pub fn config_dump(addr: SocketAddr) -> anyhow::Result<Value> {
-    let body = admin_get(addr, "/config_dump")?;
-    serde_json::from_str(&body).with_context(|| format!("{addr}/config_dump is not JSON"))
+/// The `/config_dump` of the admin at `admin`.
+pub fn config_dump(admin: &Transport) -> anyhow::Result<Value> {
+    let body = admin_get(admin, "/config_dump")?;
+    serde_json::from_str(&body).with_context(|| format!("/config_dump at {admin} is not JSON"))
 }
 
 /// Every object at `inner` (a path of keys) of every item of the `list` arrays in the dump.
@@ -449,7 +458,7 @@ fn print_out(
 fn run(cmd: &ProxyConfigCmd) -> anyhow::Result<()> {
     match cmd {
         ProxyConfigCmd::Cluster(a) => {
-            let dump = config_dump(admin_address(&a.target)?)?;
+            let dump = config_dump(&admin_transport(&a.target)?)?;
             let rows = cluster_rows(&clusters(&dump), a);
             let (cells, json): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
             print_out(
@@ -467,7 +476,7 @@ fn run(cmd: &ProxyConfigCmd) -> anyhow::Result<()> {
             )
         }
         ProxyConfigCmd::Listener(t) => {
-            let l = listeners(&config_dump(admin_address(t)?)?);
+            let l = listeners(&config_dump(&admin_transport(t)?)?);
             print_out(
                 t.output,
                 &["ADDRESS", "PORT", "MATCH", "DESTINATION"],
@@ -476,7 +485,7 @@ fn run(cmd: &ProxyConfigCmd) -> anyhow::Result<()> {
             )
         }
         ProxyConfigCmd::Route(t) => {
-            let r = routes(&config_dump(admin_address(t)?)?);
+            let r = routes(&config_dump(&admin_transport(t)?)?);
             print_out(
                 t.output,
                 &["NAME", "DOMAINS", "MATCH", "VIRTUAL SERVICE"],
@@ -485,7 +494,7 @@ fn run(cmd: &ProxyConfigCmd) -> anyhow::Result<()> {
             )
         }
         ProxyConfigCmd::Endpoint(t) => {
-            let rows = endpoint_rows(&admin_get(admin_address(t)?, "/clusters")?);
+            let rows = endpoint_rows(&admin_get(&admin_transport(t)?, "/clusters")?);
             let cells: Vec<Vec<String>> = rows
                 .iter()
                 .map(|r| {
@@ -505,8 +514,8 @@ fn run(cmd: &ProxyConfigCmd) -> anyhow::Result<()> {
             )
         }
         ProxyConfigCmd::Secret(t) => {
-            let addr = admin_address(t)?;
-            let rows = secret::secret_rows(&config_dump(addr)?, std::time::SystemTime::now());
+            let admin = admin_transport(t)?;
+            let rows = secret::secret_rows(&config_dump(&admin)?, std::time::SystemTime::now());
             if t.output == ConfigFormat::Short {
                 for r in &rows {
                     if let Some(p) = &r.problem {
@@ -514,7 +523,7 @@ fn run(cmd: &ProxyConfigCmd) -> anyhow::Result<()> {
                     }
                 }
                 if rows.is_empty() {
-                    eprintln!("{addr}/config_dump lists no secrets (no TLS in use yet?)");
+                    eprintln!("/config_dump at {admin} lists no secrets (no TLS in use yet?)");
                 }
             }
             let cells: Vec<Vec<String>> = rows.iter().map(secret::SecretRow::cells).collect();
@@ -526,19 +535,19 @@ fn run(cmd: &ProxyConfigCmd) -> anyhow::Result<()> {
             )
         }
         ProxyConfigCmd::Log(a) => {
-            let addr = admin_address(&a.target)?;
+            let admin = admin_transport(&a.target)?;
             let body = match &a.level {
-                None => admin_get(addr, "/logging")?,
+                None => admin_get(&admin, "/logging")?,
                 Some(level) => {
                     let query = if level.contains(':') {
                         format!("paths={level}")
                     } else {
                         format!("level={level}")
                     };
-                    let (status, body) = admin_post(addr, &format!("/logging?{query}"))?;
+                    let (status, body) = admin_post(&admin, &format!("/logging?{query}"))?;
                     if status != 200 {
                         let reason = body.lines().next().unwrap_or_default();
-                        bail!("{addr}/logging?{query} answered {status}: {reason}");
+                        bail!("POST /logging?{query} at {admin} answered {status}: {reason}");
                     }
                     body
                 }
@@ -602,6 +611,7 @@ mod tests {
             target: Target {
                 name: None,
                 admin: None,
+                cluster: Default::default(),
                 output: ConfigFormat::Short,
             },
             fqdn: None,

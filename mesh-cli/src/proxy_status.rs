@@ -55,7 +55,15 @@ pub struct ProxyStatusArgs {
     /// The control plane's debug port in its pod.
     #[arg(long, default_value_t = crate::cluster::DEBUG_PORT)]
     pub debug_port: u16,
-    /// The proxy's admin address, for the comparison of NAME (default: from the local mesh).
+    /// Read the control plane's debug port through the API server's pod proxy instead of a
+    /// port-forward (no kubelet involved; the API server must reach pod IPs).
+    #[arg(long, requires = "kubeconfig")]
+    pub pod_proxy: bool,
+    /// The namespace of NAME when it names none (default: the context's, else `default`).
+    #[arg(short = 'n', long, requires = "kubeconfig")]
+    pub namespace: Option<String>,
+    /// The proxy's admin address, for the comparison of NAME (default: from the local mesh,
+    /// or on a cluster a port-forward to its pod's port 15000).
     #[arg(long)]
     pub admin: Option<SocketAddr>,
     /// One column per xDS type with its state and how long ago it was sent or acknowledged.
@@ -606,26 +614,40 @@ fn local_node_id(debug: SocketAddr, name: &str) -> Option<String> {
     Some(p.node_id().to_string())
 }
 
-fn admin_json(admin: SocketAddr, path: &str) -> anyhow::Result<Value> {
-    let a = AdminClient::new(admin, TIMEOUT).get(path)?;
+fn admin_json(admin: &Transport, path: &str) -> anyhow::Result<Value> {
+    let a = AdminClient::new(admin.clone(), TIMEOUT).get(path)?;
     if a.status != 200 {
         bail!(
-            "{admin}{path} answered {}: {}",
+            "GET {path} at {admin} answered {}: {}",
             a.status.as_u16(),
             a.text().trim()
         );
     }
-    serde_json::from_slice(&a.body).with_context(|| format!("{admin}{path} is not JSON"))
+    serde_json::from_slice(&a.body).with_context(|| format!("{path} at {admin} is not JSON"))
 }
 
 fn run(a: &ProxyStatusArgs) -> anyhow::Result<()> {
     // Where syncz comes from, how the control plane is named, and the local mesh's proxy
     // admins and names when it is the local mesh.
+    // On a cluster, NAME is a pod (or `deploy/NAME`): its `POD.NAMESPACE` is the row's name,
+    // and a port-forward reaches its admin.
+    let mut cluster_proxy = None;
     let (syncz, control_plane, local) = match &a.kubeconfig {
         Some(kubeconfig) => {
             let config = crate::cluster::config(kubeconfig, a.context.as_deref())?;
-            let (pod, transport) =
-                crate::cluster::control_plane(&config, &a.istio_namespace, a.debug_port)?;
+            let (pod, transport) = crate::cluster::control_plane(
+                &config,
+                &a.istio_namespace,
+                a.debug_port,
+                a.pod_proxy,
+            )?;
+            if let Some(name) = &a.name {
+                cluster_proxy = Some(crate::cluster::proxy_admin(
+                    &config,
+                    name,
+                    a.namespace.as_deref(),
+                )?);
+            }
             (fetch_syncz(transport)?, pod, None)
         }
         None => {
@@ -642,15 +664,16 @@ fn run(a: &ProxyStatusArgs) -> anyhow::Result<()> {
     };
     let admins = local.map(local_admins).unwrap_or_default();
     // The local mesh's names (`gateway`, `deploy/NAME.NS`) stand for the proxy's node id.
-    let filter = a.name.as_deref().map(|n| {
-        local
+    let filter = a.name.as_deref().map(|n| match &cluster_proxy {
+        Some((pod, _)) => pod.clone(),
+        None => local
             .and_then(|debug| local_node_id(debug, n))
-            .unwrap_or(n.to_string())
+            .unwrap_or(n.to_string()),
     });
     let mut rows = rows(&syncz, &control_plane, filter.as_deref(), SystemTime::now());
     for r in rows.iter_mut().filter(|r| r.version == "-") {
         if let Some(admin) = admins.get(&r.proxy)
-            && let Ok(info) = admin_json(*admin, "/server_info")
+            && let Ok(info) = admin_json(&Transport::Tcp(*admin), "/server_info")
             && let Some(v) = short_version(&info)
         {
             r.version = v;
@@ -689,14 +712,18 @@ fn run(a: &ProxyStatusArgs) -> anyhow::Result<()> {
         })
         .cloned()
         .unwrap_or(Value::Null);
-    let admin = match a.admin.or_else(|| admins.get(&row.proxy).copied()) {
-        Some(addr) => addr,
-        None => bail!(
-            "the admin address of {} is not known: pass --admin ADDR",
-            row.name
-        ),
+    let admin = match (a.admin, cluster_proxy) {
+        (Some(addr), _) => Transport::Tcp(addr),
+        (None, Some((_, transport))) => transport,
+        (None, None) => match admins.get(&row.proxy) {
+            Some(addr) => Transport::Tcp(*addr),
+            None => bail!(
+                "the admin address of {} is not known: pass --admin ADDR",
+                row.name
+            ),
+        },
     };
-    let dump = admin_json(admin, "/config_dump?include_eds")?;
+    let dump = admin_json(&admin, "/config_dump?include_eds")?;
     let comparison = compare(&connection, &dump);
     match a.output {
         StatusFormat::Table => {

@@ -8,6 +8,7 @@ pub struct AdsBootstrap {
     cluster: String,
     metadata: String,
     xds: std::net::SocketAddr,
+    admin_port: u16,
 }
 
 impl AdsBootstrap {
@@ -18,7 +19,14 @@ impl AdsBootstrap {
             cluster: "test".to_string(),
             metadata: "{}".to_string(),
             xds,
+            admin_port: 0,
         }
+    }
+
+    /// The admin's port on 127.0.0.1 (default 0: any).
+    pub fn admin_port(mut self, port: u16) -> AdsBootstrap {
+        self.admin_port = port;
+        self
     }
 
     /// The node's `cluster`.
@@ -51,7 +59,7 @@ impl AdsBootstrap {
   cluster: {cluster}
   metadata:{metadata}
 admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin_port}}}}}
 dynamic_resources:
   ads_config:
     api_type: GRPC
@@ -79,6 +87,7 @@ static_resources:
             cluster = self.cluster,
             ip = self.xds.ip(),
             port = self.xds.port(),
+            admin_port = self.admin_port,
         )
     }
 }

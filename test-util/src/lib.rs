@@ -11,7 +11,8 @@
 //! - [`wait_until`]: retry a check until it passes or a timeout expires.
 //! - [`envoy_binary`], [`EnvoyProcess`]: run the real Envoy from a bootstrap string.
 //! - [`AdsBootstrap`]: the bootstrap of a proxy served by one ADS server (mesh-proxy or Envoy).
-//! - [`kube::KubeApiServer`]: a real kube-apiserver and etcd on 127.0.0.1.
+//! - [`kube::KubeApiServer`]: a real kube-apiserver and etcd on 127.0.0.1; [`kubelet::Kubelet`]:
+//!   the kubelet's port-forward endpoint it calls, for `kubectl port-forward`-style tests.
 //! - [`free_port`]: a port that was free a moment ago, for config files that cannot say
 //!   "port 0".
 //!
@@ -26,6 +27,7 @@ mod bootstrap;
 mod client;
 mod envoy;
 pub mod kube;
+pub mod kubelet;
 mod ports;
 mod tcp_echo;
 mod upstream;

@@ -1,24 +1,30 @@
 //! meshctl against a real Kubernetes API server (`mesh_test_util::kube`): `analyze
-//! --kubeconfig` reads the cluster's live configuration, and `proxy-status --kubeconfig`
-//! reaches the control plane's debug port through the API server's pod proxy, with a real
-//! mesh-control (watching that server) and a real mesh-proxy connected to it.
+//! --kubeconfig` reads the cluster's live configuration; `proxy-status`, `proxy-config` and
+//! `explain --kubeconfig` reach the control plane's debug port and a sidecar's admin through
+//! the API server (port-forward, or the pod proxy), with a real mesh-control (watching that
+//! server) and a real mesh-proxy connected to it.
 //!
 //! The API server only proxies to non-loopback pod IPs, so the control plane's debug port
 //! listens on this machine's own address, which its "pod" reports as its IP.
 
 use std::io::{BufRead as _, BufReader};
-use std::net::{IpAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use mesh_test_util::AdsBootstrap;
 use mesh_test_util::kube::KubeApiServer;
+use mesh_test_util::kubelet::Kubelet;
+use mesh_test_util::{free_port, wait_until};
 use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(30);
 
 fn meshctl() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_meshctl"))
@@ -58,7 +64,7 @@ async fn install_crds(client: &Client) {
         crds.create(&PostParams::default(), &crd).await.unwrap();
     }
     let api = virtual_services(client, "default");
-    mesh_test_util::wait_until(Duration::from_secs(30), async || {
+    wait_until(WAIT, async || {
         api.list(&Default::default()).await?;
         anyhow::Ok(())
     })
@@ -136,7 +142,7 @@ async fn analyze_reads_the_clusters_live_configuration() {
     );
     let filter: DynamicObject =
         serde_json::from_value(mesh_test_util::kube::envoy_filter("add-header")).unwrap();
-    mesh_test_util::wait_until(Duration::from_secs(30), async || {
+    wait_until(WAIT, async || {
         filters.create(&PostParams::default(), &filter).await?;
         anyhow::Ok(())
     })
@@ -251,13 +257,16 @@ fn start_control_plane(kubeconfig: &str, debug_ip: IpAddr) -> (Killed, String, S
     (Killed(child), field("xds="), field("debug="))
 }
 
-fn start_proxy(xds: &str, dir: &std::path::Path) -> Killed {
+/// The sidecar of Pod `default/POD` (see [`PROXY_POD`]), its admin on 127.0.0.1:`admin_port`
+/// as in a pod.
+fn start_proxy(xds: &str, dir: &std::path::Path, admin_port: u16) -> Killed {
     let bootstrap = AdsBootstrap::new(
-        "sidecar~127.0.0.1~reviews-v1.default~default.svc.cluster.local",
+        &format!("sidecar~127.0.0.1~{PROXY_POD}.default~default.svc.cluster.local"),
         xds.parse().unwrap(),
     )
     .cluster("reviews.default")
     .metadata("{NAMESPACE: default, LABELS: {app: reviews, version: v1}}")
+    .admin_port(admin_port)
     .yaml();
     let path = dir.join("bootstrap.yaml");
     std::fs::write(&path, bootstrap).unwrap();
@@ -272,8 +281,44 @@ fn start_proxy(xds: &str, dir: &std::path::Path) -> Killed {
     )
 }
 
+/// The pod of the sidecar, a pod of Deployment `reviews-v1`.
+const PROXY_POD: &str = "reviews-v1-5d8f7-abcde";
+const CONTROL_PLANE_POD: &str = "istiod-7d9f-x2x";
+
+/// Creates a Pod on `node` and reports it Running and Ready at `ip`, as a kubelet would.
+async fn running_pod(client: &Client, namespace: &str, pod: serde_json::Value, ip: IpAddr) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pod: Pod = serde_json::from_value(pod).unwrap();
+    let name = pod.metadata.name.clone().unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let status = json!({"status": {"phase": "Running", "podIP": ip.to_string(),
+        "conditions": [{"type": "Ready", "status": "True"}]}});
+    pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+/// Runs meshctl off the runtime's threads.
+async fn meshctl_async(args: Vec<String>) -> (bool, String, String) {
+    let out = tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&a)
+    })
+    .await
+    .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// meshctl reaches the control plane's debug port and a sidecar's admin port (127.0.0.1 in
+/// its pod) through the real API server: by port-forward, which the API server hands to the
+/// pods' kubelet (`mesh_test_util::kubelet`, the one stand-in), and the debug port also by the
+/// API server's pod proxy (`--pod-proxy`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proxy_status_reaches_the_clusters_control_plane_through_the_api_server() {
+async fn proxy_commands_reach_the_clusters_pods_through_the_api_server() {
     let Some(kube) = KubeApiServer::start() else {
         return;
     };
@@ -294,6 +339,22 @@ async fn proxy_status_reaches_the_clusters_control_plane_through_the_api_server(
         .create(&PostParams::default(), &ns)
         .await
         .unwrap();
+    let kubelet = Kubelet::start().await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = serde_json::from_value(kubelet.node("node-a")).unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    // A Service for the sidecar to route to, so that `explain` has a route to show.
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let ratings = serde_json::from_value(json!({
+        "metadata": {"name": "ratings"},
+        "spec": {"clusterIP": "10.96.0.50", "ports": [{"name": "http", "port": 9080}],
+                 "selector": {"app": "ratings"}}
+    }))
+    .unwrap();
+    services
+        .create(&PostParams::default(), &ratings)
+        .await
+        .unwrap();
 
     let kubeconfig = kube.kubeconfig().to_str().unwrap().to_string();
     let (_control_plane, xds, debug) = {
@@ -304,69 +365,141 @@ async fn proxy_status_reaches_the_clusters_control_plane_through_the_api_server(
     };
     let debug_port = debug.rsplit_once(':').unwrap().1.to_string();
     let dir = tempfile::tempdir().unwrap();
-    let _proxy = start_proxy(&xds, dir.path());
+    let admin_port = free_port();
+    let _proxy = start_proxy(&xds, dir.path(), admin_port);
 
-    // The control plane's pod, as the chart would run it and a kubelet report it.
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "istio-system");
-    let pod = serde_json::from_value(json!({
-        "metadata": {"name": "istiod-7d9f-x2x", "labels": {"app": "istiod"}},
-        "spec": {"containers": [{"name": "discovery", "image": "mesh-control"}]}
+    // The pods, as the chart and the injector would run them and a kubelet report them.
+    running_pod(
+        &client,
+        "istio-system",
+        json!({"metadata": {"name": CONTROL_PLANE_POD, "labels": {"app": "istiod"}},
+               "spec": {"nodeName": "node-a",
+                        "containers": [{"name": "discovery", "image": "mesh-control"}]}}),
+        ip,
+    )
+    .await;
+    kubelet.forward(
+        "istio-system",
+        CONTROL_PLANE_POD,
+        15014,
+        debug.parse().unwrap(),
+    );
+    let labels = json!({"app": "reviews", "version": "v1"});
+    running_pod(
+        &client,
+        "default",
+        json!({"metadata": {"name": PROXY_POD, "labels": labels},
+               "spec": {"nodeName": "node-a",
+                        "containers": [{"name": "reviews", "image": "reviews"},
+                                       {"name": "istio-proxy", "image": "mesh-proxy"}]}}),
+        IpAddr::from([10, 1, 0, 7]),
+    )
+    .await;
+    kubelet.forward(
+        "default",
+        PROXY_POD,
+        15000,
+        SocketAddr::from(([127, 0, 0, 1], admin_port)),
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let deployment = serde_json::from_value(json!({
+        "metadata": {"name": "reviews-v1"},
+        "spec": {"selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels},
+                              "spec": {"containers": [{"name": "reviews", "image": "reviews"}]}}}
     }))
     .unwrap();
-    pods.create(&PostParams::default(), &pod).await.unwrap();
-    let status = json!({"status": {"phase": "Running", "podIP": ip.to_string(),
-        "conditions": [{"type": "Ready", "status": "True"}]}});
-    pods.patch_status(
-        "istiod-7d9f-x2x",
-        &PatchParams::default(),
-        &Patch::Merge(&status),
-    )
-    .await
-    .unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
 
-    let args = [
+    let args = |list: &[&str]| -> Vec<String> {
+        list.iter()
+            .map(|a| a.to_string())
+            .chain(["--kubeconfig".to_string(), kubeconfig.clone()])
+            .collect()
+    };
+    // The list, through the pod proxy (the debug port listens on the pod's IP) and through a
+    // port-forward (the default, as istioctl).
+    let pod_proxy = [
         "proxy-status",
         "--verbose",
-        "--kubeconfig",
-        &kubeconfig,
+        "--pod-proxy",
         "--debug-port",
         &debug_port,
-    ]
-    .map(String::from);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let table = loop {
-        let a = args.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            let a: Vec<&str> = a.iter().map(String::as_str).collect();
-            run(&a)
+    ];
+    // The port-forward reaches the pod's own port, the chart's 15014.
+    let port_forward = ["proxy-status", "--verbose"];
+    for list in [&pod_proxy[..], &port_forward[..]] {
+        let table = wait_until(WAIT, async || {
+            let (ok, stdout, stderr) = meshctl_async(args(list)).await;
+            anyhow::ensure!(
+                ok && stdout.contains(&format!("{PROXY_POD}.default")) && stdout.contains("SYNCED"),
+                "the proxy is not listed SYNCED ({list:?}):\n{stdout}{stderr}"
+            );
+            Ok(stdout)
         })
         .await
         .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        if out.status.success()
-            && stdout.contains("reviews-v1.default")
-            && stdout.contains("SYNCED")
-        {
-            break stdout;
-        }
         assert!(
-            Instant::now() < deadline,
-            "proxy-status never listed the proxy SYNCED:\n{stdout}{stderr}"
+            table.contains(&format!("{CONTROL_PLANE_POD}.istio-system")),
+            "{table}"
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
-    eprintln!("{table}");
-    assert!(table.contains("istiod-7d9f-x2x.istio-system"), "{table}");
+    }
 
-    // A namespace with no control plane says so.
-    let out = tokio::task::spawn_blocking(move || {
-        run(&["proxy-status", "--kubeconfig", &kubeconfig, "-i", "nowhere"])
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    // One proxy, by pod and by Deployment: what the control plane sent against what its admin
+    // (on 127.0.0.1 in the pod, reached by port-forward) holds.
+    for name in [
+        format!("{PROXY_POD}.default"),
+        "deploy/reviews-v1".to_string(),
+    ] {
+        let (ok, stdout, stderr) = meshctl_async(args(&["proxy-status", &name])).await;
+        assert!(ok, "{stdout}{stderr}");
+        for line in ["Clusters Match", "Listeners Match", "Routes Match"] {
+            assert!(stdout.contains(line), "{name}: {stdout}{stderr}");
+        }
+    }
+    let (ok, stdout, stderr) = meshctl_async(args(&[
+        "proxy-config",
+        "cluster",
+        "deploy/reviews-v1.default",
+    ]))
+    .await;
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("ratings.default.svc.cluster.local") && stdout.contains("9080"),
+        "{stdout}"
+    );
+    let (ok, stdout, stderr) =
+        meshctl_async(args(&["proxy-config", "route", PROXY_POD, "-n", "default"])).await;
+    assert!(ok && stdout.contains("ratings"), "{stdout}{stderr}");
+    let (ok, stdout, stderr) = meshctl_async(args(&[
+        "explain",
+        &format!("{PROXY_POD}.default"),
+        "--host",
+        "ratings:9080",
+    ]))
+    .await;
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("outbound|9080||ratings.default.svc.cluster.local"),
+        "{stdout}"
+    );
+
+    // What cannot be reached says what and why.
+    let (ok, _, stderr) =
+        meshctl_async(args(&["proxy-config", "listener", "nosuch.default"])).await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("pod default/nosuch:15000 (port-forward") && stderr.contains("not found"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = meshctl_async(args(&["proxy-config", "listener", "deploy/nosuch"])).await;
+    assert!(!ok);
+    assert!(stderr.contains("Deployment default/nosuch"), "{stderr}");
+    let (ok, _, stderr) = meshctl_async(args(&["proxy-status", "-i", "nowhere"])).await;
+    assert!(!ok);
     assert!(
         stderr.contains("no ready control plane pod (app=istiod) in namespace nowhere"),
         "{stderr}"
