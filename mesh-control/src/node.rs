@@ -6,6 +6,7 @@
 //! addresses of a proxy running in local mode (no traffic capture, see the control-plane
 //! contract), and `MESH_ACCESS_LOG_FILE` asks for an access log (Istio's `accessLogFile`).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
@@ -208,6 +209,46 @@ impl ProxyNode {
             local,
             access_log_file,
         })
+    }
+
+    /// The node as its Pod describes it, when the configuration has that Pod (Kubernetes
+    /// mode): named by the id's `POD.NAMESPACE`, else the Pod of that namespace with the id's
+    /// IP. As istiod does, the Pod's labels win over the metadata's `LABELS` (a relabelled
+    /// pod is reconfigured without a restart of its proxy, and a proxy cannot claim labels its
+    /// pod does not have), and its service account fills a missing `SERVICE_ACCOUNT`.
+    pub fn with_pod<'a>(&'a self, config: &mesh_api::Config) -> Cow<'a, ProxyNode> {
+        let in_namespace = || {
+            config
+                .pods()
+                .filter(move |(meta, _)| meta.namespace == self.namespace)
+        };
+        let pod = in_namespace()
+            .find(|(meta, _)| meta.name == self.pod_name)
+            .or_else(|| {
+                in_namespace().find(|(_, pod)| {
+                    pod.status
+                        .as_ref()
+                        .and_then(|s| s.pod_ip.as_deref())
+                        .is_some_and(|ip| ip == self.ip)
+                })
+            });
+        let Some((meta, pod)) = pod else {
+            return Cow::Borrowed(self);
+        };
+        let service_account = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.as_deref())
+            .filter(|sa| !sa.is_empty() && self.service_account == "default");
+        if meta.labels == self.labels && service_account.is_none() {
+            return Cow::Borrowed(self);
+        }
+        let mut node = self.clone();
+        node.labels = meta.labels.clone();
+        if let Some(sa) = service_account {
+            node.service_account = sa.to_string();
+        }
+        Cow::Owned(node)
     }
 
     /// A node for tests and tools: an Istio-form id built from its parts, no metadata.

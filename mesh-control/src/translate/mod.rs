@@ -87,6 +87,7 @@ pub struct XdsResources {
 
 /// Everything `proxy` should enforce, from the mesh state.
 pub fn translate(state: &MeshState, proxy: &ProxyNode) -> XdsResources {
+    let proxy = &*proxy.with_pod(&state.config);
     let scope = Scope::new(state, proxy);
     let mut out = XdsResources::default();
     cluster::build(&scope, &mut out);

@@ -503,3 +503,54 @@ fn clusters_routes_and_virtual_hosts_name_the_istio_resource_they_come_from() {
         None
     );
 }
+
+/// In Kubernetes mode a proxy is what its Pod says (istiod's rule): the Pod named by the node
+/// id (or with its IP) gives the labels that select Gateways, Sidecars and policies, over the
+/// metadata's LABELS.
+#[test]
+fn a_proxys_pod_gives_its_labels() {
+    let gateway = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: public, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ["*"]}]
+"#;
+    let pod = |name: &str, ip: &str, labels: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: istio-system, labels: {labels}}}\nspec: {{containers: [{{name: istio-proxy, image: mesh-proxy}}]}}\nstatus: {{podIP: {ip}}}\n"
+        )
+    };
+    let router = |labels: &[(&str, &str)]| {
+        let mut node = ProxyNode::sidecar("10.0.0.5", "ingress-7f9-abcde", "istio-system");
+        node.kind = mesh_control::node::ProxyKind::Router;
+        node.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        node
+    };
+    let listeners = |config: &str, node: &ProxyNode| translate(&state(config), node).listeners;
+
+    // No Pod: the metadata's labels are all there is.
+    assert!(listeners(gateway, &router(&[])).is_empty());
+    assert!(!listeners(gateway, &router(&[("istio", "ingressgateway")])).is_empty());
+    // The Pod by name, by IP: its labels select the Gateway.
+    let by_name = format!(
+        "{gateway}{}",
+        pod("ingress-7f9-abcde", "10.0.0.99", "{istio: ingressgateway}")
+    );
+    assert!(!listeners(&by_name, &router(&[])).is_empty());
+    let by_ip = format!(
+        "{gateway}{}",
+        pod("other-name", "10.0.0.5", "{istio: ingressgateway}")
+    );
+    assert!(!listeners(&by_ip, &router(&[])).is_empty());
+    // A proxy cannot claim labels its Pod does not have.
+    let plain = format!(
+        "{gateway}{}",
+        pod("ingress-7f9-abcde", "10.0.0.5", "{app: web}")
+    );
+    assert!(listeners(&plain, &router(&[("istio", "ingressgateway")])).is_empty());
+}
