@@ -326,18 +326,29 @@ pub async fn publish_root(
         client: client.clone(),
         root_pem,
     };
+    // Namespace events carry whether the namespace is live; ConfigMap events only its name.
     let namespaces = watcher::watcher(
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
-    .map(|e| e.map(|e| namespaces_of_event(&e)));
+    .map(|e| e.map(|e| live_namespaces_of_event(&e)));
     let config_maps = watcher::watcher(
         Api::<ConfigMap>::all(client.clone()),
         watcher::Config::default().fields(&format!("metadata.name={ROOT_CONFIGMAP}")),
     )
     .default_backoff()
-    .map(|e| e.map(|e| namespaces_of_event(&e)));
+    .map(|e| {
+        e.map(|e| {
+            namespaces_of_event(&e)
+                .into_iter()
+                .map(|n| (n, None))
+                .collect::<Vec<_>>()
+        })
+    });
+    // What the namespace watcher last said of each namespace, so that a ConfigMap event needs
+    // no GET of its namespace.
+    let mut live: BTreeMap<String, bool> = BTreeMap::new();
     let mut changes = futures::stream::select(namespaces, config_maps).boxed();
     let mut leading = false;
     let mut tick = tokio::time::interval(timing.retry);
@@ -366,16 +377,34 @@ pub async fn publish_root(
                 leading = now;
             }
             change = changes.next() => match change {
-                Some(Ok(names)) if leading => {
-                    for ns in names {
-                        publisher.one(&ns).await;
+                Some(Ok(names)) => {
+                    for (ns, alive) in names {
+                        if let Some(alive) = alive {
+                            live.insert(ns.clone(), alive);
+                        }
+                        if leading {
+                            publisher.one(&ns, live.get(&ns).copied()).await;
+                        }
                     }
                 }
                 Some(Err(e)) => tracing::warn!("watching namespaces and {ROOT_CONFIGMAP}: {e}"),
-                Some(Ok(_)) => {}
                 None => break,
             },
         }
+    }
+}
+
+/// The Namespaces of a Namespace event, each with whether it is live (not deleted, not being
+/// deleted).
+fn live_namespaces_of_event(event: &Event<Namespace>) -> Vec<(String, Option<bool>)> {
+    let of = |ns: &Namespace, deleted: bool| {
+        let alive = !deleted && ns.metadata.deletion_timestamp.is_none();
+        ns.metadata.name.clone().map(|n| (n, Some(alive)))
+    };
+    match event {
+        Event::Apply(ns) | Event::InitApply(ns) => of(ns, false).into_iter().collect(),
+        Event::Delete(ns) => of(ns, true).into_iter().collect(),
+        Event::Init | Event::InitDone => Vec::new(),
     }
 }
 
@@ -404,8 +433,9 @@ impl RootPublisher {
         {
             Ok(list) => {
                 for ns in list.items {
+                    let alive = ns.metadata.deletion_timestamp.is_none();
                     if let Some(name) = ns.metadata.name {
-                        self.one(&name).await;
+                        self.one(&name, Some(alive)).await;
                     }
                 }
             }
@@ -413,16 +443,24 @@ impl RootPublisher {
         }
     }
 
-    /// Creates or corrects the ConfigMap of `namespace` (not one being deleted).
-    async fn one(&self, namespace: &str) {
-        let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        match namespaces.get_opt(namespace).await {
-            Ok(Some(ns)) if ns.metadata.deletion_timestamp.is_none() => {}
-            Ok(_) => return,
-            Err(e) => {
-                tracing::warn!(%namespace, "reading the namespace: {e}");
-                return;
+    /// Creates or corrects the ConfigMap of `namespace` (not one being deleted); `alive` is
+    /// what the caller knows of the namespace (read from the API server when `None`).
+    async fn one(&self, namespace: &str, alive: Option<bool>) {
+        let alive = match alive {
+            Some(known) => known,
+            None => {
+                let namespaces: Api<Namespace> = Api::all(self.client.clone());
+                match namespaces.get_opt(namespace).await {
+                    Ok(ns) => ns.is_some_and(|ns| ns.metadata.deletion_timestamp.is_none()),
+                    Err(e) => {
+                        tracing::warn!(%namespace, "reading the namespace: {e}");
+                        return;
+                    }
+                }
             }
+        };
+        if !alive {
+            return;
         }
         let maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
         let want: BTreeMap<String, String> =
