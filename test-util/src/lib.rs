@@ -8,7 +8,9 @@
 //! - [`TcpEchoUpstream`]: echoes every byte, counts connections.
 //! - [`HttpClient`] (pooled, HTTP/1 or h2) and [`send`]/[`send_h2`] (one fresh connection,
 //!   request sent exactly as given) returning a collected [`Response`].
-//! - [`wait_until`]: retry a check until it passes or a timeout expires.
+//! - [`wait_until`] (async) and [`block_until`] (blocking): retry a check until it passes or a
+//!   timeout expires.
+//! - [`MeshCtl`]: a local mesh run by the real `meshctl` in a state directory of its own.
 //! - [`envoy_binary`], [`EnvoyProcess`]: run the real Envoy from a bootstrap string.
 //! - [`AdsBootstrap`]: the bootstrap of a proxy served by one ADS server (mesh-proxy or Envoy).
 //! - [`kube::KubeApiServer`]: a real kube-apiserver and etcd on 127.0.0.1; [`kubelet::Kubelet`]:
@@ -28,6 +30,7 @@ mod client;
 mod envoy;
 pub mod kube;
 pub mod kubelet;
+mod meshctl;
 mod ports;
 mod tcp_echo;
 mod upstream;
@@ -36,7 +39,8 @@ mod wait;
 pub use bootstrap::AdsBootstrap;
 pub use client::{HttpClient, Response, send, send_h2};
 pub use envoy::{EnvoyProcess, REQUIRE_ENVOY_VAR, envoy_binary};
+pub use meshctl::MeshCtl;
 pub use ports::free_port;
 pub use tcp_echo::TcpEchoUpstream;
 pub use upstream::{Behavior, HttpUpstream, RecordedRequest};
-pub use wait::{Outcome, wait_until};
+pub use wait::{Outcome, block_until, wait_until};

@@ -67,3 +67,29 @@ pub async fn wait_until<O: Outcome>(
         pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
+
+/// [`wait_until`] for tests without a runtime: runs `check` on this thread until it returns
+/// `true`/`Ok` or `timeout` passes, with the same pauses.
+pub fn block_until<O: Outcome>(
+    timeout: Duration,
+    mut check: impl FnMut() -> O,
+) -> anyhow::Result<O::Value> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(10);
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        match check().into_outcome() {
+            Ok(value) => return Ok(value),
+            Err(last) => {
+                if std::time::Instant::now() >= deadline {
+                    anyhow::bail!(
+                        "not met within {timeout:?} after {attempts} attempts; last: {last}"
+                    );
+                }
+            }
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}

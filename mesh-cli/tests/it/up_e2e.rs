@@ -9,9 +9,10 @@
 //! `MESH_UP_E2E_PROXY=envoy` runs the same bootstraps with the real Envoy instead.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use mesh_test_util::{MeshCtl, block_until};
 use serde_json::Value;
 
 fn meshctl() -> PathBuf {
@@ -20,44 +21,6 @@ fn meshctl() -> PathBuf {
 
 fn bin_dir() -> PathBuf {
     meshctl().parent().unwrap().to_path_buf()
-}
-
-struct Mesh {
-    state: tempfile::TempDir,
-}
-
-impl Mesh {
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(meshctl())
-            .args(args)
-            .env("MESH_STATE_DIR", self.state.path())
-            .env("MESH_BIN_DIR", bin_dir())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "meshctl {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let text = self.ok(args);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}\n{text}"))
-    }
-}
-
-impl Drop for Mesh {
-    fn drop(&mut self) {
-        // Never leave processes behind, even when an assertion failed.
-        let _ = self.run(&["down"]);
-    }
 }
 
 fn mode(p: &Path) -> u32 {
@@ -76,54 +39,27 @@ fn pid_alive(pid: u64) -> bool {
     })
 }
 
-/// Retries `f` until it returns `Ok`, for up to `timeout`.
-fn retry<T>(timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(e) if Instant::now() >= deadline => panic!("timed out: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(250)),
-        }
-    }
-}
-
-fn traffic(mesh: &Mesh, args: &[&str]) -> Value {
+fn traffic(mesh: &MeshCtl, args: &[&str]) -> Value {
     let mut all = vec!["traffic", "-o", "json"];
     all.extend_from_slice(args);
     mesh.json(&all)
 }
 
 /// 40 requests through the gateway, retried until all are answered 200 by both versions.
-fn both_versions_through_the_gateway(mesh: &Mesh) -> Value {
-    retry(Duration::from_secs(30), || {
+fn both_versions_through_the_gateway(mesh: &MeshCtl) -> Value {
+    block_until(Duration::from_secs(30), || {
         let t = traffic(mesh, &["-n", "40"]);
         if t["statuses"]["200"] == 40 && count(&t, "safe") > 0 && count(&t, "risky") > 0 {
             Ok(t)
         } else {
-            Err(format!("{t:#}\n{}", log_dump(mesh.state.path())))
+            Err(format!("{t:#}\n{}", mesh.logs()))
         }
     })
+    .unwrap()
 }
 
 fn count(t: &Value, version: &str) -> u64 {
     t["versions"][version].as_u64().unwrap_or(0)
-}
-
-fn log_dump(state: &Path) -> String {
-    let mut out = String::new();
-    if let Ok(entries) = std::fs::read_dir(state.join("logs")) {
-        for e in entries.flatten() {
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            out.push_str(&format!(
-                "--- {}\n{}\n",
-                e.path().display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            ));
-        }
-    }
-    out
 }
 
 /// GET `path` from a proxy's admin port (HTTP/1.0 style: one request, read to the end).
@@ -145,8 +81,8 @@ fn admin_get(admin: &str, path: &str) -> String {
 
 /// Every proxy's bearer token is a credential for the CA: no admin page of any proxy may
 /// show any of them (the token files are owner-only; the admin port is not).
-fn no_token_on_any_admin_page(mesh: &Mesh, status: &Value) {
-    let tokens: Vec<String> = std::fs::read_dir(mesh.state.path().join("tokens"))
+fn no_token_on_any_admin_page(mesh: &MeshCtl, status: &Value) {
+    let tokens: Vec<String> = std::fs::read_dir(mesh.state_dir().join("tokens"))
         .unwrap()
         .map(|e| {
             std::fs::read_to_string(e.unwrap().path())
@@ -211,9 +147,7 @@ fn up_status_traffic_apply_down_with_the_built_in_demo() {
             return;
         }
     }
-    let mesh = Mesh {
-        state: tempfile::tempdir().unwrap(),
-    };
+    let mesh = MeshCtl::new(meshctl());
 
     // mesh-proxy by default; MESH_UP_E2E_PROXY=envoy runs the same bootstraps with Envoy.
     let proxy = if std::env::var("MESH_UP_E2E_PROXY").is_ok_and(|p| p == "envoy") {
@@ -238,7 +172,7 @@ fn up_status_traffic_apply_down_with_the_built_in_demo() {
         "up --proxy {proxy} failed:\n{}\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
-        log_dump(mesh.state.path())
+        mesh.logs()
     );
     eprintln!("local mesh up with {proxy}");
     // The hints name the command that ran (here the binary's path, not a `meshctl` that is
@@ -254,7 +188,7 @@ fn up_status_traffic_apply_down_with_the_built_in_demo() {
     assert!(!printed.contains("| meshctl"), "{printed}");
     // Start-up logs: no refused handshake for the port probe, expiry times in RFC 3339.
     let control_log =
-        std::fs::read_to_string(mesh.state.path().join("logs/control-plane.log")).unwrap();
+        std::fs::read_to_string(mesh.state_dir().join("logs/control-plane.log")).unwrap();
     assert!(
         !control_log.contains("TLS handshake refused"),
         "{control_log}"
@@ -315,7 +249,7 @@ fn up_status_traffic_apply_down_with_the_built_in_demo() {
         .unwrap_or_else(|| panic!("no secure port: {status:#}"));
     assert!(table.contains(&format!("secure {secure}")), "{table}");
     let ca_dir = PathBuf::from(status["identity"]["ca_dir"].as_str().unwrap());
-    assert_eq!(ca_dir, mesh.state.path().join("ca"), "{status:#}");
+    assert_eq!(ca_dir, mesh.state_dir().join("ca"), "{status:#}");
     assert!(
         table.contains(&format!("CA: {}", ca_dir.display())),
         "{table}"
@@ -329,11 +263,11 @@ fn up_status_traffic_apply_down_with_the_built_in_demo() {
         "helloworld-risky",
         "istio-ingressgateway",
     ] {
-        let token_file = mesh.state.path().join(format!("tokens/{name}.token"));
+        let token_file = mesh.state_dir().join(format!("tokens/{name}.token"));
         let token = std::fs::read_to_string(&token_file).unwrap();
         assert!(tokens.contains(&token), "{name}'s token is known");
         assert_eq!(mode(&token_file), 0o600, "{}", token_file.display());
-        let boot = mesh.state.path().join(format!("bootstrap/{name}.json"));
+        let boot = mesh.state_dir().join(format!("bootstrap/{name}.json"));
         assert_eq!(mode(&boot), 0o600, "{}", boot.display());
     }
     assert!(
@@ -372,9 +306,8 @@ fn up_status_traffic_apply_down_with_the_built_in_demo() {
         mesh.ok(&["logs", "app/helloworld-safe"])
             .contains("helloworld version=safe")
     );
-    let mut follow = Command::new(meshctl())
-        .args(["logs", "gateway", "-f", "--tail", "0"])
-        .env("MESH_STATE_DIR", mesh.state.path())
+    let mut follow = mesh
+        .command(&["logs", "gateway", "-f", "--tail", "0"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -388,7 +321,7 @@ fn up_status_traffic_apply_down_with_the_built_in_demo() {
             }
         }
     });
-    let seen = retry(Duration::from_secs(20), || {
+    let seen = block_until(Duration::from_secs(20), || {
         traffic(&mesh, &["-n", "1", "--path", "/hello?followed"]);
         let line = rx
             .recv_timeout(Duration::from_secs(1))
@@ -396,24 +329,26 @@ fn up_status_traffic_apply_down_with_the_built_in_demo() {
         line.contains("/hello?followed")
             .then_some(line.clone())
             .ok_or(line)
-    });
+    })
+    .unwrap();
     assert!(seen.contains("\" 200 "), "{seen}");
     follow.kill().ok();
     follow.wait().ok();
 
     // Through a sidecar's http_proxy listener, as the app itself would call.
-    let t = retry(Duration::from_secs(30), || {
+    let t = block_until(Duration::from_secs(30), || {
         let t = traffic(&mesh, &["--via", "helloworld-safe", "-n", "40"]);
         if t["statuses"]["200"] == 40 && count(&t, "safe") > 0 && count(&t, "risky") > 0 {
             Ok(t)
         } else {
             Err(format!("{t:#}"))
         }
-    });
+    })
+    .unwrap();
     assert_eq!(t["total"], 40);
 
     // apply -f: every call from inside the mesh to the `risky` subset.
-    let rule = mesh.state.path().join("all-risky.yaml");
+    let rule = mesh.state_dir().join("all-risky.yaml");
     std::fs::write(
         &rule,
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: helloworld-mesh\n  namespace: default\nspec:\n  hosts: [helloworld]\n  http:\n  - route:\n    - destination: {host: helloworld, subset: risky}\n",
@@ -444,7 +379,7 @@ fn up_status_traffic_apply_down_with_the_built_in_demo() {
 
     // --wait=false returns once the file is written; `meshctl wait` (istioctl x wait's shape)
     // then waits for the resource, and with no argument for the whole configuration.
-    let all_safe = mesh.state.path().join("all-safe.yaml");
+    let all_safe = mesh.state_dir().join("all-safe.yaml");
     std::fs::write(
         &all_safe,
         std::fs::read_to_string(&rule)
@@ -501,7 +436,7 @@ fn up_status_traffic_apply_down_with_the_built_in_demo() {
     );
 
     // A bad file is refused with its error, and not copied.
-    let bad = mesh.state.path().join("bad.yaml");
+    let bad = mesh.state_dir().join("bad.yaml");
     std::fs::write(&bad, "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x}\nspec: {hosts: 3}\n").unwrap();
     let out = mesh.run(&["apply", "-f", bad.to_str().unwrap()]);
     assert!(!out.status.success());
@@ -533,7 +468,7 @@ fn up_status_traffic_apply_down_with_the_built_in_demo() {
                 .success()
         );
     }
-    let restarted = retry(Duration::from_secs(60), || {
+    let restarted = block_until(Duration::from_secs(60), || {
         let now = mesh.json(&["status", "-o", "json"]);
         let back = killed.iter().all(|name| {
             let (pid, restarts) = pid_of(&now, name);
@@ -550,7 +485,8 @@ fn up_status_traffic_apply_down_with_the_built_in_demo() {
         (back && synced && running)
             .then_some(now.clone())
             .ok_or(format!("{now:#}"))
-    });
+    })
+    .unwrap();
     let table = mesh.ok(&["status"]);
     assert!(table.contains("(restarts 1)"), "{table}");
     assert!(
@@ -570,14 +506,15 @@ fn up_status_traffic_apply_down_with_the_built_in_demo() {
     pids.push(supervisor);
     let out = mesh.ok(&["down"]);
     assert!(out.contains("stopped 6 processes"), "{out}");
-    retry(Duration::from_secs(10), || {
+    block_until(Duration::from_secs(10), || {
         let alive: Vec<&u64> = pids.iter().filter(|p| pid_alive(**p)).collect();
         alive
             .is_empty()
             .then_some(())
             .ok_or(format!("still running: {alive:?}"))
-    });
-    assert!(!mesh.state.path().join("state.json").exists());
+    })
+    .unwrap();
+    assert!(!mesh.state_dir().join("state.json").exists());
     let out = mesh.run(&["status"]);
     assert!(!out.status.success(), "status with nothing running fails");
 }
@@ -599,9 +536,7 @@ fn a_workload_that_exits_is_reported_with_its_log_and_everything_stops() {
         eprintln!("SKIPPED: neither mesh-proxy nor Envoy");
         return;
     };
-    let mesh = Mesh {
-        state: tempfile::tempdir().unwrap(),
-    };
+    let mesh = MeshCtl::new(meshctl());
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("workloads.yaml"),
@@ -624,11 +559,11 @@ fn a_workload_that_exits_is_reported_with_its_log_and_everything_stops() {
         "the log tail is shown: {stderr}"
     );
     // Nothing stays behind and nothing is recorded as running.
-    assert!(!mesh.state.path().join("state.json").exists());
-    let logs = mesh.state.path().join("logs");
+    assert!(!mesh.state_dir().join("state.json").exists());
+    let logs = mesh.state_dir().join("logs");
     assert!(logs.join("control-plane.log").is_file());
     let out = Command::new("pgrep")
-        .args(["-f", mesh.state.path().to_str().unwrap()])
+        .args(["-f", mesh.state_dir().to_str().unwrap()])
         .output()
         .unwrap();
     assert!(
@@ -639,7 +574,7 @@ fn a_workload_that_exits_is_reported_with_its_log_and_everything_stops() {
 }
 
 /// `meshctl` run with `args`: (exit code, stdout, stderr).
-fn outcome(mesh: &Mesh, args: &[&str]) -> (Option<i32>, String, String) {
+fn outcome(mesh: &MeshCtl, args: &[&str]) -> (Option<i32>, String, String) {
     let out = mesh.run(args);
     (
         out.status.code(),
@@ -664,9 +599,7 @@ fn apply_and_analyze_see_the_running_mesh() {
             return;
         }
     }
-    let mesh = Mesh {
-        state: tempfile::tempdir().unwrap(),
-    };
+    let mesh = MeshCtl::new(meshctl());
     let canary = example("canary/helloworld-mesh.yaml");
 
     // No mesh yet: the file alone names subsets no DestinationRule defines.
@@ -697,7 +630,7 @@ fn apply_and_analyze_see_the_running_mesh() {
 
     // A route to a subset that does not exist: refused with the analyzer's error, nothing
     // written, traffic unharmed.
-    let missing_subset = mesh.state.path().join("missing-subset.yaml");
+    let missing_subset = mesh.state_dir().join("missing-subset.yaml");
     std::fs::write(
         &missing_subset,
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: helloworld-mesh\nspec:\n  hosts: [helloworld]\n  http:\n  - route:\n    - destination: {host: helloworld, subset: nope}\n",
@@ -716,7 +649,7 @@ fn apply_and_analyze_see_the_running_mesh() {
     assert_eq!(t["statuses"]["200"], 20, "{t:#}");
 
     // A misspelt kind is an error too, not a silently skipped document.
-    let typo = mesh.state.path().join("typo.yaml");
+    let typo = mesh.state_dir().join("typo.yaml");
     std::fs::write(
         &typo,
         std::fs::read_to_string(&canary)
@@ -735,7 +668,7 @@ fn apply_and_analyze_see_the_running_mesh() {
     assert!(!stdout.contains("No validation issues"), "{stdout}");
 
     // A warning is printed and the change applied.
-    let unreachable = mesh.state.path().join("unreachable.yaml");
+    let unreachable = mesh.state_dir().join("unreachable.yaml");
     std::fs::write(
         &unreachable,
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: helloworld-mesh\nspec:\n  hosts: [helloworld]\n  http:\n  - route:\n    - destination: {host: helloworld, subset: safe}\n  - match:\n    - headers: {end-user: {exact: jason}}\n    route:\n    - destination: {host: helloworld, subset: risky}\n",
