@@ -4,6 +4,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use mesh_test_util::block_until;
+
 const BIN: &str = env!("CARGO_BIN_EXE_mesh-control");
 
 #[test]
@@ -255,14 +257,10 @@ fn serves_logs_its_addresses_and_drains_on_sigterm() {
             .unwrap()
             .success()
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = block_until(Duration::from_secs(30), || {
+        child.try_wait().unwrap().ok_or("running")
+    })
+    .expect("exits after SIGTERM");
     assert!(status.success(), "exit status after SIGTERM: {status}");
 }
 
@@ -317,22 +315,19 @@ fn rejected_yaml_bombs_do_not_keep_the_memory_they_took() {
         }
         let name = format!("bomb-{i}.yaml");
         std::fs::write(dir.path().join(&name), yaml_bomb(i)).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        let configz = block_until(Duration::from_secs(60), || {
             let configz = get(&debug_addr, "/debug/configz");
             if configz.contains(&format!("{name}: document 1")) {
-                assert!(
-                    configz.contains("document too large to load: more than 250000 nodes"),
-                    "{name} rejected for its size: {configz}"
-                );
-                break;
+                Ok(configz)
+            } else {
+                Err(format!("{name} not rejected yet: {configz}"))
             }
-            assert!(
-                Instant::now() < deadline,
-                "{name} never rejected: {configz}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        })
+        .unwrap();
+        assert!(
+            configz.contains("document too large to load: more than 250000 nodes"),
+            "{name} rejected for its size: {configz}"
+        );
         // The rejected tree is dropped right after the load; give the
         // release of the replaced generation its moment.
         std::thread::sleep(Duration::from_millis(300));

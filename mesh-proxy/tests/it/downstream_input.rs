@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mesh_proxy::bootstrap::parse_bootstrap;
 use mesh_proxy::server::{ProxyConfig, build};
-use mesh_test_util::{EnvoyProcess, HttpUpstream, envoy_binary, send};
+use mesh_test_util::{EnvoyProcess, HttpUpstream, envoy_binary, send, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -393,17 +393,14 @@ async fn limit_is_enforced(addr: SocketAddr) -> Result<(), String> {
         }
     }
     drop(held.pop());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let (true, Some(s)) = served(addr).await {
-            held.push(s);
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err("a freed place was not given to a new connection".into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let s = wait_until(Duration::from_secs(10), async || match served(addr).await {
+        (true, Some(s)) => Ok(s),
+        _ => Err("not served"),
+    })
+    .await
+    .map_err(|e| format!("a freed place was not given to a new connection: {e}"))?;
+    held.push(s);
+    Ok(())
 }
 
 #[tokio::test]
@@ -674,15 +671,14 @@ async fn random_client_bytes() {
         stats.value("cluster.svc.outlier_detection.ejections_enforced_total"),
         Some(0)
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while stats.value("http.ingress_http.downstream_cx_active") != Some(0) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "connections left open: {:?}",
-            stats.value("http.ingress_http.downstream_cx_active")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(Duration::from_secs(10), async || {
+        match stats.value("http.ingress_http.downstream_cx_active") {
+            Some(0) => Ok(()),
+            open => Err(format!("connections left open: {open:?}")),
+        }
+    })
+    .await
+    .unwrap();
     let r = send(
         addr,
         http::Request::get("/")
