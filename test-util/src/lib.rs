@@ -12,7 +12,8 @@
 //!   timeout expires.
 //! - [`MeshCtl`]: a local mesh run by the real `meshctl` in a state directory of its own.
 //! - [`envoy_binary`], [`EnvoyProcess`]: run the real Envoy from a bootstrap string.
-//! - [`AdsBootstrap`]: the bootstrap of a proxy served by one ADS server (mesh-proxy or Envoy).
+//! - [`AdsBootstrap`]: the bootstrap of a proxy served by one ADS server (mesh-proxy or Envoy);
+//!   [`StaticBootstrap`]: one with a static listener and clusters, for interop tests.
 //! - [`kube::KubeApiServer`]: a real kube-apiserver and etcd on 127.0.0.1; [`kubelet::Kubelet`]:
 //!   the kubelet's port-forward endpoint it calls, for `kubectl port-forward`-style tests.
 //! - [`free_port`]: a port that was free a moment ago, for config files that cannot say
@@ -32,6 +33,7 @@ pub mod kube;
 pub mod kubelet;
 mod meshctl;
 mod ports;
+mod static_bootstrap;
 mod tcp_echo;
 mod upstream;
 mod wait;
@@ -41,6 +43,7 @@ pub use client::{HttpClient, Response, send, send_h2};
 pub use envoy::{EnvoyProcess, REQUIRE_ENVOY_VAR, envoy_binary};
 pub use meshctl::MeshCtl;
 pub use ports::free_port;
+pub use static_bootstrap::StaticBootstrap;
 pub use tcp_echo::TcpEchoUpstream;
 pub use upstream::{Behavior, HttpUpstream, RecordedRequest};
 pub use wait::{Outcome, block_until, wait_until};

@@ -6,80 +6,49 @@ use std::net::SocketAddr;
 
 use mesh_proxy::bootstrap::parse_bootstrap;
 use mesh_proxy::server::{ProxyConfig, build};
-use mesh_test_util::{EnvoyProcess, HttpClient, HttpUpstream, envoy_binary, send};
+use mesh_test_util::{EnvoyProcess, HttpClient, HttpUpstream, StaticBootstrap, envoy_binary, send};
 
 /// Header routing, a prefix rewrite with a header added, a direct
 /// response, and an 80/20 weighted split. All ports 0 but the upstreams'.
 fn bootstrap(v1: SocketAddr, v2: SocketAddr) -> String {
-    let cluster = |name: &str, a: SocketAddr| {
-        format!(
+    StaticBootstrap::new("interop")
+        .connection_manager(
             r#"
-  - name: {name}
-    connect_timeout: 1s
-    type: STATIC
-    lb_policy: ROUND_ROBIN
-    load_assignment:
-      cluster_name: {name}
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: {{ address: {ip}, port_value: {port} }}"#,
-            ip = a.ip(),
-            port = a.port()
-        )
-    };
-    format!(
-        r#"node: {{ id: interop, cluster: interop }}
-admin:
-  address:
-    socket_address: {{ address: 127.0.0.1, port_value: 0 }}
-static_resources:
-  listeners:
-  - name: listener_0
-    address:
-      socket_address: {{ address: 127.0.0.1, port_value: 0 }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress_http
-          route_config:
-            name: local_route
-            virtual_hosts:
-            - name: helloworld
-              domains: ["helloworld"]
-              routes:
-              - match:
-                  prefix: "/"
-                  headers:
-                  - name: end-user
-                    string_match: {{ exact: jason }}
-                route: {{ cluster: v2 }}
-              - match: {{ prefix: "/old/" }}
-                route: {{ cluster: v1, prefix_rewrite: "/new/" }}
-                request_headers_to_add:
-                - header: {{ key: x-added, value: "yes" }}
-              - match: {{ path: "/direct" }}
-                direct_response:
-                  status: 201
-                  body: {{ inline_string: "direct" }}
-              - match: {{ prefix: "/" }}
-                route:
-                  weighted_clusters:
-                    clusters:
-                    - {{ name: v1, weight: 80 }}
-                    - {{ name: v2, weight: 20 }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:{c1}{c2}
+route_config:
+  name: local_route
+  virtual_hosts:
+  - name: helloworld
+    domains: ["helloworld"]
+    routes:
+    - match:
+        prefix: "/"
+        headers:
+        - name: end-user
+          string_match: { exact: jason }
+      route: { cluster: v2 }
+    - match: { prefix: "/old/" }
+      route: { cluster: v1, prefix_rewrite: "/new/" }
+      request_headers_to_add:
+      - header: { key: x-added, value: "yes" }
+    - match: { path: "/direct" }
+      direct_response:
+        status: 201
+        body: { inline_string: "direct" }
+    - match: { prefix: "/" }
+      route:
+        weighted_clusters:
+          clusters:
+          - { name: v1, weight: 80 }
+          - { name: v2, weight: 20 }
+http_filters:
+- name: envoy.filters.http.router
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
 "#,
-        c1 = cluster("v1", v1),
-        c2 = cluster("v2", v2)
-    )
+        )
+        .cluster("v1", v1)
+        .cluster("v2", v2)
+        .yaml()
 }
 
 /// What the two upstreams saw for the scripted traffic.

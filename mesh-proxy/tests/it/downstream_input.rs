@@ -10,66 +10,42 @@ use std::time::Duration;
 
 use mesh_proxy::bootstrap::parse_bootstrap;
 use mesh_proxy::server::{ProxyConfig, build};
-use mesh_test_util::{EnvoyProcess, HttpUpstream, envoy_binary, send, wait_until};
+use mesh_test_util::{EnvoyProcess, HttpUpstream, StaticBootstrap, envoy_binary, send, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// One listener routing everything to cluster `svc` (two hosts, round robin,
 /// ejected after 5 consecutive 5xx or local-origin failures).
 fn bootstrap(hosts: &[SocketAddr]) -> String {
-    let endpoints: String = hosts
-        .iter()
-        .map(|a| {
-            format!(
-                "\n        - endpoint: {{address: {{socket_address: {{address: {}, port_value: {}}}}}}}",
-                a.ip(),
-                a.port()
-            )
-        })
-        .collect();
-    format!(
-        r#"node: {{ id: downstream-input, cluster: test }}
-admin:
-  address: {{socket_address: {{ address: 127.0.0.1, port_value: 0 }}}}
-static_resources:
-  listeners:
-  - name: listener_0
-    address: {{socket_address: {{ address: 127.0.0.1, port_value: 0 }}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress_http
-          route_config:
-            name: local_route
-            virtual_hosts:
-            - name: svc
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: svc }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
+    StaticBootstrap::new("downstream-input")
+        .connection_manager(
+            r#"
+route_config:
+  name: local_route
+  virtual_hosts:
   - name: svc
-    connect_timeout: 1s
-    type: STATIC
-    lb_policy: ROUND_ROBIN
-    outlier_detection:
-      consecutive_5xx: 5
-      consecutive_local_origin_failure: 5
-      interval: 10s
-      base_ejection_time: 30s
-      max_ejection_percent: 50
-    load_assignment:
-      cluster_name: svc
-      endpoints:
-      - lb_endpoints:{endpoints}
-"#
-    )
+    domains: ["*"]
+    routes:
+    - match: { prefix: "/" }
+      route: { cluster: svc }
+http_filters:
+- name: envoy.filters.http.router
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"#,
+        )
+        .cluster_with(
+            "svc",
+            hosts,
+            r#"
+outlier_detection:
+  consecutive_5xx: 5
+  consecutive_local_origin_failure: 5
+  interval: 10s
+  base_ejection_time: 30s
+  max_ejection_percent: 50"#,
+        )
+        .yaml()
 }
 
 /// Sends `bytes` on a fresh connection and returns the status of the first

@@ -7,99 +7,67 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use mesh_proxy::bootstrap::parse_bootstrap;
 use mesh_proxy::server::{ProxyConfig, build};
-use mesh_test_util::{EnvoyProcess, HttpUpstream, envoy_binary, send};
+use mesh_test_util::{EnvoyProcess, HttpUpstream, StaticBootstrap, envoy_binary, send};
 
 fn bootstrap(up: SocketAddr, bad: SocketAddr, limited: SocketAddr) -> String {
-    let cluster = |name: &str, a: SocketAddr| {
-        format!(
+    StaticBootstrap::new("interop")
+        .connection_manager(
             r#"
-  - name: {name}
-    connect_timeout: 1s
-    type: STATIC
-    lb_policy: ROUND_ROBIN
-    load_assignment:
-      cluster_name: {name}
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: {{ address: {ip}, port_value: {port} }}"#,
-            ip = a.ip(),
-            port = a.port()
-        )
-    };
-    format!(
-        r#"node: {{ id: interop, cluster: interop }}
-admin:
-  address:
-    socket_address: {{ address: 127.0.0.1, port_value: 0 }}
-static_resources:
-  listeners:
-  - name: listener_0
-    address:
-      socket_address: {{ address: 127.0.0.1, port_value: 0 }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress_http
-          route_config:
-            name: local_route
-            virtual_hosts:
-            - name: svc
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/abort" }}
-                route: {{ cluster: up }}
-                typed_per_filter_config:
-                  envoy.filters.http.fault:
-                    "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
-                    abort:
-                      http_status: 418
-                      percentage: {{ numerator: 100, denominator: HUNDRED }}
-              - match: {{ prefix: "/delay" }}
-                route: {{ cluster: up }}
-                typed_per_filter_config:
-                  envoy.filters.http.fault:
-                    "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
-                    delay:
-                      fixed_delay: 0.3s
-                      percentage: {{ numerator: 100, denominator: HUNDRED }}
-              - match: {{ prefix: "/limited" }}
-                route: {{ cluster: limited }}
-              - match: {{ prefix: "/always" }}
-                route:
-                  cluster: bad
-                  retry_policy:
-                    retry_on: 5xx
-                    num_retries: 3
-                    retry_back_off: {{ base_interval: 0.01s }}
-              - match: {{ prefix: "/" }}
-                route:
-                  cluster: up
-                  retry_policy:
-                    retry_on: 5xx
-                    num_retries: 3
-                    retry_back_off: {{ base_interval: 0.01s }}
-          http_filters:
-          - name: envoy.filters.http.fault
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:{c1}{c2}{c3}
+route_config:
+  name: local_route
+  virtual_hosts:
+  - name: svc
+    domains: ["*"]
+    routes:
+    - match: { prefix: "/abort" }
+      route: { cluster: up }
+      typed_per_filter_config:
+        envoy.filters.http.fault:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
+          abort:
+            http_status: 418
+            percentage: { numerator: 100, denominator: HUNDRED }
+    - match: { prefix: "/delay" }
+      route: { cluster: up }
+      typed_per_filter_config:
+        envoy.filters.http.fault:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
+          delay:
+            fixed_delay: 0.3s
+            percentage: { numerator: 100, denominator: HUNDRED }
+    - match: { prefix: "/limited" }
+      route: { cluster: limited }
+    - match: { prefix: "/always" }
+      route:
+        cluster: bad
+        retry_policy:
+          retry_on: 5xx
+          num_retries: 3
+          retry_back_off: { base_interval: 0.01s }
+    - match: { prefix: "/" }
+      route:
+        cluster: up
+        retry_policy:
+          retry_on: 5xx
+          num_retries: 3
+          retry_back_off: { base_interval: 0.01s }
+http_filters:
+- name: envoy.filters.http.fault
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
+- name: envoy.filters.http.router
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
 "#,
-        c1 = cluster("up", up),
-        c2 = cluster("bad", bad),
-        c3 = cluster("limited", limited)
-            + r#"
-    circuit_breakers:
-      thresholds:
-      - max_connections: 1
-        max_pending_requests: 1"#
-    )
+        )
+        .cluster("up", up)
+        .cluster("bad", bad)
+        .cluster_with(
+            "limited",
+            &[limited],
+            "circuit_breakers:\n  thresholds:\n  - max_connections: 1\n    max_pending_requests: 1",
+        )
+        .yaml()
 }
 
 #[derive(Debug, PartialEq)]

@@ -9,77 +9,49 @@ use std::time::Duration;
 use http::StatusCode;
 use mesh_proxy::bootstrap::parse_bootstrap;
 use mesh_proxy::server::{ProxyConfig, build};
-use mesh_test_util::{EnvoyProcess, HttpUpstream, envoy_binary, send, wait_until};
+use mesh_test_util::{EnvoyProcess, HttpUpstream, StaticBootstrap, envoy_binary, send, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const DEADLINE: Duration = Duration::from_secs(15);
 
 fn bootstrap(hang: SocketAddr, slow: SocketAddr, up: SocketAddr) -> String {
-    let cluster = |name: &str, a: SocketAddr, extra: &str| {
-        format!(
+    StaticBootstrap::new("interop")
+        .connection_manager(
             r#"
-  - name: {name}
-    connect_timeout: 1s
-    type: STATIC
-    lb_policy: ROUND_ROBIN{extra}
-    load_assignment:
-      cluster_name: {name}
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: {{ address: {ip}, port_value: {port} }}"#,
-            ip = a.ip(),
-            port = a.port()
-        )
-    };
-    let upstream_idle = r#"
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        common_http_protocol_options: { idle_timeout: 0.3s }
-        explicit_http_config: { http_protocol_options: {} }"#;
-    format!(
-        r#"node: {{ id: interop, cluster: interop }}
-admin:
-  address:
-    socket_address: {{ address: 127.0.0.1, port_value: 0 }}
-static_resources:
-  listeners:
-  - name: listener_0
-    address:
-      socket_address: {{ address: 127.0.0.1, port_value: 0 }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress_http
-          stream_idle_timeout: 0.3s
-          common_http_protocol_options: {{ idle_timeout: 0.4s }}
-          route_config:
-            name: local_route
-            virtual_hosts:
-            - name: svc
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/hang" }}
-                route: {{ cluster: hang, timeout: 0s }}
-              - match: {{ prefix: "/noidle" }}
-                route: {{ cluster: slow, idle_timeout: 0s }}
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: up }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:{c1}{c2}{c3}
+stream_idle_timeout: 0.3s
+common_http_protocol_options: { idle_timeout: 0.4s }
+route_config:
+  name: local_route
+  virtual_hosts:
+  - name: svc
+    domains: ["*"]
+    routes:
+    - match: { prefix: "/hang" }
+      route: { cluster: hang, timeout: 0s }
+    - match: { prefix: "/noidle" }
+      route: { cluster: slow, idle_timeout: 0s }
+    - match: { prefix: "/" }
+      route: { cluster: up }
+http_filters:
+- name: envoy.filters.http.router
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
 "#,
-        c1 = cluster("hang", hang, ""),
-        c2 = cluster("slow", slow, ""),
-        c3 = cluster("up", up, upstream_idle),
-    )
+        )
+        .cluster("hang", hang)
+        .cluster("slow", slow)
+        .cluster_with(
+            "up",
+            &[up],
+            r#"
+typed_extension_protocol_options:
+  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+    common_http_protocol_options: { idle_timeout: 0.3s }
+    explicit_http_config: { http_protocol_options: {} }"#,
+        )
+        .yaml()
 }
 
 #[derive(Debug, PartialEq)]
