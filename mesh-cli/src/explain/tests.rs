@@ -2,6 +2,8 @@
 //! header, weighted and default routes, an inbound listener, EDS clusters with Istio's auto
 //! mTLS), compiled by the proxy's own compiler.
 
+use std::collections::BTreeMap;
+
 use super::*;
 
 const SAFE: &str = "outbound|5000|safe|helloworld.default.svc.cluster.local";
