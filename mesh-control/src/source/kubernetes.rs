@@ -448,7 +448,7 @@ async fn run_watcher(
                 tracing::warn!(kind = %name, "watch failed, retrying: {e}");
                 s.watch_errors.insert(name.clone(), e.to_string());
                 drop(s);
-                changed.notify_waiters();
+                changed.notify_one();
                 continue;
             }
             Ok(Event::Init) => {
@@ -477,7 +477,9 @@ async fn run_watcher(
         s.watch_errors.remove(&name);
         s.changed_at.get_or_insert_with(Instant::now);
         drop(s);
-        changed.notify_waiters();
+        // `notify_one` keeps a permit when the publisher is not waiting (busy looking for
+        // CRDs, or publishing): a change is never lost, it is published on the next turn.
+        changed.notify_one();
     }
 }
 
