@@ -1,7 +1,7 @@
-/// The Envoy v3 bootstrap (YAML) of a proxy that takes everything from one ADS server over
-/// plaintext gRPC, as Istio bootstraps a sidecar: a node (id, cluster, metadata), an admin
-/// on 127.0.0.1 port 0, CDS and LDS over ADS, and the static `xds-grpc` cluster (HTTP/2) to
-/// the server. Read by mesh-proxy and Envoy alike.
+/// The Envoy v3 bootstrap (YAML) of a proxy that takes everything from one ADS server, as
+/// Istio bootstraps a sidecar: a node (id, cluster, metadata), an admin on 127.0.0.1 port 0,
+/// CDS and LDS over ADS, and the static `xds-grpc` cluster (HTTP/2) to the server, in plaintext
+/// or over TLS with a bearer token. Read by mesh-proxy and Envoy alike.
 #[derive(Debug, Clone)]
 pub struct AdsBootstrap {
     node_id: String,
@@ -9,6 +9,10 @@ pub struct AdsBootstrap {
     metadata: String,
     xds: std::net::SocketAddr,
     admin_port: u16,
+    /// `(root file, server SAN)`: ADS over TLS, as to istiod's 15012.
+    tls: Option<(std::path::PathBuf, String)>,
+    token: Option<String>,
+    static_listeners: String,
 }
 
 impl AdsBootstrap {
@@ -20,7 +24,31 @@ impl AdsBootstrap {
             metadata: "{}".to_string(),
             xds,
             admin_port: 0,
+            tls: None,
+            token: None,
+            static_listeners: String::new(),
         }
+    }
+
+    /// ADS over TLS, as a sidecar reaches istiod's 15012: SNI `istiod.istio-system.svc`,
+    /// ALPN h2, the server verified against `root_file` and required to be `server_san` (a
+    /// SPIFFE URI).
+    pub fn tls(mut self, root_file: &std::path::Path, server_san: &str) -> AdsBootstrap {
+        self.tls = Some((root_file.to_path_buf(), server_san.to_string()));
+        self
+    }
+
+    /// `authorization: Bearer TOKEN` on the ADS stream (the stream's initial metadata).
+    pub fn bearer_token(mut self, token: &str) -> AdsBootstrap {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    /// Static listeners besides the dynamic ones: YAML of the `listeners:` list under
+    /// `static_resources`, indented as there (two spaces), or empty.
+    pub fn static_listeners(mut self, yaml: &str) -> AdsBootstrap {
+        self.static_listeners = yaml.to_string();
+        self
     }
 
     /// The admin's port on 127.0.0.1 (default 0: any).
@@ -53,6 +81,31 @@ impl AdsBootstrap {
                 .collect();
             format!("\n{}", indented.join("\n"))
         };
+        let metadata_lines = match &self.token {
+            Some(token) => format!(
+                "\n      initial_metadata: [{{key: authorization, value: \"Bearer {token}\"}}]"
+            ),
+            None => String::new(),
+        };
+        let tls = match &self.tls {
+            Some((root, san)) => format!(
+                r#"
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: istiod.istio-system.svc
+        common_tls_context:
+          alpn_protocols: [h2]
+          validation_context:
+            trusted_ca: {{filename: "{root}"}}
+            match_typed_subject_alt_names:
+            - san_type: URI
+              matcher: {{exact: "{san}"}}"#,
+                root = root.display()
+            ),
+            None => String::new(),
+        };
         format!(
             r#"node:
   id: "{id}"
@@ -65,11 +118,12 @@ dynamic_resources:
     api_type: GRPC
     transport_api_version: V3
     set_node_on_first_message_only: true
-    grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]
+    grpc_services:
+    - envoy_grpc: {{cluster_name: xds-grpc}}{metadata_lines}
   cds_config: {{ads: {{}}, resource_api_version: V3}}
   lds_config: {{ads: {{}}, resource_api_version: V3}}
 static_resources:
-  clusters:
+{static_listeners}  clusters:
   - name: xds-grpc
     type: STATIC
     connect_timeout: 1s
@@ -81,13 +135,14 @@ static_resources:
       cluster_name: xds-grpc
       endpoints:
       - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}
+        - endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}{tls}
 "#,
             id = self.node_id,
             cluster = self.cluster,
             ip = self.xds.ip(),
             port = self.xds.port(),
             admin_port = self.admin_port,
+            static_listeners = self.static_listeners,
         )
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::ads_support::{NODE_ID, WAIT, syncz_of};
 use crate::secure_support::{client_id, start_secure};
 use mesh_ca::tls::{ExpectedServer, spiffe_id_of};
-use mesh_test_util::{EnvoyProcess, envoy_binary, free_port, wait_until};
+use mesh_test_util::{AdsBootstrap, EnvoyProcess, envoy_binary, free_port, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A local-mode sidecar: who it is and where it listens.
@@ -97,68 +97,26 @@ fn sidecar_bootstrap(
         inbound,
         app_port,
     } = node;
-    format!(
-        r#"node:
-  id: {id}
-  cluster: {app}.default
-  metadata:
-    NAMESPACE: default
-    LABELS: {{app: {app}}}
-    SERVICE_ACCOUNT: {service_account}
-    WORKLOAD_NAME: {app}
-    CLUSTER_ID: Kubernetes
-    MESH_LOCAL_MODE: "true"
-    MESH_OUTBOUND_ADDRESS: "127.0.0.1:{outbound}"
-    MESH_INBOUND_ADDRESS: "127.0.0.1:{inbound}"
-    MESH_APP_ADDRESS: "127.0.0.1:{app_port}"
-admin:
-  address:
-    socket_address: {{address: 127.0.0.1, port_value: 0}}
-dynamic_resources:
-  ads_config:
-    api_type: GRPC
-    transport_api_version: V3
-    set_node_on_first_message_only: true
-    grpc_services:
-    - envoy_grpc: {{cluster_name: xds-grpc}}
-      initial_metadata:
-      - key: authorization
-        value: "Bearer {token}"
-  cds_config: {{ads: {{}}, resource_api_version: V3}}
-  lds_config: {{ads: {{}}, resource_api_version: V3}}
-static_resources:
-{static_listeners}  clusters:
-  - name: xds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config:
-          http2_protocol_options: {{}}
-    transport_socket:
-      name: envoy.transport_sockets.tls
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-        sni: istiod.istio-system.svc
-        common_tls_context:
-          alpn_protocols: [h2]
-          validation_context:
-            trusted_ca: {{filename: "{root}"}}
-            match_typed_subject_alt_names:
-            - san_type: URI
-              matcher: {{exact: "spiffe://cluster.local/ns/istio-system/sa/istiod"}}
-    load_assignment:
-      cluster_name: xds-grpc
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: {{address: 127.0.0.1, port_value: {port}}}
-"#,
-        root = root_file.display(),
-        port = secure.port(),
-    )
+    AdsBootstrap::new(id, secure)
+        .cluster(&format!("{app}.default"))
+        .metadata(&format!(
+            "NAMESPACE: default
+LABELS: {{app: {app}}}
+SERVICE_ACCOUNT: {service_account}
+WORKLOAD_NAME: {app}
+CLUSTER_ID: Kubernetes
+MESH_LOCAL_MODE: \"true\"
+MESH_OUTBOUND_ADDRESS: \"127.0.0.1:{outbound}\"
+MESH_INBOUND_ADDRESS: \"127.0.0.1:{inbound}\"
+MESH_APP_ADDRESS: \"127.0.0.1:{app_port}\""
+        ))
+        .tls(
+            root_file,
+            "spiffe://cluster.local/ns/istio-system/sa/istiod",
+        )
+        .bearer_token(token)
+        .static_listeners(static_listeners)
+        .yaml()
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use mesh_proxy::bootstrap::parse_bootstrap;
 use mesh_proxy::identity::{IdentityConfig, WorkloadIdentity, workload_identity};
 use mesh_proxy::server::{ProxyConfig, build};
 use mesh_proxy::xds::{self, AdsClient, XdsTransport};
-use mesh_test_util::{HttpUpstream, send, wait_until};
+use mesh_test_util::{AdsBootstrap, HttpUpstream, send, wait_until};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -144,70 +144,25 @@ struct Secure<'a> {
 /// A sidecar bootstrap in `meshctl up`'s shape: local-mode node metadata
 /// (listeners on port 0) and ADS to the secure port.
 fn bootstrap_yaml(s: &Secure<'_>) -> String {
-    let metadata = match s.token {
-        Some(token) => {
-            format!("\n      initial_metadata: [{{key: authorization, value: \"Bearer {token}\"}}]")
-        }
-        None => String::new(),
-    };
-    format!(
-        r#"
-node:
-  id: {NODE_ID}
-  cluster: client.default
-  metadata:
-    LABELS: {{app: client}}
-    NAMESPACE: {NAMESPACE}
-    SERVICE_ACCOUNT: {SERVICE_ACCOUNT}
-    WORKLOAD_NAME: client-1
-    CLUSTER_ID: Kubernetes
-    MESH_LOCAL_MODE: "true"
-    MESH_OUTBOUND_ADDRESS: 127.0.0.1:0
-    MESH_INBOUND_ADDRESS: 127.0.0.1:0
-    MESH_APP_ADDRESS: 127.0.0.1:9
-admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-dynamic_resources:
-  ads_config:
-    api_type: GRPC
-    transport_api_version: V3
-    set_node_on_first_message_only: true
-    grpc_services:
-    - envoy_grpc: {{cluster_name: xds-grpc}}{metadata}
-  cds_config: {{ads: {{}}, resource_api_version: V3}}
-  lds_config: {{ads: {{}}, resource_api_version: V3}}
-static_resources:
-  clusters:
-  - name: xds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    load_assignment:
-      cluster_name: xds-grpc
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}
-    transport_socket:
-      name: envoy.transport_sockets.tls
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-        sni: istiod.istio-system.svc
-        common_tls_context:
-          alpn_protocols: [h2]
-          validation_context:
-            trusted_ca: {{filename: {root}}}
-            match_typed_subject_alt_names:
-            - san_type: URI
-              matcher: {{exact: "{san}"}}
-"#,
-        ip = s.addr.ip(),
-        port = s.addr.port(),
-        root = s.root_file.display(),
-        san = s.server_identity,
-    )
+    let bootstrap = AdsBootstrap::new(NODE_ID, s.addr)
+        .cluster("client.default")
+        .metadata(&format!(
+            "LABELS: {{app: client}}
+NAMESPACE: {NAMESPACE}
+SERVICE_ACCOUNT: {SERVICE_ACCOUNT}
+WORKLOAD_NAME: client-1
+CLUSTER_ID: Kubernetes
+MESH_LOCAL_MODE: \"true\"
+MESH_OUTBOUND_ADDRESS: 127.0.0.1:0
+MESH_INBOUND_ADDRESS: 127.0.0.1:0
+MESH_APP_ADDRESS: 127.0.0.1:9"
+        ))
+        .tls(s.root_file, s.server_identity);
+    match s.token {
+        Some(token) => bootstrap.bearer_token(token),
+        None => bootstrap,
+    }
+    .yaml()
 }
 
 struct RunningProxy {
