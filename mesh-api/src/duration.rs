@@ -24,8 +24,61 @@ pub enum DurationError {
     Overflow(String),
 }
 
+/// The units of Istio's durations, in nanoseconds.
+const UNITS: &[(&str, u128)] = &[
+    ("h", 3_600_000_000_000),
+    ("m", 60_000_000_000),
+    ("s", 1_000_000_000),
+    ("ms", 1_000_000),
+    ("us", 1_000),
+    ("µs", 1_000),
+    ("μs", 1_000),
+    ("ns", 1),
+];
+
+/// [`UNITS`] and days, for command lines.
+const FLAG_UNITS: &[(&str, u128)] = &[
+    ("d", 86_400_000_000_000),
+    ("h", 3_600_000_000_000),
+    ("m", 60_000_000_000),
+    ("s", 1_000_000_000),
+    ("ms", 1_000_000),
+    ("us", 1_000),
+    ("µs", 1_000),
+    ("μs", 1_000),
+    ("ns", 1),
+];
+
+/// A duration given on a command line: Istio's form ([`parse_duration`]: `500ms`, `1.5s`,
+/// `1h30m`) and days (`90d`), as operators write certificate lifetimes. The error names the
+/// text and what is wrong with it (no unit, an unknown unit, a unit with no number).
+pub fn parse_flag_duration(text: &str) -> Result<Duration, String> {
+    const EXPECTED: &str = "d, h, m, s, ms, us or ns, e.g. 90d, 1h30m, 500ms";
+    let s = text.trim();
+    if s.is_empty() {
+        return Err(format!("empty duration; use {EXPECTED}"));
+    }
+    if !s.chars().any(char::is_alphabetic) {
+        return Err(format!("{s:?} has no unit; use {EXPECTED}"));
+    }
+    let numeric = |c: char| c.is_ascii_digit() || c == '.' || c == '-' || c == '+';
+    for unit in s.split(numeric).filter(|u| !u.is_empty()) {
+        if !FLAG_UNITS.iter().any(|(name, _)| *name == unit) {
+            return Err(format!("{s:?}: unknown unit {unit:?}; use {EXPECTED}"));
+        }
+    }
+    if s.starts_with(char::is_alphabetic) {
+        return Err(format!("{s:?}: a number must come before each unit"));
+    }
+    parse_with(s, FLAG_UNITS).map_err(|e| e.to_string())
+}
+
 /// Parses `1s`, `0.5s`, `100ms`, `1m`, `1h`, `1h30m`, `2.5us`, `10ns`.
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    parse_with(text, UNITS)
+}
+
+fn parse_with(text: &str, units: &[(&str, u128)]) -> Result<Duration, DurationError> {
     let s = text.trim();
     if s.is_empty() {
         return Err(DurationError::Empty);
@@ -56,14 +109,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
             .unwrap_or(rest.len());
         let unit = &rest[..unit_end];
         rest = &rest[unit_end..];
-        let unit_nanos: u128 = match unit {
-            "h" => 3_600_000_000_000,
-            "m" => 60_000_000_000,
-            "s" => 1_000_000_000,
-            "ms" => 1_000_000,
-            "us" | "µs" | "μs" => 1_000,
-            "ns" => 1,
-            _ => return Err(DurationError::Syntax(text.to_string())),
+        let unit_nanos: u128 = match units.iter().find(|(name, _)| *name == unit) {
+            Some((_, nanos)) => *nanos,
+            None => return Err(DurationError::Syntax(text.to_string())),
         };
         let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
         let whole: u128 = if whole.is_empty() {
@@ -214,6 +262,22 @@ mod tests {
             Err(DurationError::Syntax(_))
         ));
         assert!(matches!(parse_duration(""), Err(DurationError::Empty)));
+    }
+
+    #[test]
+    fn flags_take_days_and_say_what_is_wrong() {
+        let d = |t| parse_flag_duration(t);
+        assert_eq!(d("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        assert_eq!(d("1h30m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(d("1.5s"), Ok(Duration::from_millis(1_500)));
+        assert_eq!(d(" 500ms "), Ok(Duration::from_millis(500)));
+        assert!(d("10").unwrap_err().contains("has no unit"));
+        assert!(d("10w").unwrap_err().contains("unknown unit \"w\""));
+        assert!(d("h").unwrap_err().contains("a number must come before"));
+        assert!(d("").unwrap_err().contains("empty duration"));
+        assert!(d("-5s").unwrap_err().contains("negative"));
+        // Istio's own fields take no days.
+        assert!(parse_duration("1d").is_err());
     }
 
     #[test]

@@ -262,48 +262,14 @@ pub fn parse_secure_address(s: &str) -> Result<Option<SocketAddr>, String> {
         .map_err(|e| format!("{e}: expected HOST:PORT (an IP address and a port) or \"off\""))
 }
 
-/// `90d`, `24h`, `30m`, `45s`, or a sum such as `1h30m`: certificate lifetimes
-/// as operators write them.
+/// A certificate lifetime flag: `90d`, `24h`, `1h30m`, `45s` (see
+/// [`mesh_api::duration::parse_flag_duration`]), more than zero.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("empty duration: expected e.g. 90d, 24h, 30m or 45s".into());
+    let d = mesh_api::duration::parse_flag_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{:?}: must be more than zero", s.trim()));
     }
-    let mut total = Duration::ZERO;
-    let mut digits = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let unit = match c {
-            'd' => 86_400,
-            'h' => 3_600,
-            'm' => 60,
-            's' => 1,
-            _ => {
-                return Err(format!(
-                    "{s:?}: unknown unit {c:?}; use d, h, m or s (e.g. 90d, 24h)"
-                ));
-            }
-        };
-        let n: u64 = digits
-            .parse()
-            .map_err(|_| format!("{s:?}: a number must come before {c:?}"))?;
-        digits.clear();
-        total = total
-            .checked_add(Duration::from_secs(n.saturating_mul(unit)))
-            .ok_or_else(|| format!("{s:?}: too long"))?;
-    }
-    if !digits.is_empty() {
-        return Err(format!(
-            "{s:?}: {digits} has no unit; use d, h, m or s (e.g. 90d, 24h)"
-        ));
-    }
-    if total.is_zero() {
-        return Err(format!("{s:?}: must be more than zero"));
-    }
-    Ok(total)
+    Ok(d)
 }
 
 #[cfg(test)]

@@ -124,20 +124,9 @@ fn parse_header_arg(s: &str) -> Result<(String, String), String> {
     crate::header_arg::parse_header(s).map_err(|e| e.to_string())
 }
 
-/// `500ms`, `10s`, `2m`.
+/// `500ms`, `10s`, `2m`, `1h30m` (see [`mesh_api::duration::parse_flag_duration`]).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map(|i| s.split_at(i))
-        .ok_or_else(|| format!("{s:?}: needs a unit (ms, s, m)"))?;
-    let n: f64 = num.parse().map_err(|_| format!("{s:?}: not a number"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("{s:?}: unit must be ms, s or m")),
-    };
-    Ok(Duration::from_secs_f64(secs))
+    mesh_api::duration::parse_flag_duration(s)
 }
 
 fn report(cmd: &str, r: anyhow::Result<()>) -> ExitCode {
