@@ -13,7 +13,6 @@ use base64::Engine as _;
 use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use x509_parser::pem::Pem;
 
 /// Column headers, as istioctl prints them.
@@ -275,10 +274,9 @@ fn serial_hex(raw: &[u8]) -> String {
     }
 }
 
+/// Certificate times are whole seconds: the mesh's one RFC 3339 form shows them exactly.
 fn rfc3339(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC)
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
+    mesh_ca::rfc3339(t.into())
 }
 
 #[cfg(test)]
@@ -288,6 +286,7 @@ mod tests {
     use base64::Engine as _;
     use mesh_ca::{CaConfig, CertificateAuthority, SpiffeId};
     use serde_json::json;
+    use time::format_description::well_known::Rfc3339;
 
     use super::*;
 
