@@ -196,6 +196,76 @@ fn from_secret(
     )?)
 }
 
+/// Says so, in the log and as a Warning Event `CaNotReloaded` on the Secret, when the
+/// plugged-in `cacerts` of `namespace` is created, changed or deleted while this control plane
+/// runs: it keeps signing with the CA it loaded at start (`ca_cert_in_use`), as istiod does
+/// without its reload option, and a user who rotates their CA must know that a restart is what
+/// puts the new one in force. Runs until `shutdown`.
+pub async fn watch_plugged_in(
+    client: Client,
+    namespace: String,
+    ca_cert_in_use: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let mut events = watcher::watcher(
+        secrets,
+        watcher::Config::default().fields(&format!("metadata.name={PLUGGED_IN_SECRET}")),
+    )
+    .default_backoff()
+    .boxed();
+    loop {
+        let event = tokio::select! {
+            _ = crate::server::until_shutdown(&mut shutdown) => return,
+            event = events.next() => match event {
+                Some(event) => event,
+                None => return,
+            },
+        };
+        let (secret, deleted) = match event {
+            Ok(Event::Apply(s)) | Ok(Event::InitApply(s)) => (s, false),
+            Ok(Event::Delete(s)) => (s, true),
+            Ok(Event::Init) | Ok(Event::InitDone) => continue,
+            Err(e) => {
+                tracing::warn!(%namespace, "watching {PLUGGED_IN_SECRET}: {e}");
+                continue;
+            }
+        };
+        let holds = secret
+            .data
+            .as_ref()
+            .and_then(|d| text(d, mesh_ca::authority::CA_CERT_FILE));
+        let what = match (deleted, holds.as_deref() == Some(ca_cert_in_use.as_str())) {
+            (false, true) => continue,
+            (false, false) => "holds a CA other than the one in use",
+            (true, true) => "was deleted",
+            (true, false) => continue,
+        };
+        let message = format!(
+            "{namespace}/{PLUGGED_IN_SECRET} {what}: mesh-control keeps signing with the CA it loaded at start; restart it (every replica) to put the Secret's CA in force"
+        );
+        tracing::warn!("{message}");
+        let version = secret.metadata.resource_version.clone().unwrap_or_default();
+        let object = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".to_string()),
+            kind: Some("Secret".to_string()),
+            name: Some(PLUGGED_IN_SECRET.to_string()),
+            namespace: Some(namespace.clone()),
+            uid: secret.metadata.uid.clone(),
+            resource_version: Some(version.clone()),
+            ..Default::default()
+        };
+        crate::kube_events::warn(
+            client.clone(),
+            object,
+            format!("{PLUGGED_IN_SECRET}.mesh-ca-not-reloaded.{version}"),
+            "CaNotReloaded",
+            message,
+        )
+        .await;
+    }
+}
+
 /// How the Lease is held.
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseTiming {

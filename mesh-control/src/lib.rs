@@ -21,6 +21,7 @@
 pub mod ads;
 pub mod debug;
 pub mod kube_ca;
+mod kube_events;
 mod memory;
 pub mod metrics;
 pub mod node;

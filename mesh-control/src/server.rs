@@ -284,6 +284,12 @@ pub async fn build_with_sources(
                 k.lease,
                 shutdown_rx.clone(),
             )));
+            tasks.push(tokio::spawn(crate::kube_ca::watch_plugged_in(
+                k.client.clone(),
+                k.namespace.clone(),
+                authority.pems().ca_cert,
+                shutdown_rx.clone(),
+            )));
         }
         let secrets = Arc::new(SecretAuthority {
             authenticator: auth.clone(),

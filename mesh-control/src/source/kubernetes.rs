@@ -561,16 +561,10 @@ fn unroutable_slice(kind: &Watched, obj: &DynamicObject, name: &str) -> Option<m
 /// shows it: a Warning Event `Rejected` on the object. Named by the object and its
 /// resourceVersion, so every replica (and every relist) writes the same one once.
 async fn report_rejection(client: Client, kind: Watched, obj: DynamicObject, errors: Vec<String>) {
-    use k8s_openapi::api::core::v1::{Event as KubeEvent, EventSource, ObjectReference};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use k8s_openapi::api::core::v1::ObjectReference;
     let meta = &obj.metadata;
     let name = meta.name.clone().unwrap_or_default();
     let version = meta.resource_version.clone().unwrap_or_default();
-    // A cluster-scoped object's events live in `default`, as kubectl's do.
-    let namespace = meta
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".to_string());
     let origin = origin_name(
         &kind.resource.kind,
         meta.namespace.as_deref().unwrap_or(""),
@@ -581,49 +575,26 @@ async fn report_rejection(client: Client, kind: Watched, obj: DynamicObject, err
         .iter()
         .map(|e| e.strip_prefix(&own).unwrap_or(e))
         .collect();
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let event = KubeEvent {
-        metadata: ObjectMeta {
-            name: Some(format!("{name}.mesh-rejected.{version}")),
-            namespace: Some(namespace.clone()),
-            ..ObjectMeta::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some(kind.resource.api_version.clone()),
-            kind: Some(kind.resource.kind.clone()),
-            name: Some(name.clone()),
-            namespace: meta.namespace.clone(),
-            uid: meta.uid.clone(),
-            resource_version: Some(version),
-            ..ObjectReference::default()
-        },
-        reason: Some("Rejected".to_string()),
-        message: Some(format!(
+    let object = ObjectReference {
+        api_version: Some(kind.resource.api_version.clone()),
+        kind: Some(kind.resource.kind.clone()),
+        name: Some(name.clone()),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        resource_version: Some(version.clone()),
+        ..ObjectReference::default()
+    };
+    crate::kube_events::warn(
+        client,
+        object,
+        format!("{name}.mesh-rejected.{version}"),
+        "Rejected",
+        format!(
             "not applied, the last good version stays in force: {}",
             reasons.join("; ")
-        )),
-        type_: Some("Warning".to_string()),
-        source: Some(EventSource {
-            component: Some("mesh-control".to_string()),
-            host: None,
-        }),
-        reporting_component: Some("mesh-control".to_string()),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now),
-        count: Some(1),
-        ..KubeEvent::default()
-    };
-    let events: Api<KubeEvent> = Api::namespaced(client, &namespace);
-    match events
-        .create(&kube::api::PostParams::default(), &event)
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => {
-            tracing::warn!(object = %origin, "cannot record the rejection as an Event: {e}")
-        }
-    }
+        ),
+    )
+    .await;
 }
 
 /// The object as the loader reads a file's document: the metadata the mesh uses (not

@@ -849,6 +849,58 @@ async fn a_plugged_in_cacerts_secret_is_the_ca_and_its_root_is_published() {
     );
     wait_root_published(&client, &["default", "istio-system"], &root).await;
 
+    // The user rotates their CA while the control plane runs: it keeps the CA it loaded (a
+    // restart puts the new one in force) and says so on the Secret, where they look.
+    let rotated = mesh_ca::CertificateAuthority::generate(mesh_ca::CaConfig::default())
+        .unwrap()
+        .pems();
+    let mut secret = secrets.get("cacerts").await.unwrap();
+    secret.data = None;
+    secret.string_data = Some(
+        [
+            ("ca-cert.pem", &rotated.ca_cert),
+            ("ca-key.pem", &rotated.ca_key),
+            ("root-cert.pem", &rotated.root_cert),
+            ("cert-chain.pem", &rotated.cert_chain),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect(),
+    );
+    secrets
+        .replace("cacerts", &PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(client.clone(), "istio-system");
+    let event = wait_until(WAIT, async || {
+        let list = events.list(&Default::default()).await?;
+        list.items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("CaNotReloaded")
+                    && e.involved_object.name.as_deref() == Some("cacerts")
+            })
+            .ok_or_else(|| anyhow::anyhow!("no CaNotReloaded Event yet"))
+    })
+    .await
+    .unwrap();
+    let message = event.message.unwrap_or_default();
+    assert!(
+        message.contains("istio-system/cacerts holds a CA other than the one in use")
+            && message.contains("restart it"),
+        "{message}"
+    );
+    assert_eq!(
+        control_plane
+            .certificate_authority()
+            .unwrap()
+            .trust_bundle()
+            .to_pem(),
+        theirs.root_cert,
+        "still signs under the root it loaded"
+    );
+
     // A cacerts missing a key is refused by name, not replaced.
     let broken: Secret = serde_json::from_value(json!({
         "metadata": {"name": "cacerts"}, "stringData": {"ca-cert.pem": theirs.ca_cert}
