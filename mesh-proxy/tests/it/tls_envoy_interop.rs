@@ -83,18 +83,13 @@ async fn envoy_client_to_mesh_proxy_server() {
     if !have_envoy() {
         return;
     }
-    let ca = ca("cluster.local");
-    let client_cert = issue(&ca, "default", "client");
-    let server_cert = issue(&ca, "default", "server");
-    let app = HttpUpstream::start("app").await.unwrap();
-    let server = start(&server_bootstrap(
-        Mode::Strict,
-        app.addr(),
-        &secrets(&server_cert, &server_cert.roots),
-        &[&client_cert.uri],
-    ))
-    .await;
-    let inbound = server.listener("inbound").unwrap();
+    let StrictServer {
+        client_cert,
+        server_cert,
+        app,
+        server,
+        inbound,
+    } = StrictServer::start("cluster.local").await;
     let envoy_yaml = for_envoy(&client_bootstrap(
         &[(inbound, true)],
         &tls_transport(&[&server_cert.uri]),

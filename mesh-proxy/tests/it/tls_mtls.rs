@@ -68,18 +68,13 @@ fn stat_of(b: &mesh_proxy::Bound, name: &str) -> i64 {
 
 #[tokio::test]
 async fn mtls_between_two_proxies_with_xfcc_and_peer_identity() {
-    let ca = ca(TD);
-    let client_cert = issue(&ca, "default", "client");
-    let server_cert = issue(&ca, "default", "server");
-    let app = HttpUpstream::start("app").await.unwrap();
-    let server = start(&server_bootstrap(
-        Mode::Strict,
-        app.addr(),
-        &secrets(&server_cert, &server_cert.roots),
-        &[&client_cert.uri],
-    ))
-    .await;
-    let inbound = server.listener("inbound").unwrap();
+    let StrictServer {
+        client_cert,
+        server_cert,
+        app,
+        server,
+        inbound,
+    } = StrictServer::start(TD).await;
     let client = start(&client_bootstrap(
         &[(inbound, true)],
         &tls_transport(&[&server_cert.uri]),

@@ -158,18 +158,14 @@ static_resources:
 #[tokio::test]
 async fn http2_upstream_over_tls_by_alpn() {
     logs();
-    let ca = ca("cluster.local");
-    let client_cert = issue(&ca, "default", "client");
-    let server_cert = issue(&ca, "default", "server");
-    let app = HttpUpstream::start("app").await.unwrap();
-    let server = start(&server_bootstrap(
-        Mode::Strict,
-        app.addr(),
-        &secrets(&server_cert, &server_cert.roots),
-        &[&client_cert.uri],
-    ))
-    .await;
-    let inbound = server.listener("inbound").unwrap();
+    // The app and the server run while their bindings live.
+    let StrictServer {
+        client_cert,
+        server_cert,
+        app: _app,
+        server: _server,
+        inbound,
+    } = StrictServer::start("cluster.local").await;
     // Istio adds h2 to the ALPN of HTTP/2 clusters.
     let transport = tls_transport(&[&server_cert.uri]).replace(
         "[istio-peer-exchange, istio]",

@@ -278,6 +278,42 @@ pub fn auto_mtls_transport(server_sans: &[&str]) -> String {
     )
 }
 
+/// The usual pair: a client and a server certificate of one CA in `trust_domain` (service
+/// accounts `client` and `server` of `default`), and the server's sidecar in STRICT mTLS in
+/// front of an app, accepting the client.
+pub struct StrictServer {
+    pub client_cert: Pem,
+    pub server_cert: Pem,
+    pub app: mesh_test_util::HttpUpstream,
+    pub server: Bound,
+    /// The server sidecar's inbound listener.
+    pub inbound: SocketAddr,
+}
+
+impl StrictServer {
+    pub async fn start(trust_domain: &str) -> StrictServer {
+        let ca = ca(trust_domain);
+        let client_cert = issue(&ca, "default", "client");
+        let server_cert = issue(&ca, "default", "server");
+        let app = mesh_test_util::HttpUpstream::start("app").await.unwrap();
+        let server = start(&server_bootstrap(
+            Mode::Strict,
+            app.addr(),
+            &secrets(&server_cert, &server_cert.roots),
+            &[&client_cert.uri],
+        ))
+        .await;
+        let inbound = server.listener("inbound").unwrap();
+        StrictServer {
+            client_cert,
+            server_cert,
+            app,
+            server,
+            inbound,
+        }
+    }
+}
+
 pub async fn start(yaml: &str) -> Bound {
     let config = parse_bootstrap(yaml).unwrap_or_else(|e| panic!("bootstrap: {e}\n{yaml}"));
     build(ProxyConfig::from_bootstrap(config))
