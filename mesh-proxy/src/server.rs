@@ -21,11 +21,11 @@ use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 
 use crate::access_log::AccessLogWriter;
 use crate::bootstrap::{BootstrapConfig, NodeInfo};
-use crate::config_dump::{Encoded, XdsResources};
 use crate::logging::LogControl;
 use crate::model::Snapshot;
 use crate::stats::{Scope, Stats};
 use crate::upstream::cluster::{ClusterMap, build_clusters};
+use crate::xds::resources::{Encoded, XdsResources};
 
 /// The bootstrap as read, for `/config_dump`.
 #[derive(Debug, Clone)]

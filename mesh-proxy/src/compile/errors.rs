@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::config_dump::StoredResourceError;
+use crate::xds::resources::StoredResourceError;
 use crate::xds_json::XdsJsonError;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +37,7 @@ pub enum CompileError {
     #[error("{kind} {name:?} is defined more than once")]
     Duplicate { kind: &'static str, name: String },
     /// A kept resource whose bytes no longer decode (see
-    /// [`crate::config_dump::Encoded`]).
+    /// [`crate::xds::resources::Encoded`]).
     #[error("{0}")]
     Stored(#[from] StoredResourceError),
 }

@@ -38,8 +38,8 @@ pub use listener::{DEFAULT_SERVER_NAME, DEFAULT_TCP_MAX_CONNECT_ATTEMPTS, compil
 pub use route::compile_route_configuration;
 pub use tls::compile_secret;
 
-use crate::config_dump::{Versioned, XdsResources};
 use crate::model::Snapshot;
+use crate::xds::resources::{Versioned, XdsResources};
 
 /// Compiles a whole set of resources into a [`Snapshot`]. Names must be
 /// unique per resource type.

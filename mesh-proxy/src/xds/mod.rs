@@ -31,6 +31,7 @@
 
 pub mod backoff;
 pub mod client;
+pub mod resources;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -44,10 +45,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::bootstrap::{BootstrapConfig, GrpcMetadata};
-use crate::config_dump::XdsResources;
 use crate::model::{Discovery, Snapshot, UpstreamProtocol, UpstreamTls};
 use crate::server::Proxy;
 use crate::tls::{SecretStore, UpstreamTlsStats};
+use crate::xds::resources::XdsResources;
 
 pub use backoff::{Backoff, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX};
 pub use state::{DEFAULT_WARMING_TIMEOUT, ResourceType};

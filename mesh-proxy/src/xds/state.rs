@@ -32,10 +32,10 @@ use envoy_types::pb::google::rpc::Status;
 use prost::{Message, Name};
 
 use crate::compile::{CompileError, compile_cluster, compile_listener, merge_snapshot};
-use crate::config_dump::{Encoded, StoredResourceError, Versioned, XdsResources};
 use crate::model::{
     Discovery, ListenerConfig, NetworkFilter, ResourceVersion, RouteSource, Snapshot,
 };
+use crate::xds::resources::{Encoded, StoredResourceError, Versioned, XdsResources};
 use crate::xds_json::unpack_any;
 
 /// How long a cluster waits for its endpoints (or a listener for its route

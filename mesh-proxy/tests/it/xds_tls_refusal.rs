@@ -168,7 +168,7 @@ impl xds::ConfigSink for Applied {
     async fn apply(
         &self,
         _snapshot: mesh_proxy::model::Snapshot,
-        _resources: mesh_proxy::config_dump::XdsResources,
+        _resources: mesh_proxy::xds::resources::XdsResources,
     ) -> Result<(), String> {
         self.0.fetch_add(1, Ordering::SeqCst);
         Ok(())

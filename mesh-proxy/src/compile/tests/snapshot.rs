@@ -71,7 +71,7 @@ fn more_traffic_changing_settings_are_refused() {
 
 #[test]
 fn merge_adds_dynamic_resources_to_static_ones() {
-    use crate::config_dump::{Versioned, XdsResources};
+    use crate::xds::resources::{Versioned, XdsResources};
     fn v<T: prost::Message + prost::Name + Default>(resource: T) -> Versioned<T> {
         Versioned::new(
             &resource,
