@@ -11,8 +11,42 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use envoy_types::pb::envoy::config::bootstrap::v3::bootstrap::{
+    DynamicResources, StaticResources,
+};
+use envoy_types::pb::envoy::config::bootstrap::v3::{Admin, Bootstrap};
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
+use envoy_types::pb::envoy::config::core::v3::api_config_source::ApiType;
+use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
+use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+use envoy_types::pb::envoy::config::core::v3::grpc_service::{EnvoyGrpc, TargetSpecifier};
+use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, AggregatedConfigSource, ApiConfigSource, ApiVersion, ConfigSource, DataSource,
+    GrpcService, HeaderValue, Node, SocketAddress, TransportSocket, address, transport_socket,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::common_tls_context::ValidationContextType;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::subject_alt_name_matcher::SanType;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, SubjectAltNameMatcher, UpstreamTlsContext,
+};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::explicit_http_config::ProtocolConfig;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+    ExplicitHttpConfig, UpstreamProtocolOptions,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher;
+use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+use envoy_types::pb::google::protobuf::value::Kind;
+use envoy_types::pb::google::protobuf::{Duration as ProtoDuration, Struct, Value as ProtoValue};
 use mesh_api::constants::node_metadata::*;
-use serde_json::{Value, json};
+use mesh_proxy::xds_json::{XdsJsonError, pack_any};
+use serde_json::Value;
 
 /// Name of the static cluster that reaches the control plane (Istio's name).
 pub const XDS_CLUSTER: &str = "xds-grpc";
@@ -93,31 +127,51 @@ impl ProxyBootstrap {
         )
     }
 
-    /// The bootstrap document (write it as JSON: Envoy and mesh-proxy both read it).
-    pub fn to_json(&self) -> Value {
-        let mut metadata = json!({
-            META_LABELS: self.labels,
-            META_NAMESPACE: self.namespace,
-            META_SERVICE_ACCOUNT: self.service_account,
-            META_WORKLOAD_NAME: self.name,
-            META_CLUSTER_ID: CLUSTER_ID,
-            META_ISTIO_VERSION: ISTIO_VERSION,
-            META_LOCAL_MODE: "true",
-        });
+    /// The bootstrap document (write it as JSON: Envoy and mesh-proxy both read it), built
+    /// from Envoy's own messages, so that a misspelt field is a compile error, and rendered as
+    /// Envoy's admin renders them.
+    pub fn to_json(&self) -> Result<Value, XdsJsonError> {
+        let text = |s: &str| ProtoValue {
+            kind: Some(Kind::StringValue(s.to_string())),
+        };
+        let labels = Struct {
+            fields: self
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), text(v)))
+                .collect(),
+        };
+        let mut metadata: BTreeMap<String, ProtoValue> = [
+            (META_NAMESPACE, text(&self.namespace)),
+            (META_SERVICE_ACCOUNT, text(&self.service_account)),
+            (META_WORKLOAD_NAME, text(&self.name)),
+            (META_CLUSTER_ID, text(CLUSTER_ID)),
+            (META_ISTIO_VERSION, text(ISTIO_VERSION)),
+            (META_LOCAL_MODE, text("true")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        metadata.insert(
+            META_LABELS.to_string(),
+            ProtoValue {
+                kind: Some(Kind::StructValue(labels)),
+            },
+        );
         match &self.role {
             ProxyRole::Sidecar {
                 outbound,
                 inbound,
                 app,
             } => {
-                metadata[META_OUTBOUND_ADDRESS] = outbound.to_string().into();
-                metadata[META_INBOUND_ADDRESS] = inbound.to_string().into();
-                metadata[META_APP_ADDRESS] = app.to_string().into();
+                metadata.insert(META_OUTBOUND_ADDRESS.into(), text(&outbound.to_string()));
+                metadata.insert(META_INBOUND_ADDRESS.into(), text(&inbound.to_string()));
+                metadata.insert(META_APP_ADDRESS.into(), text(&app.to_string()));
             }
             ProxyRole::Router { ports } => {
-                metadata[META_GATEWAY_PORTS] = gateway_ports(ports).into();
+                metadata.insert(META_GATEWAY_PORTS.into(), text(&gateway_ports(ports)));
                 // As Istio's demo profile: the gateway logs every request (its log file).
-                metadata[META_ACCESS_LOG_FILE] = GATEWAY_ACCESS_LOG.into();
+                metadata.insert(META_ACCESS_LOG_FILE.into(), text(GATEWAY_ACCESS_LOG));
             }
         }
         // Istio's `cluster` is `app.namespace` (or the workload name).
@@ -126,66 +180,135 @@ impl ProxyBootstrap {
             .get("app")
             .cloned()
             .unwrap_or_else(|| self.name.clone());
-        let mut grpc_service = json!({"envoy_grpc": {"cluster_name": XDS_CLUSTER}});
-        let mut xds_cluster = json!({
-            "name": XDS_CLUSTER,
-            "type": "STATIC",
-            "connect_timeout": "1s",
-            "typed_extension_protocol_options": {
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                    "explicit_http_config": {"http2_protocol_options": {}},
-                }
-            },
-            "load_assignment": {
-                "cluster_name": XDS_CLUSTER,
-                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(self.xds)}}]}],
-            },
-        });
-        if let Some(tls) = &self.xds_tls {
-            grpc_service["initial_metadata"] = json!([
-                {"key": "authorization", "value": format!("Bearer {}", tls.token)}
-            ]);
-            xds_cluster["transport_socket"] = json!({
-                "name": "envoy.transport_sockets.tls",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                    "sni": XDS_TLS_SNI,
-                    "common_tls_context": {
-                        "alpn_protocols": ["h2"],
-                        "validation_context": {
-                            "trusted_ca": {"filename": tls.root_cert.display().to_string()},
-                            "match_typed_subject_alt_names": [
-                                {"san_type": "URI", "matcher": {"exact": tls.server_identity}}
-                            ],
-                        },
-                    },
+        let ads = ConfigSource {
+            config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+            resource_api_version: ApiVersion::V3 as i32,
+            ..Default::default()
+        };
+        let grpc_service = GrpcService {
+            target_specifier: Some(TargetSpecifier::EnvoyGrpc(EnvoyGrpc {
+                cluster_name: XDS_CLUSTER.to_string(),
+                ..Default::default()
+            })),
+            initial_metadata: self
+                .xds_tls
+                .iter()
+                .map(|tls| HeaderValue {
+                    key: "authorization".to_string(),
+                    value: format!("Bearer {}", tls.token),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let http2_only = HttpProtocolOptions {
+            upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+                ExplicitHttpConfig {
+                    protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(Default::default())),
                 },
-            });
-        }
-        json!({
-            "node": {
-                "id": self.node_id(),
-                "cluster": format!("{app}.{}", self.namespace),
-                "metadata": metadata,
-            },
-            "admin": {
-                "address": socket_address(self.admin),
-            },
-            "dynamic_resources": {
-                "ads_config": {
-                    "api_type": "GRPC",
-                    "transport_api_version": "V3",
-                    "set_node_on_first_message_only": true,
-                    "grpc_services": [grpc_service],
+            )),
+            ..Default::default()
+        };
+        let xds_cluster = Cluster {
+            name: XDS_CLUSTER.to_string(),
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+            connect_timeout: Some(ProtoDuration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            typed_extension_protocol_options: [(
+                HTTP_PROTOCOL_OPTIONS.to_string(),
+                pack_any(&http2_only),
+            )]
+            .into(),
+            load_assignment: Some(ClusterLoadAssignment {
+                cluster_name: XDS_CLUSTER.to_string(),
+                endpoints: vec![LocalityLbEndpoints {
+                    lb_endpoints: vec![LbEndpoint {
+                        host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+                            address: Some(socket_address(self.xds)),
+                            ..Default::default()
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            transport_socket: self.xds_tls.as_ref().map(xds_tls_socket),
+            ..Default::default()
+        };
+        let bootstrap = Bootstrap {
+            node: Some(Node {
+                id: self.node_id(),
+                cluster: format!("{app}.{}", self.namespace),
+                metadata: Some(Struct {
+                    fields: metadata.into_iter().collect(),
+                }),
+                ..Default::default()
+            }),
+            admin: Some(Admin {
+                address: Some(socket_address(self.admin)),
+                ..Default::default()
+            }),
+            dynamic_resources: Some(DynamicResources {
+                ads_config: Some(ApiConfigSource {
+                    api_type: ApiType::Grpc as i32,
+                    transport_api_version: ApiVersion::V3 as i32,
+                    set_node_on_first_message_only: true,
+                    grpc_services: vec![grpc_service],
+                    ..Default::default()
+                }),
+                cds_config: Some(ads.clone()),
+                lds_config: Some(ads),
+                ..Default::default()
+            }),
+            static_resources: Some(StaticResources {
+                clusters: vec![xds_cluster],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        mesh_proxy::xds_json::to_value(&bootstrap)
+    }
+}
+
+/// The extension name of the HTTP protocol options of a cluster.
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// TLS to the control plane's secure port: istiod's SNI, ALPN h2, the server checked against
+/// the mesh root and required to be the control plane's SPIFFE identity.
+fn xds_tls_socket(tls: &XdsTls) -> TransportSocket {
+    let context = UpstreamTlsContext {
+        sni: XDS_TLS_SNI.to_string(),
+        common_tls_context: Some(CommonTlsContext {
+            alpn_protocols: vec!["h2".to_string()],
+            validation_context_type: Some(ValidationContextType::ValidationContext(
+                CertificateValidationContext {
+                    trusted_ca: Some(DataSource {
+                        specifier: Some(Specifier::Filename(tls.root_cert.display().to_string())),
+                        ..Default::default()
+                    }),
+                    match_typed_subject_alt_names: vec![SubjectAltNameMatcher {
+                        san_type: SanType::Uri as i32,
+                        matcher: Some(StringMatcher {
+                            match_pattern: Some(MatchPattern::Exact(tls.server_identity.clone())),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
                 },
-                "cds_config": {"ads": {}, "resource_api_version": "V3"},
-                "lds_config": {"ads": {}, "resource_api_version": "V3"},
-            },
-            "static_resources": {
-                "clusters": [xds_cluster],
-            },
-        })
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".to_string(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(
+            &context,
+        ))),
     }
 }
 
@@ -198,8 +321,14 @@ pub fn gateway_ports(ports: &BTreeMap<u32, SocketAddr>) -> String {
         .join(",")
 }
 
-fn socket_address(a: SocketAddr) -> Value {
-    json!({"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}})
+fn socket_address(a: SocketAddr) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: a.ip().to_string(),
+            port_specifier: Some(PortSpecifier::PortValue(u32::from(a.port()))),
+            ..Default::default()
+        })),
+    }
 }
 
 #[cfg(test)]
@@ -232,7 +361,7 @@ mod tests {
 
     #[test]
     fn sidecar_node_is_istio_form_with_local_addresses() {
-        let b = sidecar().to_json();
+        let b = sidecar().to_json().unwrap();
         assert_eq!(
             b["node"]["id"],
             "sidecar~127.0.0.1~helloworld-safe.default~default.svc.cluster.local"
@@ -269,7 +398,7 @@ mod tests {
         };
         r.name = "istio-ingressgateway".into();
         r.namespace = "istio-system".into();
-        let b = r.to_json();
+        let b = r.to_json().unwrap();
         assert_eq!(
             b["node"]["id"],
             "router~127.0.0.1~istio-ingressgateway.istio-system~istio-system.svc.cluster.local"
@@ -282,7 +411,7 @@ mod tests {
         assert_eq!(b["node"]["metadata"]["MESH_ACCESS_LOG_FILE"], "/dev/stdout");
         // Sidecars log no requests (their apps do).
         assert!(
-            sidecar().to_json()["node"]["metadata"]
+            sidecar().to_json().unwrap()["node"]["metadata"]
                 .get("MESH_ACCESS_LOG_FILE")
                 .is_none()
         );
@@ -290,7 +419,7 @@ mod tests {
 
     #[test]
     fn plaintext_ads_has_no_tls_and_no_token() {
-        let b = sidecar().to_json();
+        let b = sidecar().to_json().unwrap();
         assert!(
             b["static_resources"]["clusters"][0]
                 .get("transport_socket")
@@ -316,7 +445,7 @@ mod tests {
             !format!("{:?}", s).contains("abc123"),
             "Debug hides the token"
         );
-        let b = s.to_json();
+        let b = s.to_json().unwrap();
         let svc = &b["dynamic_resources"]["ads_config"]["grpc_services"][0];
         assert_eq!(
             svc["initial_metadata"],

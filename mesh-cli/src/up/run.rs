@@ -425,7 +425,7 @@ fn start_all(
     for (name, b) in boots {
         // Owner-only: an Envoy bootstrap holds the proxy's token.
         let path = boot_dir.join(format!("{}.json", b.name));
-        identity::write_private(&path, &serde_json::to_vec_pretty(&b.to_json())?)?;
+        identity::write_private(&path, &serde_json::to_vec_pretty(&b.to_json()?)?)?;
         progress(format!(
             "  starting {name} ({}) admin {} ...",
             opts.proxy.label(),

@@ -81,7 +81,11 @@ fn envoy_validates_sidecar_and_router_bootstraps() {
     let dir = tempfile::tempdir().unwrap();
     for b in bootstraps(dir.path()) {
         let path = dir.path().join(format!("{}.json", b.name));
-        std::fs::write(&path, serde_json::to_vec_pretty(&b.to_json()).unwrap()).unwrap();
+        std::fs::write(
+            &path,
+            serde_json::to_vec_pretty(&b.to_json().unwrap()).unwrap(),
+        )
+        .unwrap();
         let out = Command::new(&envoy)
             .args(["--mode", "validate", "-c"])
             .arg(&path)
@@ -108,7 +112,7 @@ fn mesh_proxy_reads_the_ads_transport_of_every_bootstrap() {
 
     let dir = tempfile::tempdir().unwrap();
     for b in bootstraps(dir.path()) {
-        let text = serde_json::to_string(&b.to_json()).unwrap();
+        let text = serde_json::to_string(&b.to_json().unwrap()).unwrap();
         let boot = mesh_proxy::bootstrap::parse_bootstrap(&text)
             .unwrap_or_else(|e| panic!("{}: {e}", b.name));
         let ads = AdsClientConfig::from_bootstrap(&boot)
