@@ -4,12 +4,8 @@
 //! envoy-types messages, not the compiled model), packed into Envoy's own
 //! `envoy.admin.v3.*ConfigDump` messages and rendered by the proto JSON
 //! mapping with proto field names, so tools written for Envoy's output
-//! (`istioctl proxy-config`-style parsers) read it unchanged.
-//!
-//! Those resources are held encoded ([`Encoded`]): a decoded Envoy message
-//! takes KiBs of heap where its protobuf bytes take a few hundred, and only
-//! this dump and the xDS client's recompiles read them, so they are decoded
-//! on demand.
+//! (`istioctl proxy-config`-style parsers) read it unchanged. The resources
+//! come from [`crate::xds::resources`], which keeps them encoded.
 
 use std::time::SystemTime;
 

@@ -1,5 +1,9 @@
 //! The xDS resources as received, kept encoded with their versions; in `xds`
 //! because the compiler and the ADS client use them, not only `/config_dump`.
+//!
+//! Encoded ([`Encoded`]) because a decoded Envoy message takes KiBs of heap
+//! where its protobuf bytes take a few hundred, and only `/config_dump` and
+//! the xDS client's recompiles read them: they are decoded on demand.
 
 use std::marker::PhantomData;
 
