@@ -36,18 +36,8 @@ const UNITS: &[(&str, u128)] = &[
     ("ns", 1),
 ];
 
-/// [`UNITS`] and days, for command lines.
-const FLAG_UNITS: &[(&str, u128)] = &[
-    ("d", 86_400_000_000_000),
-    ("h", 3_600_000_000_000),
-    ("m", 60_000_000_000),
-    ("s", 1_000_000_000),
-    ("ms", 1_000_000),
-    ("us", 1_000),
-    ("µs", 1_000),
-    ("μs", 1_000),
-    ("ns", 1),
-];
+/// Days, which command lines take beside [`UNITS`] and Istio's fields do not.
+const DAY: (&str, u128) = ("d", 86_400_000_000_000);
 
 /// A duration given on a command line: Istio's form ([`parse_duration`]: `500ms`, `1.5s`,
 /// `1h30m`) and days (`90d`), as operators write certificate lifetimes. The error names the
@@ -63,22 +53,22 @@ pub fn parse_flag_duration(text: &str) -> Result<Duration, String> {
     }
     let numeric = |c: char| c.is_ascii_digit() || c == '.' || c == '-' || c == '+';
     for unit in s.split(numeric).filter(|u| !u.is_empty()) {
-        if !FLAG_UNITS.iter().any(|(name, _)| *name == unit) {
+        if unit != DAY.0 && !UNITS.iter().any(|(name, _)| *name == unit) {
             return Err(format!("{s:?}: unknown unit {unit:?}; use {EXPECTED}"));
         }
     }
     if s.starts_with(char::is_alphabetic) {
         return Err(format!("{s:?}: a number must come before each unit"));
     }
-    parse_with(s, FLAG_UNITS).map_err(|e| e.to_string())
+    parse_with(s, true).map_err(|e| e.to_string())
 }
 
 /// Parses `1s`, `0.5s`, `100ms`, `1m`, `1h`, `1h30m`, `2.5us`, `10ns`.
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
-    parse_with(text, UNITS)
+    parse_with(text, false)
 }
 
-fn parse_with(text: &str, units: &[(&str, u128)]) -> Result<Duration, DurationError> {
+fn parse_with(text: &str, days: bool) -> Result<Duration, DurationError> {
     let s = text.trim();
     if s.is_empty() {
         return Err(DurationError::Empty);
@@ -109,7 +99,8 @@ fn parse_with(text: &str, units: &[(&str, u128)]) -> Result<Duration, DurationEr
             .unwrap_or(rest.len());
         let unit = &rest[..unit_end];
         rest = &rest[unit_end..];
-        let unit_nanos: u128 = match units.iter().find(|(name, _)| *name == unit) {
+        let mut known = UNITS.iter().chain(days.then_some(&DAY));
+        let unit_nanos: u128 = match known.find(|(name, _)| *name == unit) {
             Some((_, nanos)) => *nanos,
             None => return Err(DurationError::Syntax(text.to_string())),
         };

@@ -51,9 +51,9 @@ impl MeshCtl {
         None
     }
 
-    /// `meshctl up --detach --proxy PROXY --timeout 60 [EXTRA...]`, or `None` with the reason
-    /// printed (`SKIPPED: ...`) when a binary it needs is missing. Panics, with every log's
-    /// tail, when `up` fails.
+    /// `meshctl up [EXTRA...] --detach --proxy PROXY` (with `--timeout 60` unless EXTRA sets
+    /// one), or `None` with the reason printed (`SKIPPED: ...`) when a binary it needs is
+    /// missing. Panics, with every log's tail, when `up` fails.
     pub fn up(meshctl: impl Into<PathBuf>, proxy: &str, extra: &[&str]) -> Option<MeshCtl> {
         let mesh = MeshCtl::new(meshctl);
         if let Some(why) = mesh.missing(proxy) {
@@ -62,7 +62,10 @@ impl MeshCtl {
         }
         let mut args = vec!["up"];
         args.extend_from_slice(extra);
-        args.extend(["--detach", "--proxy", proxy, "--timeout", "60"]);
+        args.extend(["--detach", "--proxy", proxy]);
+        if !extra.contains(&"--timeout") {
+            args.extend(["--timeout", "60"]);
+        }
         let out = mesh.run(&args);
         assert!(
             out.status.success(),

@@ -72,6 +72,15 @@ async fn install_crds(client: &Client) {
     .expect("VirtualService served");
 }
 
+async fn create_namespace(client: &Client, name: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+}
+
 async fn create_vs(client: &Client, name: &str, spec: serde_json::Value) {
     create_vs_in(client, "default", name, spec).await;
 }
@@ -111,12 +120,7 @@ async fn analyze_reads_the_clusters_live_configuration() {
     .await;
     // In another namespace: reported with -A or -n shop, not by default (the context's
     // namespace, `default`, as istioctl).
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let shop = serde_json::from_value(json!({"metadata": {"name": "shop"}})).unwrap();
-    namespaces
-        .create(&PostParams::default(), &shop)
-        .await
-        .unwrap();
+    create_namespace(&client, "shop").await;
     create_vs_in(
         &client,
         "shop",
@@ -333,12 +337,7 @@ async fn proxy_commands_reach_the_clusters_pods_through_the_api_server() {
     };
     let client = client(&kube).await;
     install_crds(&client).await;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns = serde_json::from_value(json!({"metadata": {"name": "istio-system"}})).unwrap();
-    namespaces
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
+    create_namespace(&client, "istio-system").await;
     let kubelet = Kubelet::start().await;
     let nodes: Api<Node> = Api::all(client.clone());
     let node = serde_json::from_value(kubelet.node("node-a")).unwrap();

@@ -12,7 +12,8 @@ use serde_json::Value;
 
 #[test]
 fn proxy_status_and_proxy_config_against_the_built_in_demo() {
-    let Some(mesh) = MeshCtl::up(env!("CARGO_BIN_EXE_meshctl"), "mesh", &[]) else {
+    let Some(mesh) = MeshCtl::up(env!("CARGO_BIN_EXE_meshctl"), "mesh", &["--timeout", "30"])
+    else {
         return;
     };
     let status = mesh.try_json(&["status", "-o", "json"]).unwrap();
@@ -363,7 +364,8 @@ spec:
 
 #[test]
 fn a_rejected_push_shows_stale_then_a_fix_applied_under_another_name_syncs() {
-    let Some(mesh) = MeshCtl::up(env!("CARGO_BIN_EXE_meshctl"), "mesh", &[]) else {
+    let Some(mesh) = MeshCtl::up(env!("CARGO_BIN_EXE_meshctl"), "mesh", &["--timeout", "30"])
+    else {
         return;
     };
 

@@ -11,20 +11,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn tls_for_sidecars_plaintext_for_the_rest() {
-    let ca = ca("cluster.local");
-    let client_cert = issue(&ca, "default", "client");
-    let server_cert = issue(&ca, "default", "server");
-    let app = HttpUpstream::start("app").await.unwrap();
+    // STRICT: only TLS reaches `app`; `plain` only speaks plaintext. The server runs while
+    // its binding lives.
+    let StrictServer {
+        client_cert,
+        server_cert,
+        app,
+        server: _server,
+        inbound,
+    } = StrictServer::start("cluster.local").await;
     let plain = HttpUpstream::start("plain").await.unwrap();
-    // STRICT: only TLS reaches `app`; `plain` only speaks plaintext.
-    let server = start(&server_bootstrap(
-        Mode::Strict,
-        app.addr(),
-        &secrets(&server_cert, &server_cert.roots),
-        &[&client_cert.uri],
-    ))
-    .await;
-    let inbound = server.listener("inbound").unwrap();
     let client = start(&client_bootstrap(
         &[(inbound, true), (plain.addr(), false)],
         &auto_mtls_transport(&[&server_cert.uri]),
